@@ -3,4 +3,5 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod notice;
+pub mod runner;
 pub mod store;
