@@ -339,6 +339,16 @@ impl Settings {
         })
     }
 
+    /// Can notices be delivered on this platform?
+    pub fn platform_enabled(&self, platform: &str) -> bool {
+        match platform {
+            "terminal" => true,
+            "slack" => self.secrets.slack_bot_token.is_some(),
+            "discord" => self.secrets.discord_bot_token.is_some(),
+            _ => false,
+        }
+    }
+
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

@@ -1,7 +1,21 @@
 //! Deckhand: a chat-ops deploy bot.
+//!
+//! The flow of one command (see `DESIGN.md`): a platform handler or the terminal builds an
+//! [`intake::Invocation`]; [`intake`] checks it against the [`catalog`] and the rules in
+//! [`policy`] and writes a job with [`queue`]; a worker from [`jobs`] claims it, runs its
+//! steps with [`runner`], verifies [`health`], records [`history`]; every state change
+//! writes [`notice`]s into the outbox, which [`outbox`] delivers per platform.
+pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+pub mod health;
+pub mod history;
+pub mod jobs;
+pub mod metrics;
 pub mod notice;
+pub mod outbox;
+pub mod policy;
+pub mod queue;
 pub mod runner;
 pub mod store;

@@ -51,6 +51,109 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Execute one [`Write`] on an open transaction `$tx`; evaluates to `Result<i64>`.
+macro_rules! exec_write {
+    ($tx:ident, $w:expr) => {{
+let id: i64 = match $w {
+            $crate::store::Write::Notice(n) => sqlx::query_scalar(
+                "INSERT INTO outbox (job_id, platform, channel, thread_key, body, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            )
+            .bind(n.job_id)
+            .bind(&n.platform)
+            .bind(&n.channel)
+            .bind(&n.thread_key)
+            .bind(&n.body)
+            .bind($crate::store::now_ms())
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::Audit(a) => sqlx::query_scalar(
+                "INSERT INTO audit_events (at, actor, platform, action, environment, job_id, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind($crate::store::now_ms())
+            .bind(&a.actor)
+            .bind(&a.platform)
+            .bind(&a.action)
+            .bind(&a.environment)
+            .bind(a.job_id)
+            .bind(&a.detail)
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::JobState { id, from, to, result, owner } => {
+                let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 6)).collect::<Vec<_>>().join(", ");
+                let terminal = ["succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"].contains(&to.as_str());
+                let sql = format!(
+                    "UPDATE jobs SET state = $1, result = COALESCE($2, result), \
+                     finished_at = CASE WHEN $3 THEN $4 ELSE finished_at END, \
+                     lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
+                     lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END \
+                     WHERE id = $5 AND state IN ({placeholders}){}",
+                    if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 6) } else { String::new() }
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(to)
+                    .bind(result)
+                    .bind(terminal)
+                    .bind($crate::store::now_ms())
+                    .bind(id);
+                for f in from.iter() {
+                    q = q.bind(*f);
+                }
+                if let Some(o) = owner {
+                    q = q.bind(o);
+                }
+                let n = q.execute(&mut *$tx).await?.rows_affected();
+                if n == 0 {
+                    return Err($crate::store::StoreError::Conflict(format!("job {id} is no longer {}", from.join(" or "))));
+                }
+                0
+            }
+            $crate::store::Write::DeploymentStart { job_id, environment, version, kind, requested_by } => sqlx::query_scalar(
+                "INSERT INTO deployments (job_id, environment, version, kind, requested_by, status, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
+            )
+            .bind(job_id)
+            .bind(environment)
+            .bind(version)
+            .bind(kind)
+            .bind(requested_by)
+            .bind($crate::store::now_ms())
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::DeploymentFinish { id, status, verified, health, migration } => {
+                let now = $crate::store::now_ms();
+                sqlx::query(
+                    "UPDATE deployments SET status = $1, verified = $2, health = $3, migration = $4, \
+                     finished_at = $5, duration_ms = $5 - started_at WHERE id = $6",
+                )
+                .bind(status)
+                .bind(verified)
+                .bind(health)
+                .bind(migration)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *$tx)
+                .await?;
+                0
+            }
+            $crate::store::Write::Sql { sql, args } => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for a in args {
+                    q = match a {
+                        $crate::store::Arg::Int(i) => q.bind(*i),
+                        $crate::store::Arg::Text(s) => q.bind(s.clone()),
+                        $crate::store::Arg::Null => q.bind(None::<String>),
+                    };
+                }
+                q.execute(&mut *$tx).await?.rows_affected() as i64
+            }
+        };
+        Ok::<i64, $crate::store::StoreError>(id)
+    }};
+}
+pub(crate) use exec_write;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -120,108 +223,13 @@ impl Db {
     }
 
     /// Run writes in one transaction. Returns the id of each inserted row, in order
-    /// (0 for updates).
+    /// (rows affected for updates).
     pub async fn apply(&self, writes: &[Write]) -> Result<Vec<i64>> {
         on_db!(self, p => {
             let mut tx = p.begin().await?;
             let mut ids = Vec::with_capacity(writes.len());
             for w in writes {
-                let id: i64 = match w {
-                    Write::Notice(n) => sqlx::query_scalar(
-                        "INSERT INTO outbox (job_id, platform, channel, thread_key, body, created_at, next_attempt_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
-                    )
-                    .bind(n.job_id)
-                    .bind(&n.platform)
-                    .bind(&n.channel)
-                    .bind(&n.thread_key)
-                    .bind(&n.body)
-                    .bind(now_ms())
-                    .fetch_one(&mut *tx)
-                    .await?,
-                    Write::Audit(a) => sqlx::query_scalar(
-                        "INSERT INTO audit_events (at, actor, platform, action, environment, job_id, detail) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                    )
-                    .bind(now_ms())
-                    .bind(&a.actor)
-                    .bind(&a.platform)
-                    .bind(&a.action)
-                    .bind(&a.environment)
-                    .bind(a.job_id)
-                    .bind(&a.detail)
-                    .fetch_one(&mut *tx)
-                    .await?,
-                    Write::JobState { id, from, to, result, owner } => {
-                        let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 6)).collect::<Vec<_>>().join(", ");
-                        let terminal = ["succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"].contains(&to.as_str());
-                        let sql = format!(
-                            "UPDATE jobs SET state = $1, result = COALESCE($2, result), \
-                             finished_at = CASE WHEN $3 THEN $4 ELSE finished_at END, \
-                             lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
-                             lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END \
-                             WHERE id = $5 AND state IN ({placeholders}){}",
-                            if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 6) } else { String::new() }
-                        );
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(to)
-                            .bind(result)
-                            .bind(terminal)
-                            .bind(now_ms())
-                            .bind(id);
-                        for f in from.iter() {
-                            q = q.bind(*f);
-                        }
-                        if let Some(o) = owner {
-                            q = q.bind(o);
-                        }
-                        let n = q.execute(&mut *tx).await?.rows_affected();
-                        if n == 0 {
-                            return Err(StoreError::Conflict(format!("job {id} is no longer {}", from.join(" or "))));
-                        }
-                        0
-                    }
-                    Write::DeploymentStart { job_id, environment, version, kind, requested_by } => sqlx::query_scalar(
-                        "INSERT INTO deployments (job_id, environment, version, kind, requested_by, status, started_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
-                    )
-                    .bind(job_id)
-                    .bind(environment)
-                    .bind(version)
-                    .bind(kind)
-                    .bind(requested_by)
-                    .bind(now_ms())
-                    .fetch_one(&mut *tx)
-                    .await?,
-                    Write::DeploymentFinish { id, status, verified, health, migration } => {
-                        let now = now_ms();
-                        sqlx::query(
-                            "UPDATE deployments SET status = $1, verified = $2, health = $3, migration = $4, \
-                             finished_at = $5, duration_ms = $5 - started_at WHERE id = $6",
-                        )
-                        .bind(status)
-                        .bind(verified)
-                        .bind(health)
-                        .bind(migration)
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        0
-                    }
-                    Write::Sql { sql, args } => {
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                        for a in args {
-                            q = match a {
-                                Arg::Int(i) => q.bind(*i),
-                                Arg::Text(s) => q.bind(s.clone()),
-                                Arg::Null => q.bind(None::<String>),
-                            };
-                        }
-                        q.execute(&mut *tx).await?.rows_affected() as i64
-                    }
-                };
-                ids.push(id);
+                ids.push(exec_write!(tx, w)?);
             }
             tx.commit().await?;
             Ok(ids)

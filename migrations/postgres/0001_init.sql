@@ -14,7 +14,7 @@ CREATE TABLE jobs (
     idempotency_key TEXT UNIQUE,
     concurrency_key TEXT,
     idempotent BOOLEAN NOT NULL DEFAULT FALSE,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until BIGINT,
     run_at BIGINT NOT NULL,
@@ -22,10 +22,12 @@ CREATE TABLE jobs (
     started_at BIGINT,
     finished_at BIGINT,
     result TEXT,
-    approvals_needed INTEGER NOT NULL DEFAULT 0,
+    approvals_needed BIGINT NOT NULL DEFAULT 0,
     approval_deadline BIGINT,
     emergency TEXT,
-    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- Process group of the running step, so a restart on the same host can stop an orphan.
+    step_pgid BIGINT
 );
 -- At most one running job per environment, whatever the workers believe.
 CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs (concurrency_key) WHERE state = 'running';
@@ -80,7 +82,7 @@ CREATE TABLE outbox (
     body TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
     delivered_at BIGINT,
     last_error TEXT,
     claimed_by TEXT,

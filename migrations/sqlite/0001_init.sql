@@ -25,7 +25,9 @@ CREATE TABLE jobs (
     approvals_needed INTEGER NOT NULL DEFAULT 0,
     approval_deadline INTEGER,
     emergency TEXT,
-    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- Process group of the running step, so a restart on the same host can stop an orphan.
+    step_pgid INTEGER
 );
 -- At most one running job per environment, whatever the workers believe.
 CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs (concurrency_key) WHERE state = 'running';

@@ -1,0 +1,123 @@
+//! The application: settings, catalog and database, shared by every part of a process.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use tokio::sync::Notify;
+
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use crate::runner::Redactor;
+use crate::store::{Db, now_ms};
+
+pub struct App {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub db: Db,
+    /// Every configured secret value, for redacting step output.
+    pub redactor: Redactor,
+    /// Woken when a job is enqueued or finishes (a queued job may now be claimable).
+    pub wake: Notify,
+    /// Woken when notices are written.
+    pub outbox_wake: Notify,
+    /// This process's identity on leases and outbox claims: host, pid and a random part.
+    pub worker_id: String,
+    pub http: reqwest::Client,
+    pub health: Liveness,
+}
+
+/// What `/ready` needs to know about the background loops.
+#[derive(Default)]
+pub struct Liveness {
+    pub worker_tick: AtomicI64,
+    pub outbox_tick: AtomicI64,
+    pub workers_started: AtomicBool,
+    pub outbox_started: AtomicBool,
+    /// Set while the server drains on shutdown: new commands get 503.
+    pub draining: AtomicBool,
+    outbox_error: Mutex<Option<String>>,
+}
+
+impl Liveness {
+    pub fn worker_tick(&self) {
+        self.worker_tick.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn outbox_tick(&self) {
+        self.outbox_tick.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn set_outbox_error(&self, e: Option<String>) {
+        *self.outbox_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+    pub fn outbox_error(&self) -> Option<String> {
+        self.outbox_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl App {
+    /// Connect to the database, apply migrations, load the catalog.
+    pub async fn build(settings: Settings) -> anyhow::Result<Arc<App>> {
+        use anyhow::Context;
+        let catalog = Catalog::load(settings.commands_dir().as_deref(), &settings.config)
+            .map_err(|ps| {
+                anyhow::anyhow!(
+                    "the command catalog has problems:\n{}",
+                    ps.iter()
+                        .map(|p| format!("  {p}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+        let db = Db::connect(&settings.database_url).await.with_context(|| {
+            format!(
+                "cannot open the database {}",
+                crate::store::redact_url(&settings.database_url)
+            )
+        })?;
+        db.migrate()
+            .await
+            .context("cannot apply database migrations")?;
+        let redactor = Redactor::new(settings.secrets.values());
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("deckhand/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Arc::new(App {
+            settings,
+            catalog,
+            db,
+            redactor,
+            wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            worker_id: worker_id(),
+            http,
+            health: Liveness::default(),
+        }))
+    }
+
+    /// Wake the workers and the sender after writing jobs or notices.
+    pub fn poke(&self) {
+        self.wake.notify_waiters();
+        self.outbox_wake.notify_waiters();
+    }
+}
+
+fn worker_id() -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    format!("{}:{}:{}", hostname(), std::process::id(), hex::encode(b))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}

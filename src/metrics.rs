@@ -1,0 +1,207 @@
+//! Process metrics in Prometheus text format.
+//!
+//! A small registry of labelled counters and histograms behind one mutex: the hot paths
+//! touch it a few times per request, and a dependency-free registry keeps the build lean.
+//! Gauges that live in the database (queue and outbox depth) are read at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Registry {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+    help: BTreeMap<&'static str, (&'static str, &'static str)>,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Seconds; fits both HTTP latency (ms) and job durations (minutes).
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn labels(l: &[(&'static str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+pub fn inc(name: &'static str, help: &'static str, l: &[(&'static str, &str)]) {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    r.help.entry(name).or_insert((help, "counter"));
+    *r.counters.entry((name, labels(l))).or_default() += 1;
+}
+
+pub fn observe(name: &'static str, help: &'static str, l: &[(&'static str, &str)], secs: f64) {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    r.help.entry(name).or_insert((help, "histogram"));
+    let h = r.histograms.entry((name, labels(l))).or_default();
+    if h.buckets.is_empty() {
+        h.buckets = vec![0; BUCKETS.len()];
+    }
+    for (i, b) in BUCKETS.iter().enumerate() {
+        if secs <= *b {
+            h.buckets[i] += 1;
+        }
+    }
+    h.sum += secs;
+    h.count += 1;
+}
+
+pub fn command(platform: &str, outcome: &str) {
+    inc(
+        "deckhand_commands_total",
+        "Commands received, by platform and outcome (accepted, refused, bad_signature).",
+        &[("platform", platform), ("outcome", outcome)],
+    );
+}
+
+pub fn job_finished(kind: &str, state: &str, secs: f64) {
+    inc(
+        "deckhand_jobs_total",
+        "Jobs finished, by kind and final state.",
+        &[("kind", kind), ("state", state)],
+    );
+    observe(
+        "deckhand_job_duration_seconds",
+        "Job run time from start to final state.",
+        &[("kind", kind)],
+        secs,
+    );
+}
+
+pub fn delivered(platform: &str) {
+    inc(
+        "deckhand_notices_delivered_total",
+        "Notices delivered, by platform.",
+        &[("platform", platform)],
+    );
+}
+
+pub fn delivery_failure(platform: &str) {
+    inc(
+        "deckhand_delivery_failures_total",
+        "Failed delivery attempts (429, 5xx, network), by platform.",
+        &[("platform", platform)],
+    );
+}
+
+pub fn probe(environment: &str, ok: bool) {
+    inc(
+        "deckhand_probe_results_total",
+        "Health probe results, by environment and result.",
+        &[
+            ("environment", environment),
+            ("result", if ok { "up" } else { "down" }),
+        ],
+    );
+}
+
+pub fn http(route: &str, status: u16, secs: f64) {
+    observe(
+        "deckhand_http_request_duration_seconds",
+        "HTTP request latency, by route.",
+        &[("route", route), ("status", &status.to_string())],
+        secs,
+    );
+}
+
+fn write_labels(out: &mut String, l: &Labels, extra: Option<(&str, String)>) {
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if !parts.is_empty() {
+        let _ = write!(out, "{{{}}}", parts.join(","));
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Render every metric, plus `gauges` read by the caller: (name, help, labels, value).
+pub fn render(gauges: &[(&str, &str, Vec<(&'static str, String)>, f64)]) -> String {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = String::new();
+    let mut last = "";
+    for ((name, l), v) in &r.counters {
+        if *name != last {
+            let (help, ty) = r.help[name];
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+            last = name;
+        }
+        out.push_str(name);
+        write_labels(&mut out, l, None);
+        let _ = writeln!(out, " {v}");
+    }
+    for ((name, l), h) in &r.histograms {
+        if *name != last {
+            let (help, ty) = r.help[name];
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+            last = name;
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = write!(out, "{name}_bucket");
+            write_labels(&mut out, l, Some(("le", b.to_string())));
+            let _ = writeln!(out, " {}", h.buckets[i]);
+        }
+        let _ = write!(out, "{name}_bucket");
+        write_labels(&mut out, l, Some(("le", "+Inf".into())));
+        let _ = writeln!(out, " {}", h.count);
+        let _ = write!(out, "{name}_sum");
+        write_labels(&mut out, l, None);
+        let _ = writeln!(out, " {}", h.sum);
+        let _ = write!(out, "{name}_count");
+        write_labels(&mut out, l, None);
+        let _ = writeln!(out, " {}", h.count);
+    }
+    let mut last = "";
+    for (name, help, l, v) in gauges {
+        if *name != last {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            last = name;
+        }
+        out.push_str(name);
+        write_labels(&mut out, l, None);
+        let _ = writeln!(out, " {v}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_counters_and_histograms() {
+        super::command("test-platform", "accepted");
+        super::observe("deckhand_test_seconds", "t", &[("route", "/x")], 0.003);
+        let t = super::render(&[(
+            "deckhand_queue_depth",
+            "q",
+            vec![("state", "queued".into())],
+            2.0,
+        )]);
+        assert!(t.contains("deckhand_commands_total{platform=\"test-platform\",outcome=\"accepted\"}"));
+        assert!(t.contains("deckhand_test_seconds_bucket{route=\"/x\",le=\"0.005\"} 1"));
+        assert!(t.contains("deckhand_test_seconds_bucket{route=\"/x\",le=\"0.001\"} 0"));
+        assert!(t.contains("deckhand_queue_depth{state=\"queued\"} 2"));
+    }
+}

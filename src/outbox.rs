@@ -1,0 +1,323 @@
+//! The outbox sender: delivers notices written next to the state they report.
+//!
+//! Rows are taken in order per thread (a job, an incident): a thread's next notice waits
+//! until the one before it is delivered, so a retry never reorders a job's story. A row is
+//! claimed for a short while before it is sent and marked delivered right after, so a
+//! crash between the two can at worst resend the one row in flight; platforms that allow
+//! it make even that harmless (an update of the job's one message is idempotent).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::FromRow;
+
+use crate::app::App;
+use crate::notice::Notice;
+use crate::on_db;
+use crate::store::{Db, Result, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub job_id: Option<i64>,
+    pub platform: String,
+    pub channel: Option<String>,
+    pub thread_key: String,
+    pub body: String,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub attempts: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub claimed_by: Option<String>,
+    pub claim_until: Option<i64>,
+}
+
+impl OutboxRow {
+    pub fn notice(&self) -> Option<Notice> {
+        Notice::from_json(&self.body).ok()
+    }
+}
+
+/// Why a delivery did not happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryError {
+    /// Try again, not before this long (a 429's `Retry-After`, or backoff after a 5xx).
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// The platform refused the message for good (bad channel, bad token).
+    Fatal(String),
+}
+
+/// How long to wait before attempt `n` (1-based) after a failure: 1 s doubling to 5 min.
+pub fn backoff(attempt: i64) -> Duration {
+    let secs = 1u64 << attempt.clamp(1, 9).saturating_sub(1);
+    Duration::from_secs(secs.min(300))
+}
+
+/// Attempts after which a fatal refusal is given up on (and logged as lost).
+pub const MAX_FATAL_ATTEMPTS: i64 = 5;
+
+impl Db {
+    /// Claim up to `limit` due rows that are first in their thread, on these platforms.
+    pub async fn claim_notices(
+        &self,
+        platforms: &[&str],
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        if platforms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let list = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("${}", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lock = match self {
+            Db::Postgres(_) => " FOR UPDATE OF o SKIP LOCKED",
+            Db::Sqlite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claim_until = $2 WHERE id IN (\
+             SELECT o.id FROM outbox o WHERE o.delivered_at IS NULL AND o.next_attempt_at <= $3 \
+             AND (o.claim_until IS NULL OR o.claim_until < $3) AND o.platform IN ({list}) \
+             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.platform = o.platform \
+             AND e.thread_key = o.thread_key AND e.delivered_at IS NULL AND e.id < o.id) \
+             ORDER BY o.id LIMIT $4{lock}) RETURNING *"
+        );
+        let mut rows: Vec<OutboxRow> = on_db!(self, p => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(now + 60_000)
+                .bind(now)
+                .bind(limit);
+            for pl in platforms {
+                q = q.bind(*pl);
+            }
+            q.fetch_all(p).await?
+        });
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    pub async fn mark_delivered(&self, id: i64) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query("UPDATE outbox SET delivered_at = $1, claimed_by = NULL, claim_until = NULL WHERE id = $2")
+                .bind(now_ms())
+                .bind(id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Put a row back for a later attempt.
+    pub async fn mark_retry(&self, id: i64, after: Duration, error: &str) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+                 claimed_by = NULL, claim_until = NULL WHERE id = $3",
+            )
+            .bind(now_ms() + after.as_millis() as i64)
+            .bind(error)
+            .bind(id)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Give up on a row the platform keeps refusing; it stays in the table with its error.
+    pub async fn mark_failed(&self, id: i64, error: &str) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, delivered_at = $1, last_error = $2, \
+                 claimed_by = NULL, claim_until = NULL WHERE id = $3",
+            )
+            .bind(now_ms())
+            .bind(format!("gave up: {error}"))
+            .bind(id)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Notices of a job on one platform after row `after`, delivered or not.
+    pub async fn job_notices(&self, job_id: i64, platform: &str, after: i64) -> Result<Vec<OutboxRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM outbox WHERE job_id = $1 AND platform = $2 AND id > $3 ORDER BY id")
+                .bind(job_id)
+                .bind(platform)
+                .bind(after)
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    /// Undelivered rows by platform.
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, i64)>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT platform, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY platform ORDER BY platform")
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    /// The platform's id for the message of a thread in a channel (Slack `ts`, Discord id).
+    pub async fn message_ref(&self, platform: &str, channel: &str, thread: &str) -> Result<Option<String>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_scalar(
+                "SELECT message_ref FROM platform_messages WHERE platform = $1 AND channel = $2 AND thread_key = $3",
+            )
+            .bind(platform)
+            .bind(channel)
+            .bind(thread)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    pub async fn set_message_ref(&self, platform: &str, channel: &str, thread: &str, r: &str) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "INSERT INTO platform_messages (platform, channel, thread_key, message_ref) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (platform, channel, thread_key) DO UPDATE SET message_ref = $4",
+            )
+            .bind(platform)
+            .bind(channel)
+            .bind(thread)
+            .bind(r)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+}
+
+/// Where notices of one platform go.
+pub enum Deliverer {
+    /// The terminal of `deckhand serve`: the notice is printed on stdout. With `print`
+    /// false (an in-process `deckhand run`, which prints what it follows) it is only marked.
+    Terminal { print: bool },
+}
+
+impl Deliverer {
+    pub fn platform(&self) -> &'static str {
+        match self {
+            Deliverer::Terminal { .. } => "terminal",
+        }
+    }
+
+    async fn deliver(&self, app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
+        match self {
+            Deliverer::Terminal { print } => {
+                if *print {
+                    if let Some(n) = row.notice() {
+                        println!("{}", n.render_text());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Minimum time between two messages to one channel.
+    fn pace(&self) -> Duration {
+        match self {
+            Deliverer::Terminal { .. } => Duration::ZERO,
+        }
+    }
+}
+
+/// Deliver until `stop` fires. Wakes on `app.outbox_wake` or every 250 ms.
+pub async fn run_sender(
+    app: Arc<App>,
+    deliverers: Vec<Deliverer>,
+    stop: crate::runner::CancelToken,
+) {
+    let platforms: Vec<&str> = deliverers.iter().map(|d| d.platform()).collect();
+    let mut last_sent: HashMap<(String, String), tokio::time::Instant> = HashMap::new();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let rows = match app.db.claim_notices(&platforms, &app.worker_id, 50).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox: cannot read pending notices");
+                app.health.set_outbox_error(Some(e.to_string()));
+                Vec::new()
+            }
+        };
+        if !rows.is_empty() {
+            app.health.set_outbox_error(None);
+        }
+        app.health.outbox_tick();
+        let busy = !rows.is_empty();
+        for row in rows {
+            let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
+                continue;
+            };
+            let key = (row.platform.clone(), row.channel.clone().unwrap_or_default());
+            if let Some(t) = last_sent.get(&key) {
+                let due = *t + d.pace();
+                if due > tokio::time::Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
+            }
+            let result = d.deliver(&app, &row).await;
+            last_sent.insert(key, tokio::time::Instant::now());
+            let done = match &result {
+                Ok(()) => app.db.mark_delivered(row.id).await,
+                Err(DeliveryError::Retry { after, reason }) => {
+                    let wait = after.unwrap_or_else(|| backoff(row.attempts + 1));
+                    tracing::warn!(platform = %row.platform, outbox_id = row.id, retry_in_ms = wait.as_millis() as u64, reason = %reason, "delivery deferred");
+                    crate::metrics::delivery_failure(&row.platform);
+                    app.db.mark_retry(row.id, wait, reason).await
+                }
+                Err(DeliveryError::Fatal(reason)) if row.attempts + 1 >= MAX_FATAL_ATTEMPTS => {
+                    tracing::error!(platform = %row.platform, outbox_id = row.id, reason = %reason, "notice refused for good; giving up");
+                    crate::metrics::delivery_failure(&row.platform);
+                    app.db.mark_failed(row.id, reason).await
+                }
+                Err(DeliveryError::Fatal(reason)) => {
+                    crate::metrics::delivery_failure(&row.platform);
+                    app.db.mark_retry(row.id, backoff(row.attempts + 3), reason).await
+                }
+            };
+            if result.is_ok() {
+                crate::metrics::delivered(&row.platform);
+            }
+            if let Err(e) = done {
+                tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot record delivery");
+            }
+        }
+        if !busy {
+            tokio::select! {
+                _ = app.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(50), Duration::from_secs(256));
+    }
+}
