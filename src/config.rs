@@ -111,12 +111,15 @@ impl Default for RunnerConfig {
 pub struct ServerConfig {
     /// On SIGTERM, how long running jobs may go on before their steps are stopped.
     pub shutdown_grace_seconds: u64,
+    /// Serve `/metrics` on this address instead of the public listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace_seconds: 30,
+            metrics_listen: None,
         }
     }
 }
@@ -138,6 +141,12 @@ pub struct EnvironmentConfig {
     /// Approvals needed from people other than the requester.
     #[serde(default)]
     pub approvals: u32,
+    /// The role an approver must hold.
+    #[serde(default = "default_approver_role")]
+    pub approver_role: String,
+    /// Unanswered approval requests expire after this long.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_seconds: u64,
     /// Roll back to the last verified version when the health check fails.
     #[serde(default)]
     pub auto_rollback: bool,
@@ -148,6 +157,12 @@ pub struct EnvironmentConfig {
 
 fn default_expect_status() -> u16 {
     200
+}
+fn default_approver_role() -> String {
+    "deployer".into()
+}
+fn default_approval_timeout() -> u64 {
+    3600
 }
 fn default_health_timeout() -> u64 {
     300

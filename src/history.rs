@@ -82,6 +82,26 @@ impl Db {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
+    /// Who approved a job so far.
+    pub async fn approvals(&self, job_id: i64) -> Result<Vec<String>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_scalar("SELECT approver FROM approvals WHERE job_id = $1 AND decision = 'approve' ORDER BY at")
+                .bind(job_id)
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    /// Jobs waiting for approval past their deadline.
+    pub async fn overdue_approvals(&self) -> Result<Vec<crate::queue::JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM jobs WHERE state = 'awaiting_approval' AND approval_deadline < $1 ORDER BY id")
+                .bind(crate::store::now_ms())
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
     pub async fn lock_of(&self, env: &str) -> Result<Option<LockRow>> {
         Ok(on_db!(self, p => {
             sqlx::query_as("SELECT * FROM locks WHERE environment = $1")

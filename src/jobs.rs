@@ -718,6 +718,25 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
             Err(e) => return Err(e.into()),
         }
     }
+    for job in app.db.overdue_approvals().await? {
+        let title = format!(
+            "Job {} ({}) expired: no approval arrived in time",
+            job.id,
+            crate::intake::describe(&job.command, job.environment.as_deref(), job.version.as_deref())
+        );
+        let notice = Notice::new(NoticeKind::ApprovalExpired, Tone::Warning, title.clone())
+            .env(job.environment.as_deref())
+            .version(job.version.as_deref())
+            .job(job.id);
+        let mut writes = vec![transition(job.id, &[state::AWAITING_APPROVAL], state::EXPIRED, Some(title.clone()), None)];
+        writes.extend(notices(app, &job, &notice));
+        writes.push(audit(&job, "job_expired", title));
+        match app.db.apply(&writes).await {
+            Ok(_) => n += 1,
+            Err(e) if crate::queue::is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     if n > 0 {
         app.poke();
     }

@@ -6,16 +6,22 @@
 //! steps with [`runner`], verifies [`health`], records [`history`]; every state change
 //! writes [`notice`]s into the outbox, which [`outbox`] delivers per platform.
 pub mod app;
+pub mod builtins;
 pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod health;
 pub mod history;
+pub mod intake;
 pub mod jobs;
 pub mod metrics;
 pub mod notice;
 pub mod outbox;
+pub mod platform;
 pub mod policy;
 pub mod queue;
 pub mod runner;
+pub mod server;
 pub mod store;

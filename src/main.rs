@@ -1,1 +1,4 @@
-fn main() {}
+//! `deckhand`: see `deckhand --help` and the README.
+fn main() {
+    std::process::exit(deckhand::cli::main());
+}

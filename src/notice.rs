@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     EnvironmentReady,
+    EnvironmentLocked,
     JobQueued,
     AwaitingApproval,
     DeploymentStarted,

@@ -1,0 +1,335 @@
+//! The bundled demo: environments that need no cloud account.
+//!
+//! `deckhand demo-app --version V --port P` is a tiny service whose `/health` reports its
+//! version (a version starting with `bad` answers 500, to show a failed health check and
+//! an auto-rollback). The steps in the bundled `commands/` call `deckhand demo ACTION`,
+//! which reads its arguments from `DECKHAND_*` variables like any real step would:
+//! `deploy` replaces the running app with the requested version, `backup`, `migrate` and
+//! `drift-check` work on a real SQLite database per environment, and `store-secret` keeps
+//! the value it reads on stdin in a file only the owner can read.
+
+use std::io::{BufRead, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+fn var(k: &str) -> Result<String> {
+    std::env::var(k)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("{k} is not set: run this as a step of a deckhand job"))
+}
+
+fn demo_dir() -> Result<PathBuf> {
+    let d = PathBuf::from(var("DECKHAND_DATA_DIR")?).join("demo");
+    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+/// The environment name, already validated by deckhand, checked again before it becomes
+/// part of a file name.
+fn env_name() -> Result<String> {
+    let e = var("DECKHAND_ENVIRONMENT")?;
+    crate::domain::EnvName::parse(&e).map_err(|e| anyhow::anyhow!(e.0))?;
+    Ok(e)
+}
+
+fn port_of(url: &str) -> Result<u16> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or("");
+    hostport
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("cannot find a port in the health URL {url}"))
+}
+
+pub fn pid_file(dir: &Path, env: &str) -> PathBuf {
+    dir.join(format!("{env}.pid"))
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 1 && unsafe { libc::kill(pid, 0) } == 0 && !zombie(pid)
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Stop the app a pid file names, politely, then firmly.
+pub fn stop_app(pidfile: &Path) {
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    if !alive(pid) {
+        return;
+    }
+    // SAFETY: plain signals to a pid we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..50 {
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// `deckhand demo ACTION`.
+pub fn action(name: &str) -> Result<()> {
+    match name {
+        "deploy" => deploy(),
+        "backup" => backup(),
+        "migrate" => migrate(false),
+        "drift-check" => migrate(true),
+        "store-secret" => store_secret(),
+        other => bail!(
+            "unknown demo action {other:?}; accepted: deploy, backup, migrate, drift-check, store-secret"
+        ),
+    }
+}
+
+fn deploy() -> Result<()> {
+    let env = env_name()?;
+    let version = var("DECKHAND_VERSION")?;
+    crate::domain::Version::parse(&version).map_err(|e| anyhow::anyhow!(e.0))?;
+    let port = port_of(&var("DECKHAND_HEALTH_URL")?)?;
+    let dir = demo_dir()?;
+    let pidfile = pid_file(&dir, &env);
+    stop_app(&pidfile);
+    // Wait for the port to be free, so the new version can take it.
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::File::create(dir.join(format!("{env}.log")))?;
+    let exe = std::env::current_exe()?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(exe)
+        .args(["demo-app", "--version", &version, "--port", &port.to_string()])
+        .arg("--pid-file")
+        .arg(&pidfile)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: the app outlives this step on purpose.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the demo app")?;
+    std::fs::write(&pidfile, child.id().to_string())?;
+    println!(
+        "started demo app {version} for {env} on 127.0.0.1:{port} (pid {})",
+        child.id()
+    );
+    Ok(())
+}
+
+/// The demo app: serves `/health` until the pid file stops naming it.
+pub async fn serve_app(version: String, port: u16, pid_file: Option<PathBuf>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let healthy = !version.starts_with("bad");
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "failing" },
+        "version": version,
+    })
+    .to_string();
+    let status = if healthy {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let router = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { (status, [("content-type", "application/json")], body) }
+        }),
+    );
+    let me = std::process::id().to_string();
+    let orphaned = async move {
+        // Exit once replaced or once the data folder is gone (a test cleaned up).
+        let Some(p) = pid_file else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match std::fs::read_to_string(&p) {
+                Ok(s) if s.trim() == me => {}
+                // Written right after spawn: give the parent a moment.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.parent().is_some_and(Path::exists) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if !p.exists() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = crate::server::signal() => {}
+                _ = orphaned => {}
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+const DEMO_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_create_users",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE)",
+    ),
+    (
+        "0002_create_orders",
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), total_cents INTEGER NOT NULL)",
+    ),
+];
+
+fn app_db(env: &str) -> Result<PathBuf> {
+    Ok(demo_dir()?.join(format!("{env}-app.db")))
+}
+
+async fn open(path: &Path) -> Result<sqlx::SqlitePool> {
+    use std::str::FromStr;
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true);
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds")
+        .block_on(f)
+}
+
+fn backup() -> Result<()> {
+    let env = env_name()?;
+    let db = app_db(&env)?;
+    let dir = demo_dir()?.join("backups");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let target = dir.join(format!("{env}-{stamp}.db"));
+    block_on(async {
+        let pool = open(&db).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "VACUUM INTO '{}'",
+            target.display().to_string().replace('\'', "''")
+        )))
+        .execute(&pool)
+        .await
+        .context("backup failed")?;
+        pool.close().await;
+        anyhow::Ok(())
+    })?;
+    let size = std::fs::metadata(&target)?.len();
+    println!("backed up {} to {} ({size} bytes)", db.display(), target.display());
+    println!("deckhand-report: backup={}", target.display());
+    Ok(())
+}
+
+fn migrate(check_only: bool) -> Result<()> {
+    let env = env_name()?;
+    let db = app_db(&env)?;
+    block_on(async {
+        let pool = open(&db).await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&pool)
+            .await?;
+        let done: Vec<String> = sqlx::query_scalar("SELECT name FROM schema_migrations")
+            .fetch_all(&pool)
+            .await?;
+        let pending: Vec<_> = DEMO_MIGRATIONS
+            .iter()
+            .filter(|(n, _)| !done.iter().any(|d| d == n))
+            .collect();
+        if check_only {
+            if pending.is_empty() {
+                println!("no drift: all {} migrations applied", DEMO_MIGRATIONS.len());
+                return Ok(());
+            }
+            bail!(
+                "drift: {} migration(s) not applied",
+                pending.len()
+            );
+        }
+        if pending.is_empty() {
+            println!("deckhand-report: migration=not needed");
+            return Ok(());
+        }
+        let mut names = Vec::new();
+        for (name, sql) in pending {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, datetime('now'))")
+                .bind(*name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            println!("applied {name}");
+            names.push(*name);
+        }
+        println!("deckhand-report: migration=applied {}", names.join(", "));
+        pool.close().await;
+        Ok(())
+    })
+}
+
+fn store_secret() -> Result<()> {
+    let env = env_name()?;
+    let name = var("DECKHAND_ARG_NAME")?;
+    crate::domain::SecretName::parse(&name).map_err(|e| anyhow::anyhow!(e.0))?;
+    let mut value = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut value)
+        .context("cannot read the new value on stdin")?;
+    let v = value.trim_end_matches('\n');
+    if v.is_empty() {
+        bail!("no value arrived on stdin");
+    }
+    let dir = demo_dir()?.join(format!("{env}-secrets"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(&name);
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(v.as_bytes())?;
+    println!("stored {name} for {env} ({} characters)", v.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ports_from_urls() {
+        assert_eq!(super::port_of("http://127.0.0.1:18081/health").unwrap(), 18081);
+        assert!(super::port_of("http://localhost/health").is_err());
+    }
+}
