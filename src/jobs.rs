@@ -497,6 +497,7 @@ async fn run_steps(
             } else {
                 None
             },
+            started: None,
         };
         let (tx, rx) = mpsc::channel(1024);
         let collector = tokio::spawn(collect_log(
@@ -514,7 +515,19 @@ async fn run_steps(
                 e.cancel();
             })
         };
+        let (pg_tx, mut pg_rx) = mpsc::unbounded_channel();
+        let spec = StepSpec { started: Some(pg_tx), ..spec };
+        let record = {
+            let app = app.clone();
+            let id = job.id;
+            tokio::spawn(async move {
+                if let Some(g) = pg_rx.recv().await {
+                    let _ = app.db.set_step_pgid(id, Some(g as i64)).await;
+                }
+            })
+        };
         let outcome = runner::run_step(spec, redactor, tx, either).await;
+        let _ = record.await;
         watcher.abort();
         let (lines, step_facts) = collector.await.unwrap_or_default();
         logged = lines;

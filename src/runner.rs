@@ -70,6 +70,8 @@ pub struct StepSpec {
     pub kill_grace: Duration,
     /// Written to the child's stdin, then stdin is closed. Zeroized when dropped.
     pub stdin: Option<Zeroizing<String>>,
+    /// Told the step's process group id once it starts, so a crash can be cleaned up.
+    pub started: Option<mpsc::UnboundedSender<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,9 @@ pub async fn run_step(
         Err(e) => return StepOutcome::StartFailed(format!("{}: {e}", program.display())),
     };
     let pgid = child.id().map(|p| p as i32);
+    if let (Some(tx), Some(g)) = (&spec.started, pgid) {
+        let _ = tx.send(g as u32);
+    }
     if let (Some(input), Some(mut stdin)) = (spec.stdin.as_ref(), child.stdin.take()) {
         // A step that never reads stdin must not block us: ignore a broken pipe.
         let _ = stdin.write_all(input.as_bytes()).await;
@@ -338,6 +343,7 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             kill_grace: Duration::from_millis(300),
             stdin: None,
+            started: None,
         }
     }
 
