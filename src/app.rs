@@ -64,8 +64,8 @@ impl App {
     /// Connect to the database, apply migrations, load the catalog.
     pub async fn build(settings: Settings) -> anyhow::Result<Arc<App>> {
         use anyhow::Context;
-        let catalog = Catalog::load(settings.commands_dir().as_deref(), &settings.config)
-            .map_err(|ps| {
+        let catalog =
+            Catalog::load(settings.commands_dir().as_deref(), &settings.config).map_err(|ps| {
                 anyhow::anyhow!(
                     "the command catalog has problems:\n{}",
                     ps.iter()
@@ -104,9 +104,10 @@ impl App {
     }
 
     /// Wake the workers and the sender after writing jobs or notices.
+    /// `notify_one` keeps a permit when nobody waits, so a wake-up is never lost.
     pub fn poke(&self) {
-        self.wake.notify_waiters();
-        self.outbox_wake.notify_waiters();
+        self.wake.notify_one();
+        self.outbox_wake.notify_one();
     }
 }
 

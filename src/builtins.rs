@@ -30,10 +30,10 @@ pub async fn run<'a>(
         "help" => Ok(Decision::Info(help(app, held))),
         "status" => {
             let env = arg(0);
-            if let Some(e) = env {
-                if let Err(r) = known_env(app, e) {
-                    return Ok(Decision::Refuse(r));
-                }
+            if let Some(e) = env
+                && let Err(r) = known_env(app, e)
+            {
+                return Ok(Decision::Refuse(r));
             }
             Ok(Decision::Info(status(app, env).await?))
         }
@@ -53,7 +53,9 @@ pub async fn run<'a>(
                 Err(e) => return bad_usage(&e.0),
             };
             let Some(job) = app.db.job(id).await? else {
-                return Ok(Decision::Refuse(format!("there is no job {id}; `deckhand jobs` lists recent jobs")));
+                return Ok(Decision::Refuse(format!(
+                    "there is no job {id}; `deckhand jobs` lists recent jobs"
+                )));
             };
             match name {
                 "cancel" => cancel(app, inv, &job, held).await,
@@ -97,14 +99,23 @@ fn known_env(app: &App, e: &str) -> Result<(), String> {
         Err(format!(
             "unknown environment {:?}; accepted: {}",
             crate::intake::shorten(e),
-            app.settings.config.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+            app.settings
+                .config
+                .environments
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }
 
 /// Locks, cancels and rejections need the role that deploying there needs.
 fn may_change(app: &App, env: &str, held: &BTreeSet<String>, what: &str) -> Result<(), String> {
-    let role = app.catalog.get("deploy").and_then(|c| c.role_for(Some(env)));
+    let role = app
+        .catalog
+        .get("deploy")
+        .and_then(|c| c.role_for(Some(env)));
     policy::check_role(what, Some(env), role, held)
 }
 
@@ -153,7 +164,11 @@ async fn status(app: &App, only: Option<&str>) -> anyhow::Result<String> {
             Some(d) => out.push_str(&format!(
                 "{} ({}; health: {}; deployed {} by {})",
                 d.version,
-                if d.verified { "verified" } else { "NOT verified" },
+                if d.verified {
+                    "verified"
+                } else {
+                    "NOT verified"
+                },
                 d.health.as_deref().unwrap_or("-"),
                 fmt_time(d.started_at),
                 d.requested_by
@@ -196,7 +211,9 @@ async fn history(app: &App, env: &str) -> anyhow::Result<String> {
             d.kind,
             d.status,
             d.job_id,
-            d.duration_ms.map(fmt_duration).unwrap_or_else(|| "-".into()),
+            d.duration_ms
+                .map(fmt_duration)
+                .unwrap_or_else(|| "-".into()),
             d.requested_by
         ));
     }
@@ -204,10 +221,22 @@ async fn history(app: &App, env: &str) -> anyhow::Result<String> {
 }
 
 fn job_notice(app: &App, job: &JobRow, n: Notice) -> Vec<Write> {
-    crate::jobs::notices(app, job, &n.env(job.environment.as_deref()).version(job.version.as_deref()).job(job.id))
+    crate::jobs::notices(
+        app,
+        job,
+        &n.env(job.environment.as_deref())
+            .version(job.version.as_deref())
+            .job(job.id),
+    )
 }
 
-fn actor_audit(inv: &Invocation, action: &str, env: Option<&str>, job: Option<i64>, detail: String) -> Write {
+fn actor_audit(
+    inv: &Invocation,
+    action: &str,
+    env: Option<&str>,
+    job: Option<i64>,
+    detail: String,
+) -> Write {
     Write::Audit(AuditEvent {
         actor: inv.actor.clone(),
         platform: inv.platform.clone(),
@@ -218,26 +247,57 @@ fn actor_audit(inv: &Invocation, action: &str, env: Option<&str>, job: Option<i6
     })
 }
 
-async fn cancel<'a>(app: &'a App, inv: &Invocation, job: &JobRow, held: &BTreeSet<String>) -> anyhow::Result<Decision<'a>> {
+async fn cancel<'a>(
+    app: &'a App,
+    inv: &Invocation,
+    job: &JobRow,
+    held: &BTreeSet<String>,
+) -> anyhow::Result<Decision<'a>> {
     let env = job.environment.as_deref().unwrap_or("-");
-    if job.requested_by != inv.actor {
-        if let Err(r) = may_change(app, env, held, "cancel") {
-            return Ok(Decision::Refuse(r));
-        }
+    if job.requested_by != inv.actor
+        && let Err(r) = may_change(app, env, held, "cancel")
+    {
+        return Ok(Decision::Refuse(r));
     }
-    let what = describe(&job.command, job.environment.as_deref(), job.version.as_deref());
+    let what = describe(
+        &job.command,
+        job.environment.as_deref(),
+        job.version.as_deref(),
+    );
     match job.state.as_str() {
         state::QUEUED | state::AWAITING_APPROVAL => {
-            let title = format!("Job {} ({what}) was cancelled by {} before it started", job.id, inv.actor);
-            let mut w = vec![transition(job.id, &[state::QUEUED, state::AWAITING_APPROVAL], state::CANCELLED, Some(title.clone()), None)];
-            w.extend(job_notice(app, job, Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone())));
-            w.push(actor_audit(inv, "job_cancelled", job.environment.as_deref(), Some(job.id), title.clone()));
+            let title = format!(
+                "Job {} ({what}) was cancelled by {} before it started",
+                job.id, inv.actor
+            );
+            let mut w = vec![transition(
+                job.id,
+                &[state::QUEUED, state::AWAITING_APPROVAL],
+                state::CANCELLED,
+                Some(title.clone()),
+                None,
+            )];
+            w.extend(job_notice(
+                app,
+                job,
+                Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone()),
+            ));
+            w.push(actor_audit(
+                inv,
+                "job_cancelled",
+                job.environment.as_deref(),
+                Some(job.id),
+                title.clone(),
+            ));
             match app.db.apply(&w).await {
                 Ok(_) => {
                     app.poke();
                     Ok(Decision::Info(title))
                 }
-                Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!("job {} has just started; run cancel again to stop it", job.id))),
+                Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!(
+                    "job {} has just started; run cancel again to stop it",
+                    job.id
+                ))),
                 Err(e) => Err(e.into()),
             }
         }
@@ -251,72 +311,163 @@ async fn cancel<'a>(app: &'a App, inv: &Invocation, job: &JobRow, held: &BTreeSe
                     actor_audit(inv, "cancel_requested", job.environment.as_deref(), Some(job.id), what.clone()),
                 ])
                 .await?;
-            Ok(Decision::Info(format!("Cancelling job {} ({what}): its step is being stopped", job.id)))
+            Ok(Decision::Info(format!(
+                "Cancelling job {} ({what}): its step is being stopped",
+                job.id
+            )))
         }
-        s => Ok(Decision::Refuse(format!("job {} has already ended ({s}); nothing to cancel", job.id))),
+        s => Ok(Decision::Refuse(format!(
+            "job {} has already ended ({s}); nothing to cancel",
+            job.id
+        ))),
     }
 }
 
-async fn approve<'a>(app: &'a App, inv: &Invocation, job: &JobRow, held: &BTreeSet<String>) -> anyhow::Result<Decision<'a>> {
+async fn approve<'a>(
+    app: &'a App,
+    inv: &Invocation,
+    job: &JobRow,
+    held: &BTreeSet<String>,
+) -> anyhow::Result<Decision<'a>> {
     if job.state != state::AWAITING_APPROVAL {
-        return Ok(Decision::Refuse(format!("job {} is not waiting for approval (it is {})", job.id, job.state)));
+        return Ok(Decision::Refuse(format!(
+            "job {} is not waiting for approval (it is {})",
+            job.id, job.state
+        )));
     }
-    let env_cfg = job.environment.as_ref().and_then(|e| app.settings.config.environments.get(e));
-    let role = env_cfg.map(|e| e.approver_role.as_str()).unwrap_or("deployer");
+    let env_cfg = job
+        .environment
+        .as_ref()
+        .and_then(|e| app.settings.config.environments.get(e));
+    let role = env_cfg
+        .map(|e| e.approver_role.as_str())
+        .unwrap_or("deployer");
     let already = app.db.approvals(job.id).await?;
-    if let Err(r) = policy::check_approver(job.id, &job.requested_by, &inv.actor, &already, held, role) {
+    if let Err(r) =
+        policy::check_approver(job.id, &job.requested_by, &inv.actor, &already, held, role)
+    {
         return Ok(Decision::Refuse(r));
     }
     let count = already.len() as i64 + 1;
-    let what = describe(&job.command, job.environment.as_deref(), job.version.as_deref());
+    let what = describe(
+        &job.command,
+        job.environment.as_deref(),
+        job.version.as_deref(),
+    );
     let mut w = vec![Write::Sql {
         sql: "INSERT INTO approvals (job_id, approver, platform, decision, at) VALUES ($1, $2, $3, 'approve', $4)".into(),
         args: vec![Arg::Int(job.id), Arg::Text(inv.actor.clone()), Arg::Text(inv.platform.clone()), Arg::Int(now_ms())],
     }];
     let title = if count >= job.approvals_needed {
-        w.push(transition(job.id, &[state::AWAITING_APPROVAL], state::QUEUED, None, None));
+        w.push(transition(
+            job.id,
+            &[state::AWAITING_APPROVAL],
+            state::QUEUED,
+            None,
+            None,
+        ));
         format!("Job {} ({what}) approved by {}; queued", job.id, inv.actor)
     } else {
-        format!("Job {} ({what}) approved by {} ({count} of {} approvals)", job.id, inv.actor, job.approvals_needed)
+        format!(
+            "Job {} ({what}) approved by {} ({count} of {} approvals)",
+            job.id, inv.actor, job.approvals_needed
+        )
     };
     let mut n = Notice::new(NoticeKind::JobQueued, Tone::Info, title.clone());
     n = n.action("cancel", "Cancel", job.id, true);
     w.extend(job_notice(app, job, n));
-    w.push(actor_audit(inv, "job_approved", job.environment.as_deref(), Some(job.id), title.clone()));
+    w.push(actor_audit(
+        inv,
+        "job_approved",
+        job.environment.as_deref(),
+        Some(job.id),
+        title.clone(),
+    ));
     match app.db.apply(&w).await {
         Ok(_) => {
             app.poke();
             Ok(Decision::Info(title))
         }
-        Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!("job {} is no longer waiting for approval", job.id))),
+        Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!(
+            "job {} is no longer waiting for approval",
+            job.id
+        ))),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn reject<'a>(app: &'a App, inv: &Invocation, job: &JobRow, held: &BTreeSet<String>) -> anyhow::Result<Decision<'a>> {
+async fn reject<'a>(
+    app: &'a App,
+    inv: &Invocation,
+    job: &JobRow,
+    held: &BTreeSet<String>,
+) -> anyhow::Result<Decision<'a>> {
     if job.state != state::AWAITING_APPROVAL {
-        return Ok(Decision::Refuse(format!("job {} is not waiting for approval (it is {})", job.id, job.state)));
+        return Ok(Decision::Refuse(format!(
+            "job {} is not waiting for approval (it is {})",
+            job.id, job.state
+        )));
     }
-    let env_cfg = job.environment.as_ref().and_then(|e| app.settings.config.environments.get(e));
-    let role = env_cfg.map(|e| e.approver_role.as_str()).unwrap_or("deployer");
+    let env_cfg = job
+        .environment
+        .as_ref()
+        .and_then(|e| app.settings.config.environments.get(e));
+    let role = env_cfg
+        .map(|e| e.approver_role.as_str())
+        .unwrap_or("deployer");
     if job.requested_by != inv.actor && !held.contains(role) && !held.contains("admin") {
-        return Ok(Decision::Refuse(format!("refused by approval rule: rejecting job {} needs the {role:?} role", job.id)));
+        return Ok(Decision::Refuse(format!(
+            "refused by approval rule: rejecting job {} needs the {role:?} role",
+            job.id
+        )));
     }
-    let what = describe(&job.command, job.environment.as_deref(), job.version.as_deref());
+    let what = describe(
+        &job.command,
+        job.environment.as_deref(),
+        job.version.as_deref(),
+    );
     let title = format!("Job {} ({what}) was rejected by {}", job.id, inv.actor);
-    let mut w = vec![transition(job.id, &[state::AWAITING_APPROVAL], state::REJECTED, Some(title.clone()), None)];
-    w.extend(job_notice(app, job, Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone())));
-    w.push(actor_audit(inv, "job_rejected", job.environment.as_deref(), Some(job.id), title.clone()));
+    let mut w = vec![transition(
+        job.id,
+        &[state::AWAITING_APPROVAL],
+        state::REJECTED,
+        Some(title.clone()),
+        None,
+    )];
+    w.extend(job_notice(
+        app,
+        job,
+        Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone()),
+    ));
+    w.push(actor_audit(
+        inv,
+        "job_rejected",
+        job.environment.as_deref(),
+        Some(job.id),
+        title.clone(),
+    ));
     match app.db.apply(&w).await {
         Ok(_) => Ok(Decision::Info(title)),
-        Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!("job {} is no longer waiting for approval", job.id))),
+        Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!(
+            "job {} is no longer waiting for approval",
+            job.id
+        ))),
         Err(e) => Err(e.into()),
     }
 }
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let chans = app.settings.config.environments.get(env).map(|e| e.channels.clone()).unwrap_or_default();
-    let mut routes = vec![(inv.platform.clone(), chans.get(&inv.platform).cloned().or(inv.channel.clone()))];
+    let chans = app
+        .settings
+        .config
+        .environments
+        .get(env)
+        .map(|e| e.channels.clone())
+        .unwrap_or_default();
+    let mut routes = vec![(
+        inv.platform.clone(),
+        chans.get(&inv.platform).cloned().or(inv.channel.clone()),
+    )];
     for (p, c) in chans {
         if p != inv.platform && app.settings.platform_enabled(&p) {
             routes.push((p, Some(c)));
@@ -336,7 +487,12 @@ fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> 
         .collect()
 }
 
-async fn lock<'a>(app: &'a App, inv: &Invocation, env: &str, reason: &str) -> anyhow::Result<Decision<'a>> {
+async fn lock<'a>(
+    app: &'a App,
+    inv: &Invocation,
+    env: &str,
+    reason: &str,
+) -> anyhow::Result<Decision<'a>> {
     if let Some(l) = app.db.lock_of(env).await? {
         return Ok(Decision::Refuse(format!(
             "{env} is already locked by {} since {}: {:?}",
@@ -356,10 +512,14 @@ async fn lock<'a>(app: &'a App, inv: &Invocation, env: &str, reason: &str) -> an
     match app.db.apply(&w).await {
         Ok(_) => {
             app.poke();
-            Ok(Decision::Info(format!("{title}. Deploys, rollbacks and migrations to {env} are refused until `unlock {env}`")))
+            Ok(Decision::Info(format!(
+                "{title}. Deploys, rollbacks and migrations to {env} are refused until `unlock {env}`"
+            )))
         }
         Err(crate::store::StoreError::Sql(sqlx::Error::Database(d))) if d.is_unique_violation() => {
-            Ok(Decision::Refuse(format!("{env} was locked by someone else a moment ago; see `status {env}`")))
+            Ok(Decision::Refuse(format!(
+                "{env} was locked by someone else a moment ago; see `status {env}`"
+            )))
         }
         Err(e) => Err(e.into()),
     }

@@ -28,12 +28,32 @@ pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
 /// Commands built into Deckhand rather than defined by files.
 pub const BUILTINS: &[(&str, &str, &str)] = &[
     ("help", "List the commands you may run", "help"),
-    ("status", "Show each environment's version, lock and jobs", "status [ENVIRONMENT]"),
-    ("history", "Show the last deployments of an environment", "history ENVIRONMENT"),
-    ("approve", "Approve a job that waits for approval", "approve JOB"),
-    ("reject", "Reject a job that waits for approval", "reject JOB"),
+    (
+        "status",
+        "Show each environment's version, lock and jobs",
+        "status [ENVIRONMENT]",
+    ),
+    (
+        "history",
+        "Show the last deployments of an environment",
+        "history ENVIRONMENT",
+    ),
+    (
+        "approve",
+        "Approve a job that waits for approval",
+        "approve JOB",
+    ),
+    (
+        "reject",
+        "Reject a job that waits for approval",
+        "reject JOB",
+    ),
     ("cancel", "Cancel a queued or running job", "cancel JOB"),
-    ("lock", "Lock an environment against deploys", "lock ENVIRONMENT REASON"),
+    (
+        "lock",
+        "Lock an environment against deploys",
+        "lock ENVIRONMENT REASON",
+    ),
     ("unlock", "Unlock an environment", "unlock ENVIRONMENT"),
 ];
 
@@ -81,7 +101,6 @@ pub enum ArgKind {
     Choice(Vec<String>),
     Text(regex::Regex),
 }
-
 
 impl PartialEq for ArgKind {
     fn eq(&self, o: &Self) -> bool {
@@ -234,7 +253,9 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
     if !crate::domain::valid_name(&name) {
         problems.push(p(
             at(raw.name.span()),
-            format!("command name {name:?} is invalid; expected lowercase letters, digits, '-' or '_'"),
+            format!(
+                "command name {name:?} is invalid; expected lowercase letters, digits, '-' or '_'"
+            ),
         ));
     }
     if BUILTINS.iter().any(|b| b.0 == name) {
@@ -246,7 +267,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
     let kind = JobKind::parse(raw.kind.get_ref()).unwrap_or_else(|| {
         problems.push(p(
             at(raw.kind.span()),
-            format!("unknown kind {:?}; accepted: {JOB_KINDS}", raw.kind.get_ref()),
+            format!(
+                "unknown kind {:?}; accepted: {JOB_KINDS}",
+                raw.kind.get_ref()
+            ),
         ));
         JobKind::Custom
     });
@@ -261,7 +285,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
                 if a.choices.is_empty() {
                     problems.push(p(
                         at(a.kind.span()),
-                        format!("argument {:?} of kind choice needs a non-empty `choices` list", a.name.get_ref()),
+                        format!(
+                            "argument {:?} of kind choice needs a non-empty `choices` list",
+                            a.name.get_ref()
+                        ),
                     ));
                 }
                 ArgKind::Choice(a.choices.clone())
@@ -270,7 +297,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
                 Some(pat) => match regex::Regex::new(&format!("^(?:{})$", pat.get_ref())) {
                     Ok(re) => ArgKind::Text(re),
                     Err(e) => {
-                        problems.push(p(at(pat.span()), format!("pattern is not a valid regular expression: {e}")));
+                        problems.push(p(
+                            at(pat.span()),
+                            format!("pattern is not a valid regular expression: {e}"),
+                        ));
                         continue;
                     }
                 },
@@ -291,10 +321,16 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
             }
         };
         let arg_name = a.name.get_ref().clone();
-        if !arg_name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') || arg_name.is_empty() {
+        if !arg_name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_')
+            || arg_name.is_empty()
+        {
             problems.push(p(
                 at(a.name.span()),
-                format!("argument name {arg_name:?} is invalid; expected lowercase letters and '_'"),
+                format!(
+                    "argument name {arg_name:?} is invalid; expected lowercase letters and '_'"
+                ),
             ));
         }
         args.push(Arg {
@@ -304,10 +340,13 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
             description: a.description,
         });
     }
-    if let Some(i) = args.iter().position(|a| !a.required) {
-        if args[i..].iter().any(|a| a.required) {
-            problems.push(p(1, "a required argument cannot follow an optional one".into()));
-        }
+    if let Some(i) = args.iter().position(|a| !a.required)
+        && args[i..].iter().any(|a| a.required)
+    {
+        problems.push(p(
+            1,
+            "a required argument cannot follow an optional one".into(),
+        ));
     }
 
     let known_role = |r: &str| r == "everyone" || config.roles.contains_key(r);
@@ -323,14 +362,23 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
                 at(role.span()),
                 format!(
                     "roles: {env:?} is not a configured environment; accepted: {}",
-                    config.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+                    config
+                        .environments
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
         if !known_role(role.get_ref()) {
             problems.push(p(
                 at(role.span()),
-                format!("unknown role {:?}; accepted: {}", role.get_ref(), roles_accepted()),
+                format!(
+                    "unknown role {:?}; accepted: {}",
+                    role.get_ref(),
+                    roles_accepted()
+                ),
             ));
         }
         roles.insert(env, role.into_inner());
@@ -340,7 +388,11 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
         if !known_role(r.get_ref()) {
             problems.push(p(
                 at(r.span()),
-                format!("unknown role {:?}; accepted: {}", r.get_ref(), roles_accepted()),
+                format!(
+                    "unknown role {:?}; accepted: {}",
+                    r.get_ref(),
+                    roles_accepted()
+                ),
             ));
         }
         default_role = Some(r.into_inner());
@@ -352,7 +404,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
         let s = s.into_inner();
         let argv = s.argv.get_ref();
         if argv.is_empty() || argv[0].is_empty() {
-            problems.push(p(at(s.argv.span()), "argv must name a program: e.g. [\"./deploy.sh\", \"--verbose\"]".into()));
+            problems.push(p(
+                at(s.argv.span()),
+                "argv must name a program: e.g. [\"./deploy.sh\", \"--verbose\"]".into(),
+            ));
         }
         if argv.iter().any(|a| a.contains("{{") || a.contains("${")) {
             problems.push(p(
@@ -362,7 +417,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
         }
         for k in s.env.keys().chain(s.pass_env.iter()) {
             if k.starts_with("DECKHAND_") {
-                problems.push(p(line, format!("env {k:?}: the DECKHAND_ prefix is reserved for arguments")));
+                problems.push(p(
+                    line,
+                    format!("env {k:?}: the DECKHAND_ prefix is reserved for arguments"),
+                ));
             }
         }
         if s.timeout_seconds == Some(0) {
@@ -474,7 +532,10 @@ impl Catalog {
                         problems.push(Problem {
                             file: file.clone(),
                             line: 1,
-                            message: format!("command {:?} is also defined in {}", c.name, prev.file),
+                            message: format!(
+                                "command {:?} is also defined in {}",
+                                c.name, prev.file
+                            ),
                         });
                     } else {
                         commands.insert(c.name.clone(), c);
@@ -515,10 +576,15 @@ impl Catalog {
         let mut it = raw.iter();
         while let Some(a) = it.next() {
             if a == "--emergency" {
-                let reason = it.next().map(|s| s.trim()).filter(|s| !s.is_empty() && !s.starts_with("--"));
+                let reason = it
+                    .next()
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty() && !s.starts_with("--"));
                 match reason {
                     Some(r) if cmd.kind == JobKind::Deploy => out.emergency = Some(r.to_owned()),
-                    Some(_) => return Err(format!("--emergency applies only to deploys; {}", usage())),
+                    Some(_) => {
+                        return Err(format!("--emergency applies only to deploys; {}", usage()));
+                    }
                     None => {
                         return Err(format!(
                             "--emergency needs a reason, e.g. --emergency \"hotfix for INC-123\"; {}",
@@ -572,7 +638,8 @@ impl Catalog {
                     out.version = Some(Version::parse(v).map_err(|e| format!("{e}; {}", usage()))?);
                 }
                 ArgKind::SecretName => {
-                    out.secret = Some(SecretName::parse(v).map_err(|e| format!("{e}; {}", usage()))?);
+                    out.secret =
+                        Some(SecretName::parse(v).map_err(|e| format!("{e}; {}", usage()))?);
                 }
                 ArgKind::Choice(choices) => {
                     if !choices.iter().any(|c| c == v) {
@@ -602,7 +669,12 @@ impl Catalog {
 /// Human text of what an argument accepts.
 pub fn accepted(arg: &Arg, config: &Config) -> String {
     match &arg.kind {
-        ArgKind::Environment => config.environments.keys().cloned().collect::<Vec<_>>().join(", "),
+        ArgKind::Environment => config
+            .environments
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         ArgKind::Version => Version::ACCEPTED.to_owned(),
         ArgKind::SecretName => "a secret name such as STRIPE_KEY".to_owned(),
         ArgKind::Choice(c) => c.join(", "),
@@ -630,8 +702,14 @@ mod tests {
         for n in ["deploy", "rollback", "migrate", "rotate-secret"] {
             assert!(cat.get(n).is_some(), "{n}");
         }
-        assert_eq!(cat.get("deploy").unwrap().role_for(Some("production")), Some("deployer"));
-        assert_eq!(cat.get("deploy").unwrap().role_for(Some("staging")), Some("everyone"));
+        assert_eq!(
+            cat.get("deploy").unwrap().role_for(Some("production")),
+            Some("deployer")
+        );
+        assert_eq!(
+            cat.get("deploy").unwrap().role_for(Some("staging")),
+            Some("everyone")
+        );
     }
 
     #[test]
@@ -647,15 +725,26 @@ mod tests {
             assert!(e.contains("not a valid version"), "{e}");
         }
         let e = cat.parse_args(d, &s(&["qa", "abc1234"]), &c).unwrap_err();
-        assert!(e.contains("unknown environment \"qa\"") && e.contains("staging"), "{e}");
+        assert!(
+            e.contains("unknown environment \"qa\"") && e.contains("staging"),
+            "{e}"
+        );
         let e = cat.parse_args(d, &s(&["staging"]), &c).unwrap_err();
         assert!(e.contains("missing VERSION") && e.contains("usage"), "{e}");
-        let e = cat.parse_args(d, &s(&["staging", "a", "b"]), &c).unwrap_err();
+        let e = cat
+            .parse_args(d, &s(&["staging", "a", "b"]), &c)
+            .unwrap_err();
         assert!(e.contains("too many"), "{e}");
-        let e = cat.parse_args(d, &s(&["production", "abc1234", "--emergency"]), &c).unwrap_err();
+        let e = cat
+            .parse_args(d, &s(&["production", "abc1234", "--emergency"]), &c)
+            .unwrap_err();
         assert!(e.contains("needs a reason"), "{e}");
         let ok = cat
-            .parse_args(d, &s(&["production", "abc1234", "--emergency", "INC-1 hotfix"]), &c)
+            .parse_args(
+                d,
+                &s(&["production", "abc1234", "--emergency", "INC-1 hotfix"]),
+                &c,
+            )
             .unwrap();
         assert_eq!(ok.emergency.as_deref(), Some("INC-1 hotfix"));
     }
@@ -667,14 +756,23 @@ mod tests {
         let e = parse_command("commands/x.toml", text, &c).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, 7);
-        assert!(e[0].message.contains("unknown argument kind \"sha\""), "{}", e[0]);
+        assert!(
+            e[0].message.contains("unknown argument kind \"sha\""),
+            "{}",
+            e[0]
+        );
         assert!(e[0].message.contains("environment, version"), "{}", e[0]);
 
         let e = parse_command("x.toml", "name = \"x\"\ndescription = \"d\"\nkind = \"deploy\"\nrole = \"wizard\"\n[[steps]]\nname=\"s\"\nargv=[\"true\"]\n", &c).unwrap_err();
         assert_eq!(e[0].line, 4);
         assert!(e[0].message.contains("unknown role \"wizard\""));
 
-        let e = parse_command("x.toml", "name = \"x\"\ndescription = \"d\"\nkind = \"deploy\"\nstepz = 1\n", &c).unwrap_err();
+        let e = parse_command(
+            "x.toml",
+            "name = \"x\"\ndescription = \"d\"\nkind = \"deploy\"\nstepz = 1\n",
+            &c,
+        )
+        .unwrap_err();
         assert_eq!(e[0].line, 4);
         assert!(e[0].message.contains("stepz"), "{}", e[0]);
     }
@@ -687,7 +785,14 @@ mod tests {
         let cat = Catalog::default();
         assert!(cat.parse_args(&cmd, &s(&["fast", "INC-12"]), &c).is_ok());
         assert!(cat.parse_args(&cmd, &s(&["fast"]), &c).is_ok());
-        assert!(cat.parse_args(&cmd, &s(&["slow"]), &c).unwrap_err().contains("fast, safe"));
-        assert!(cat.parse_args(&cmd, &s(&["fast", "INC-12; id"]), &c).is_err());
+        assert!(
+            cat.parse_args(&cmd, &s(&["slow"]), &c)
+                .unwrap_err()
+                .contains("fast, safe")
+        );
+        assert!(
+            cat.parse_args(&cmd, &s(&["fast", "INC-12; id"]), &c)
+                .is_err()
+        );
     }
 }

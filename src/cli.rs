@@ -22,7 +22,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "deckhand", version, about = "A chat-ops deploy bot for Slack and Discord")]
+#[command(
+    name = "deckhand",
+    version,
+    about = "A chat-ops deploy bot for Slack and Discord"
+)]
 pub struct Cli {
     /// Config file (else DECKHAND_CONFIG, else ./deckhand.toml, else the bundled default).
     #[arg(long, global = true)]
@@ -87,15 +91,22 @@ pub enum Cmd {
 pub fn init_logging(default_filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match std::env::var("LOG_FORMAT").ok().as_deref() {
         Some("json") => true,
         Some("text") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
-        b.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        b.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         b.try_init()
     };
@@ -105,13 +116,21 @@ pub fn init_logging(default_filter: &str) {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Cmd::Serve { .. });
-    init_logging(if quiet { "warn,sqlx=error" } else { "info,sqlx=warn" });
+    init_logging(if quiet {
+        "warn,sqlx=error"
+    } else {
+        "info,sqlx=warn"
+    });
     match cli.command {
         Cmd::Demo { action } => return report(crate::demo::action(&action).map(|_| exit::OK)),
         Cmd::Check => return check(cli.config),
         _ => {}
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return report(Err(e.into())),
     };
@@ -134,7 +153,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
         _ => None,
     };
     match cli.command {
-        Cmd::DemoApp { version, port, pid_file } => {
+        Cmd::DemoApp {
+            version,
+            port,
+            pid_file,
+        } => {
             crate::demo::serve_app(version, port, pid_file).await?;
             return Ok(exit::OK);
         }
@@ -155,14 +178,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Run { command, args } => run(App::build(settings).await?, command, args).await,
         Cmd::Jobs { limit } => {
             let app = App::build(settings).await?;
-            println!("{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  BY", "JOB", "CREATED", "COMMAND", "WHAT", "STATE", "TOOK");
+            println!(
+                "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  BY",
+                "JOB", "CREATED", "COMMAND", "WHAT", "STATE", "TOOK"
+            );
             for j in app.db.recent_jobs(limit).await? {
                 println!(
                     "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  {}",
                     j.id,
                     crate::history::fmt_time(j.created_at).trim_end_matches(" UTC"),
                     j.command,
-                    crate::intake::describe("", j.environment.as_deref(), j.version.as_deref()).trim(),
+                    crate::intake::describe("", j.environment.as_deref(), j.version.as_deref())
+                        .trim(),
                     j.state,
                     crate::jobs::job_duration(&j),
                     j.requested_by
@@ -171,15 +198,25 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Logs { job } => {
-            let id = crate::domain::JobId::parse(&job).map_err(|e| anyhow::anyhow!(e.0))?.0;
+            let id = crate::domain::JobId::parse(&job)
+                .map_err(|e| anyhow::anyhow!(e.0))?
+                .0;
             let app = App::build(settings).await?;
             let Some(j) = app.db.job(id).await? else {
                 eprintln!("deckhand: there is no job {id}");
                 return Ok(exit::REFUSED);
             };
-            println!("job {} {} — {}", j.id, crate::intake::describe(&j.command, j.environment.as_deref(), j.version.as_deref()), j.state);
+            println!(
+                "job {} {} — {}",
+                j.id,
+                crate::intake::describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
+                j.state
+            );
             for l in app.db.job_log(id, 0).await? {
-                println!("{}", crate::jobs::render_log_line(&l.step, &l.stream, &l.line));
+                println!(
+                    "{}",
+                    crate::jobs::render_log_line(&l.step, &l.stream, &l.line)
+                );
             }
             if let Some(r) = j.result {
                 println!("{r}");
@@ -196,13 +233,17 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
                     a.platform,
                     a.action,
                     a.environment.as_deref().unwrap_or("-"),
-                    a.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
+                    a.job_id
+                        .map(|j| j.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     a.detail
                 );
             }
             Ok(exit::OK)
         }
-        Cmd::Check | Cmd::Demo { .. } | Cmd::DemoApp { .. } | Cmd::Healthcheck { .. } => unreachable!("handled above"),
+        Cmd::Check | Cmd::Demo { .. } | Cmd::DemoApp { .. } | Cmd::Healthcheck { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -215,10 +256,18 @@ fn check(config: Option<PathBuf>) -> i32 {
             return exit::REFUSED;
         }
     };
-    let file = settings.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded deckhand.toml>".into());
+    let file = settings
+        .config_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<embedded deckhand.toml>".into());
     match crate::catalog::Catalog::load(settings.commands_dir().as_deref(), &settings.config) {
         Ok(c) => {
-            println!("{file}: ok ({} environments); commands: {}", settings.config.environments.len(), c.commands.keys().cloned().collect::<Vec<_>>().join(", "));
+            println!(
+                "{file}: ok ({} environments); commands: {}",
+                settings.config.environments.len(),
+                c.commands.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
             exit::OK
         }
         Err(problems) => {
@@ -273,7 +322,11 @@ async fn run(app: Arc<App>, command: String, args: Vec<String>) -> anyhow::Resul
             return Ok(exit::OK);
         }
         // A new job's first notice says it was queued; a repeat says which job it is.
-        Outcome::Accepted { job_id, message, duplicate } => {
+        Outcome::Accepted {
+            job_id,
+            message,
+            duplicate,
+        } => {
             if duplicate {
                 println!("{message}");
             }
@@ -287,8 +340,16 @@ async fn run(app: Arc<App>, command: String, args: Vec<String>) -> anyhow::Resul
     let shutdown = CancelToken::new();
     let mut tasks = Vec::new();
     if local {
-        tasks.push(tokio::spawn(crate::jobs::run_workers(app.clone(), stop.clone(), shutdown.clone())));
-        tasks.push(tokio::spawn(crate::outbox::run_sender(app.clone(), crate::server::deliverers(&app, false), stop.clone())));
+        tasks.push(tokio::spawn(crate::jobs::run_workers(
+            app.clone(),
+            stop.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::outbox::run_sender(
+            app.clone(),
+            crate::server::deliverers(&app, false),
+            stop.clone(),
+        )));
     } else {
         println!("(a running `deckhand serve` will run it; following)");
     }
@@ -304,7 +365,12 @@ async fn run(app: Arc<App>, command: String, args: Vec<String>) -> anyhow::Resul
         // Let other platforms' notices of this job go out before leaving.
         let until = tokio::time::Instant::now() + Duration::from_secs(3);
         while tokio::time::Instant::now() < until && code != 130 {
-            let pending: i64 = app.db.outbox_depth().await.map(|d| d.iter().filter(|x| x.0 != "terminal").map(|x| x.1).sum()).unwrap_or(0);
+            let pending: i64 = app
+                .db
+                .outbox_depth()
+                .await
+                .map(|d| d.iter().filter(|x| x.0 != "terminal").map(|x| x.1).sum())
+                .unwrap_or(0);
             if pending == 0 {
                 break;
             }
@@ -326,7 +392,10 @@ async fn follow(app: &App, job_id: i64) -> anyhow::Result<i32> {
         let job = app.db.job(job_id).await?.context("the job disappeared")?;
         let mut out: Vec<(i64, String)> = Vec::new();
         for l in app.db.job_log(job_id, last_log).await? {
-            out.push((l.at, crate::jobs::render_log_line(&l.step, &l.stream, &l.line)));
+            out.push((
+                l.at,
+                crate::jobs::render_log_line(&l.step, &l.stream, &l.line),
+            ));
             last_log = l.id;
         }
         for n in app.db.job_notices(job_id, "terminal", last_notice).await? {
@@ -340,7 +409,11 @@ async fn follow(app: &App, job_id: i64) -> anyhow::Result<i32> {
             println!("{line}");
         }
         if crate::queue::state::is_final(&job.state) {
-            return Ok(if job.state == crate::queue::state::SUCCEEDED { exit::OK } else { exit::JOB_FAILED });
+            return Ok(if job.state == crate::queue::state::SUCCEEDED {
+                exit::OK
+            } else {
+                exit::JOB_FAILED
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -198,7 +198,10 @@ impl std::fmt::Debug for Secrets {
             .field("slack_bot_token", &set(&self.slack_bot_token))
             .field("discord_bot_token", &set(&self.discord_bot_token))
             .field("alert_token", &set(&self.alert_token))
-            .field("step_secrets", &self.step_secrets.keys().collect::<Vec<_>>())
+            .field(
+                "step_secrets",
+                &self.step_secrets.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -428,15 +431,22 @@ pub fn parse_config(name: &str, text: &str, env: &dyn Env) -> Result<Config, Con
                 _ => {
                     return Err(invalid(
                         1,
-                        format!("override DECKHAND__{}: {part} is not a table", path.join("__")),
+                        format!(
+                            "override DECKHAND__{}: {part} is not a table",
+                            path.join("__")
+                        ),
                     ));
                 }
             };
         }
         t.insert(path[path.len() - 1].clone(), value);
     }
-    Config::deserialize(toml::Value::Table(table))
-        .map_err(|e| invalid(1, format!("after DECKHAND__ overrides: {}", e.message().trim())))
+    Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+        invalid(
+            1,
+            format!("after DECKHAND__ overrides: {}", e.message().trim()),
+        )
+    })
 }
 
 /// Checks that need the whole config: references between environments and roles.
@@ -466,32 +476,33 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
                 format!("environment name {env_name:?} is invalid; expected lowercase letters, digits, '-' or '_'"),
             ));
         }
-        if let Some(src) = &e.promote_from {
-            if !c.environments.contains_key(src) || src == env_name {
-                out.push((
+        if let Some(src) = &e.promote_from
+            && (!c.environments.contains_key(src) || src == env_name)
+        {
+            out.push((
                     line,
                     format!(
                         "environments.{env_name}.promote_from = {src:?} is not another configured environment; accepted: {}",
                         envs.join(", ")
                     ),
                 ));
-            }
         }
-        if let Some(url) = &e.health_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                out.push((
-                    line,
-                    format!("environments.{env_name}.health_url must start with http:// or https://"),
-                ));
-            }
+        if let Some(url) = &e.health_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            out.push((
+                line,
+                format!("environments.{env_name}.health_url must start with http:// or https://"),
+            ));
         }
-        if let Some(ev) = &e.expect_version {
-            if ev != "body" && !ev.starts_with("json:") {
-                out.push((
+        if let Some(ev) = &e.expect_version
+            && ev != "body"
+            && !ev.starts_with("json:")
+        {
+            out.push((
                     line,
                     format!("environments.{env_name}.expect_version = {ev:?}; accepted: \"body\" or \"json:FIELD\""),
                 ));
-            }
         }
         for p in e.channels.keys() {
             if !["slack", "discord", "terminal"].contains(&p.as_str()) {

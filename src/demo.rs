@@ -119,7 +119,13 @@ fn deploy() -> Result<()> {
     let exe = std::env::current_exe()?;
     use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(exe)
-        .args(["demo-app", "--version", &version, "--port", &port.to_string()])
+        .args([
+            "demo-app",
+            "--version",
+            &version,
+            "--port",
+            &port.to_string(),
+        ])
         .arg("--pid-file")
         .arg(&pidfile)
         .stdin(std::process::Stdio::null())
@@ -171,7 +177,10 @@ pub async fn serve_app(version: String, port: u16, pid_file: Option<PathBuf>) ->
             match std::fs::read_to_string(&p) {
                 Ok(s) if s.trim() == me => {}
                 // Written right after spawn: give the parent a moment.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.parent().is_some_and(Path::exists) => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && p.parent().is_some_and(Path::exists) =>
+                {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     if !p.exists() {
                         return;
@@ -209,8 +218,9 @@ fn app_db(env: &str) -> Result<PathBuf> {
 
 async fn open(path: &Path) -> Result<sqlx::SqlitePool> {
     use std::str::FromStr;
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-        .create_if_missing(true);
+    let opts =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true);
     Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(opts)
@@ -245,7 +255,11 @@ fn backup() -> Result<()> {
         anyhow::Ok(())
     })?;
     let size = std::fs::metadata(&target)?.len();
-    println!("backed up {} to {} ({size} bytes)", db.display(), target.display());
+    println!(
+        "backed up {} to {} ({size} bytes)",
+        db.display(),
+        target.display()
+    );
     println!("deckhand-report: backup={}", target.display());
     Ok(())
 }
@@ -270,10 +284,7 @@ fn migrate(check_only: bool) -> Result<()> {
                 println!("no drift: all {} migrations applied", DEMO_MIGRATIONS.len());
                 return Ok(());
             }
-            bail!(
-                "drift: {} migration(s) not applied",
-                pending.len()
-            );
+            bail!("drift: {} migration(s) not applied", pending.len());
         }
         if pending.is_empty() {
             println!("deckhand-report: migration=not needed");
@@ -282,11 +293,15 @@ fn migrate(check_only: bool) -> Result<()> {
         let mut names = Vec::new();
         for (name, sql) in pending {
             let mut tx = pool.begin().await?;
-            sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, datetime('now'))")
-                .bind(*name)
+            sqlx::query(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES ($1, datetime('now'))",
+            )
+            .bind(*name)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             println!("applied {name}");
             names.push(*name);
@@ -329,7 +344,10 @@ fn store_secret() -> Result<()> {
 mod tests {
     #[test]
     fn ports_from_urls() {
-        assert_eq!(super::port_of("http://127.0.0.1:18081/health").unwrap(), 18081);
+        assert_eq!(
+            super::port_of("http://127.0.0.1:18081/health").unwrap(),
+            18081
+        );
         assert!(super::port_of("http://localhost/health").is_err());
     }
 }

@@ -28,8 +28,7 @@ impl Version {
         let valid = !s.is_empty()
             && s.len() <= 128
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if valid {
             Ok(Self(s.to_owned()))
@@ -58,8 +57,7 @@ fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
@@ -98,8 +96,7 @@ impl SecretName {
         let valid = !s.is_empty()
             && s.len() <= 64
             && s.as_bytes()[0].is_ascii_uppercase()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
         if valid {
             Ok(Self(s.to_owned()))
@@ -131,7 +128,11 @@ impl JobId {
             .ok()
             .filter(|n| *n > 0)
             .map(Self)
-            .ok_or_else(|| refuse(format!("{s:?} is not a job number; expected e.g. 42 or #42")))
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{s:?} is not a job number; expected e.g. 42 or #42"
+                ))
+            })
     }
 }
 

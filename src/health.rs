@@ -34,11 +34,12 @@ pub fn judge(
             let field = mode.strip_prefix("json:").unwrap_or(mode);
             serde_json::from_str::<serde_json::Value>(body)
                 .ok()
-                .and_then(|j| {
-                    j.pointer(&format!("/{}", field.replace('.', "/")))
-                        .cloned()
+                .and_then(|j| j.pointer(&format!("/{}", field.replace('.', "/"))).cloned())
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
                 })
-                .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
         };
         match reported {
             Some(r) if r == v => {}
@@ -157,7 +158,11 @@ mod tests {
             Some("abc1234"),
         );
         assert!(!wrong.ok);
-        assert!(wrong.detail.contains("reports version 9f8e7d6, expected abc1234"));
+        assert!(
+            wrong
+                .detail
+                .contains("reports version 9f8e7d6, expected abc1234")
+        );
         assert!(!judge(503, "", 200, None, None).ok);
         assert!(judge(200, "build abc1234 ok", 200, Some("body"), Some("abc1234")).ok);
         assert!(!judge(200, "build zzz ok", 200, Some("body"), Some("abc1234")).ok);

@@ -58,7 +58,7 @@ pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
     let outcome = match decide(app, &inv, &name).await? {
         Decision::Refuse(r) => Outcome::Refused(r),
         Decision::Info(i) => Outcome::Info(i),
-        Decision::Job(job, cmd) => return enqueue(app, &inv, job, cmd).await,
+        Decision::Job(job, cmd) => return enqueue(app, &inv, *job, cmd).await,
     };
     if let Outcome::Refused(reason) = &outcome {
         crate::metrics::command(&inv.platform, "refused");
@@ -67,7 +67,11 @@ pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
                 actor: inv.actor.clone(),
                 platform: inv.platform.clone(),
                 action: "command_refused".into(),
-                environment: inv.args.first().cloned().filter(|a| app.settings.config.environments.contains_key(a)),
+                environment: inv
+                    .args
+                    .first()
+                    .cloned()
+                    .filter(|a| app.settings.config.environments.contains_key(a)),
                 job_id: None,
                 detail: format!("/{name}: {reason}"),
             })])
@@ -79,7 +83,7 @@ pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
 pub enum Decision<'a> {
     Refuse(String),
     Info(String),
-    Job(NewJob, &'a Command),
+    Job(Box<NewJob>, &'a Command),
 }
 
 async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Result<Decision<'a>> {
@@ -97,7 +101,10 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
     };
     if !cmd.channels.is_empty()
         && inv.platform != "terminal"
-        && !inv.channel.as_ref().is_some_and(|c| cmd.channels.contains(c))
+        && !inv
+            .channel
+            .as_ref()
+            .is_some_and(|c| cmd.channels.contains(c))
     {
         return Ok(Decision::Refuse(format!(
             "refused by channel rule: /{name} may only be used in these channels: {}",
@@ -132,10 +139,13 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                 let current = app.db.current_deployment(src).await?;
                 let facts = PromotionFacts {
                     source: src.clone(),
-                    verified_on_source: current.as_ref().is_some_and(|d| d.verified && &d.version == v),
+                    verified_on_source: current
+                        .as_ref()
+                        .is_some_and(|d| d.verified && &d.version == v),
                     source_current: current.map(|d| d.version),
                 };
-                if let Err(r) = policy::check_promotion(v, &facts, args.emergency.as_deref(), &held) {
+                if let Err(r) = policy::check_promotion(v, &facts, args.emergency.as_deref(), &held)
+                {
                     return Ok(Decision::Refuse(r));
                 }
             } else if args.emergency.is_some() {
@@ -152,7 +162,11 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                         let known = app.db.verified_versions(e, 10).await?;
                         return Ok(Decision::Refuse(format!(
                             "refused by rollback rule: {v} is not a verified version in {e}'s history; accepted: {}",
-                            if known.is_empty() { "none yet".into() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "none yet".into()
+                            } else {
+                                known.join(", ")
+                            }
                         )));
                     }
                 }
@@ -161,7 +175,9 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                     None => {
                         return Ok(Decision::Refuse(format!(
                             "refused by rollback rule: {e} has no earlier verified version to roll back to{}",
-                            current.map(|c| format!(" (it runs {c})")).unwrap_or_default()
+                            current
+                                .map(|c| format!(" (it runs {c})"))
+                                .unwrap_or_default()
                         )));
                     }
                 },
@@ -176,13 +192,18 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
         values.insert("version".into(), v.clone());
     }
     Ok(Decision::Job(
-        NewJob {
+        Box::new(NewJob {
             command: cmd.name.clone(),
             kind: cmd.kind.as_str().to_owned(),
             environment: env.clone(),
             version,
             args: serde_json::to_string(&values)?,
-            state: if needs_approval { state::AWAITING_APPROVAL } else { state::QUEUED }.to_owned(),
+            state: if needs_approval {
+                state::AWAITING_APPROVAL
+            } else {
+                state::QUEUED
+            }
+            .to_owned(),
             requested_by: inv.actor.clone(),
             platform: inv.platform.clone(),
             channel: inv.channel.clone(),
@@ -198,7 +219,7 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                 now_ms() + env_cfg.map(|e| e.approval_timeout_seconds).unwrap_or(3600) as i64 * 1000
             }),
             emergency: args.emergency.clone(),
-        },
+        }),
         cmd,
     ))
 }
@@ -212,8 +233,17 @@ pub fn describe(job_command: &str, env: Option<&str>, version: Option<&str>) -> 
     }
 }
 
-async fn enqueue(app: &App, inv: &Invocation, job: NewJob, cmd: &Command) -> anyhow::Result<Outcome> {
-    let what = describe(&cmd.name, job.environment.as_deref(), job.version.as_deref());
+async fn enqueue(
+    app: &App,
+    inv: &Invocation,
+    job: NewJob,
+    cmd: &Command,
+) -> anyhow::Result<Outcome> {
+    let what = describe(
+        &cmd.name,
+        job.environment.as_deref(),
+        job.version.as_deref(),
+    );
     let waiting = job.state == state::AWAITING_APPROVAL;
     let approvals = job.approvals_needed;
     let emergency = job.emergency.clone();
@@ -260,12 +290,21 @@ async fn enqueue(app: &App, inv: &Invocation, job: NewJob, cmd: &Command) -> any
             w
         })
         .await?;
-    crate::metrics::command(&inv.platform, if res.created { "accepted" } else { "duplicate" });
+    crate::metrics::command(
+        &inv.platform,
+        if res.created { "accepted" } else { "duplicate" },
+    );
     app.poke();
     let message = if !res.created {
-        format!("Already received: this request is job {} ({})", res.id, res.state)
+        format!(
+            "Already received: this request is job {} ({})",
+            res.id, res.state
+        )
     } else if waiting {
-        format!("Job {} ({what}) waits for {approvals} approval(s): someone else can run /approve {}", res.id, res.id)
+        format!(
+            "Job {} ({what}) waits for {approvals} approval(s): someone else can run /approve {}",
+            res.id, res.id
+        )
     } else {
         match res.behind {
             Some(b) => format!("Queued {what} as job {}, queued behind job {b}", res.id),
@@ -315,5 +354,9 @@ fn pseudo_row(id: i64, j: &NewJob) -> JobRow {
 /// User text in a message, cut short and without control characters.
 pub fn shorten(s: &str) -> String {
     let clean: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
-    if s.chars().count() > 64 { format!("{clean}…") } else { clean }
+    if s.chars().count() > 64 {
+        format!("{clean}…")
+    } else {
+        clean
+    }
 }

@@ -173,9 +173,10 @@ async fn run(
     job: &JobRow,
     stops: &Stops,
 ) -> anyhow::Result<Option<(&'static str, Vec<Write>)>> {
-    let cmd = app.catalog.get(&job.command).ok_or_else(|| {
-        anyhow::anyhow!("command {:?} is no longer in the catalog", job.command)
-    })?;
+    let cmd = app
+        .catalog
+        .get(&job.command)
+        .ok_or_else(|| anyhow::anyhow!("command {:?} is no longer in the catalog", job.command))?;
     let kind = JobKind::parse(&job.kind).unwrap_or(JobKind::Custom);
     let env_cfg = job
         .environment
@@ -188,7 +189,12 @@ async fn run(
         (JobKind::Rollback, Some(v)) => {
             format!("Rolling {} back to {v} (job {})", env_of(job), job.id)
         }
-        _ => format!("Running {} on {} (job {})", job.command, env_of(job), job.id),
+        _ => format!(
+            "Running {} on {} (job {})",
+            job.command,
+            env_of(job),
+            job.id
+        ),
     };
     let mut start_writes = notices(
         app,
@@ -199,22 +205,26 @@ async fn run(
             .job(job.id)
             .field("Requested by", &job.requested_by),
     );
-    start_writes.push(audit(job, "job_started", format!("attempt {}", job.attempts)));
+    start_writes.push(audit(
+        job,
+        "job_started",
+        format!("attempt {}", job.attempts),
+    ));
     let mut deployment_id = None;
-    if matches!(kind, JobKind::Deploy | JobKind::Rollback) {
-        if let (Some(e), Some(v)) = (&job.environment, &job.version) {
-            start_writes.insert(
-                0,
-                Write::DeploymentStart {
-                    job_id: job.id,
-                    environment: e.clone(),
-                    version: v.clone(),
-                    kind: job.kind.clone(),
-                    requested_by: job.requested_by.clone(),
-                },
-            );
-            deployment_id = Some(app.db.apply(&start_writes).await?[0]);
-        }
+    if matches!(kind, JobKind::Deploy | JobKind::Rollback)
+        && let (Some(e), Some(v)) = (&job.environment, &job.version)
+    {
+        start_writes.insert(
+            0,
+            Write::DeploymentStart {
+                job_id: job.id,
+                environment: e.clone(),
+                version: v.clone(),
+                kind: job.kind.clone(),
+                requested_by: job.requested_by.clone(),
+            },
+        );
+        deployment_id = Some(app.db.apply(&start_writes).await?[0]);
     }
     if deployment_id.is_none() {
         app.db.apply(&start_writes).await?;
@@ -232,7 +242,16 @@ async fn run(
         None => app.redactor.clone(),
     };
 
-    let steps = run_steps(app, job, cmd, job.version.as_deref(), &redactor, secret.as_ref(), stops).await?;
+    let steps = run_steps(
+        app,
+        job,
+        cmd,
+        job.version.as_deref(),
+        &redactor,
+        secret.as_ref(),
+        stops,
+    )
+    .await?;
     if steps.abandoned {
         return Ok(None);
     }
@@ -299,21 +318,24 @@ async fn run(
     }
     let version = job.version.as_deref().unwrap_or("-");
     let env = env_of(job);
-    let reason = steps
-        .failure
-        .clone()
-        .or_else(|| health.as_ref().filter(|h| !h.ok).map(|h| format!("health check failed: {}", h.detail)));
+    let reason = steps.failure.clone().or_else(|| {
+        health
+            .as_ref()
+            .filter(|h| !h.ok)
+            .map(|h| format!("health check failed: {}", h.detail))
+    });
 
     // Auto-rollback: a deploy that failed goes back to the last verified version.
     let mut rolled_back: Option<(String, HealthOutcome)> = None;
-    if let (Some(_), JobKind::Deploy, Some(e)) = (&reason, kind, env_cfg) {
-        if e.auto_rollback && !stops.cancel.is_cancelled() {
-            if let Some(prev) = app.db.previous_verified(env, Some(version)).await? {
-                rolled_back = Some(auto_rollback(app, job, cmd, &prev, &redactor, stops, &mut writes).await?);
-                if stops.shutdown.is_cancelled() {
-                    return Ok(None);
-                }
-            }
+    if let (Some(_), JobKind::Deploy, Some(e)) = (&reason, kind, env_cfg)
+        && e.auto_rollback
+        && !stops.cancel.is_cancelled()
+        && let Some(prev) = app.db.previous_verified(env, Some(version)).await?
+    {
+        rolled_back =
+            Some(auto_rollback(app, job, cmd, &prev, &redactor, stops, &mut writes).await?);
+        if stops.shutdown.is_cancelled() {
+            return Ok(None);
         }
     }
 
@@ -323,9 +345,18 @@ async fn run(
         (None, _) => {
             report.status = "verified working".into();
             let (k, title) = match kind {
-                JobKind::Deploy => (NoticeKind::DeploymentComplete, format!("Deployed {version} to {env}, {}", health_phrase(&health))),
-                JobKind::Rollback => (NoticeKind::RolledBack, format!("Rolled {env} back to {version}, {}", health_phrase(&health))),
-                JobKind::Migrate => (NoticeKind::MigrationApplied, format!("Migration on {env}: {migration}")),
+                JobKind::Deploy => (
+                    NoticeKind::DeploymentComplete,
+                    format!("Deployed {version} to {env}, {}", health_phrase(&health)),
+                ),
+                JobKind::Rollback => (
+                    NoticeKind::RolledBack,
+                    format!("Rolled {env} back to {version}, {}", health_phrase(&health)),
+                ),
+                JobKind::Migrate => (
+                    NoticeKind::MigrationApplied,
+                    format!("Migration on {env}: {migration}"),
+                ),
                 JobKind::RotateSecret => (
                     NoticeKind::SecretRotated,
                     format!(
@@ -334,32 +365,69 @@ async fn run(
                         fingerprint.clone().unwrap_or_default()
                     ),
                 ),
-                JobKind::Custom => (NoticeKind::JobSucceeded, format!("{} on {env} succeeded (job {})", job.command, job.id)),
+                JobKind::Custom => (
+                    NoticeKind::JobSucceeded,
+                    format!("{} on {env} succeeded (job {})", job.command, job.id),
+                ),
             };
-            (state::SUCCEEDED, report.apply(Notice::new(k, Tone::Success, title)))
+            (
+                state::SUCCEEDED,
+                report.apply(Notice::new(k, Tone::Success, title)),
+            )
         }
         (Some(r), Some((prev, h))) => {
             report.status = format!("failed – {r}");
             report.extra.push(("Rolled back to".into(), prev.clone()));
-            report.extra.push(("Rollback health".into(), h.detail.clone()));
+            report
+                .extra
+                .push(("Rollback health".into(), h.detail.clone()));
             let title = format!(
                 "Deployment of {version} to {env} failed {}; rolled back to {prev}, {}",
-                if r.starts_with("health check") { "health check" } else { "a step" },
-                if h.ok { "health check passing".to_owned() } else { format!("but the rollback health check failed too: {}", h.detail) }
+                if r.starts_with("health check") {
+                    "health check"
+                } else {
+                    "a step"
+                },
+                if h.ok {
+                    "health check passing".to_owned()
+                } else {
+                    format!("but the rollback health check failed too: {}", h.detail)
+                }
             );
-            (state::FAILED, report.apply(Notice::new(NoticeKind::RolledBack, Tone::Danger, title)))
+            (
+                state::FAILED,
+                report.apply(Notice::new(NoticeKind::RolledBack, Tone::Danger, title)),
+            )
         }
         (Some(r), None) => {
-            report.status = if cancelled { "cancelled".into() } else { format!("failed – {r}") };
+            report.status = if cancelled {
+                "cancelled".into()
+            } else {
+                format!("failed – {r}")
+            };
             let what = match kind {
                 JobKind::Deploy => format!("Deployment of {version} to {env}"),
                 JobKind::Rollback => format!("Rollback of {env} to {version}"),
                 _ => format!("{} on {env}", job.command),
             };
             if cancelled {
-                (state::CANCELLED, report.apply(Notice::new(NoticeKind::JobCancelled, Tone::Warning, format!("{what} was cancelled (job {})", job.id))))
+                (
+                    state::CANCELLED,
+                    report.apply(Notice::new(
+                        NoticeKind::JobCancelled,
+                        Tone::Warning,
+                        format!("{what} was cancelled (job {})", job.id),
+                    )),
+                )
             } else {
-                (state::FAILED, report.apply(Notice::new(NoticeKind::DeploymentFailed, Tone::Danger, format!("{what} failed: {r}"))))
+                (
+                    state::FAILED,
+                    report.apply(Notice::new(
+                        NoticeKind::DeploymentFailed,
+                        Tone::Danger,
+                        format!("{what} failed: {r}"),
+                    )),
+                )
             }
         }
     };
@@ -372,7 +440,11 @@ async fn run(
         Some(&app.worker_id),
     ));
     writes.extend(notices(app, job, &notice));
-    writes.push(audit(job, &format!("job_{final_state}"), notice.title.clone()));
+    writes.push(audit(
+        job,
+        &format!("job_{final_state}"),
+        notice.title.clone(),
+    ));
     Ok(Some((final_state, writes)))
 }
 
@@ -401,7 +473,11 @@ async fn auto_rollback(
     writes: &mut Vec<Write>,
 ) -> anyhow::Result<(String, HealthOutcome)> {
     let env = env_of(job);
-    tracing::warn!(job_id = job.id, to = prev, "health check failed; rolling back");
+    tracing::warn!(
+        job_id = job.id,
+        to = prev,
+        "health check failed; rolling back"
+    );
     let id = app
         .db
         .apply(&[Write::DeploymentStart {
@@ -516,7 +592,10 @@ async fn run_steps(
             })
         };
         let (pg_tx, mut pg_rx) = mpsc::unbounded_channel();
-        let spec = StepSpec { started: Some(pg_tx), ..spec };
+        let spec = StepSpec {
+            started: Some(pg_tx),
+            ..spec
+        };
         let record = {
             let app = app.clone();
             let id = job.id;
@@ -608,10 +687,10 @@ async fn collect_log(
         let next = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
         let done = matches!(next, Ok(None));
         if let Ok(Some((stream, line))) = next {
-            if let Some(fact) = line.strip_prefix(REPORT_PREFIX) {
-                if let Some((k, v)) = fact.trim().split_once('=') {
-                    facts.insert(k.trim().to_lowercase(), v.trim().to_owned());
-                }
+            if let Some(fact) = line.strip_prefix(REPORT_PREFIX)
+                && let Some((k, v)) = fact.trim().split_once('=')
+            {
+                facts.insert(k.trim().to_lowercase(), v.trim().to_owned());
             }
             if stored + batch.len() < max {
                 batch.push((step.clone(), stream.as_str(), line));
@@ -670,10 +749,10 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
     let mut n = 0;
     for job in app.db.expired_leases().await? {
         // An orphaned step of a dead process on this host is stopped first.
-        if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner) {
-            if owner.split(':').next() == Some(crate::app::hostname().as_str()) {
-                runner::kill_group(pgid as i32, libc::SIGKILL);
-            }
+        if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner)
+            && owner.split(':').next() == Some(crate::app::hostname().as_str())
+        {
+            runner::kill_group(pgid as i32, libc::SIGKILL);
         }
         let requeue = job.idempotent;
         let (to, title, tone) = if requeue {
@@ -681,7 +760,10 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
                 state::QUEUED,
                 format!(
                     "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again",
-                    job.command, env_of(&job), job.id, job.command
+                    job.command,
+                    env_of(&job),
+                    job.id,
+                    job.command
                 ),
                 Tone::Warning,
             )
@@ -690,13 +772,20 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
                 state::INTERRUPTED,
                 format!(
                     "{} on {} (job {}) was interrupted when the process running it stopped; it will not be re-run. Check {} and run it again if needed",
-                    job.command, env_of(&job), job.id, env_of(&job)
+                    job.command,
+                    env_of(&job),
+                    job.id,
+                    env_of(&job)
                 ),
                 Tone::Danger,
             )
         };
         let notice = Notice::new(
-            if requeue { NoticeKind::JobRequeued } else { NoticeKind::JobInterrupted },
+            if requeue {
+                NoticeKind::JobRequeued
+            } else {
+                NoticeKind::JobInterrupted
+            },
             tone,
             title.clone(),
         )
@@ -706,7 +795,13 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
         .field("Environment", env_of(&job))
         .field("Version", job.version.as_deref().unwrap_or("-"))
         .field("Requested by", &job.requested_by);
-        let mut writes = vec![transition(job.id, &[state::RUNNING], to, Some(title.clone()), job.lease_owner.as_deref())];
+        let mut writes = vec![transition(
+            job.id,
+            &[state::RUNNING],
+            to,
+            Some(title.clone()),
+            job.lease_owner.as_deref(),
+        )];
         writes.push(Write::Sql {
             sql: "UPDATE deployments SET status = 'interrupted', finished_at = $1 WHERE job_id = $2 AND status = 'running'".into(),
             args: vec![crate::store::Arg::Int(crate::store::now_ms()), crate::store::Arg::Int(job.id)],
@@ -725,7 +820,11 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
                 if !requeue {
                     crate::metrics::job_finished(&job.kind, state::INTERRUPTED, 0.0);
                 }
-                tracing::warn!(job_id = job.id, state = to, "recovered a job whose process died");
+                tracing::warn!(
+                    job_id = job.id,
+                    state = to,
+                    "recovered a job whose process died"
+                );
             }
             Err(e) if crate::queue::is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
@@ -735,13 +834,23 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
         let title = format!(
             "Job {} ({}) expired: no approval arrived in time",
             job.id,
-            crate::intake::describe(&job.command, job.environment.as_deref(), job.version.as_deref())
+            crate::intake::describe(
+                &job.command,
+                job.environment.as_deref(),
+                job.version.as_deref()
+            )
         );
         let notice = Notice::new(NoticeKind::ApprovalExpired, Tone::Warning, title.clone())
             .env(job.environment.as_deref())
             .version(job.version.as_deref())
             .job(job.id);
-        let mut writes = vec![transition(job.id, &[state::AWAITING_APPROVAL], state::EXPIRED, Some(title.clone()), None)];
+        let mut writes = vec![transition(
+            job.id,
+            &[state::AWAITING_APPROVAL],
+            state::EXPIRED,
+            Some(title.clone()),
+            None,
+        )];
         writes.extend(notices(app, &job, &notice));
         writes.push(audit(&job, "job_expired", title));
         match app.db.apply(&writes).await {
@@ -765,7 +874,10 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
     let poll = Duration::from_millis(cfg.poll_ms);
     let mut running = tokio::task::JoinSet::new();
     let mut last_recover = Instant::now() - Duration::from_secs(60);
-    app.health.workers_started.store(true, std::sync::atomic::Ordering::Relaxed);
+    app.health
+        .workers_started
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let listener = listen_for_jobs(&app, stop.clone());
     loop {
         if stop.is_cancelled() {
             break;
@@ -803,6 +915,33 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
         }
     }
     while running.join_next().await.is_some() {}
+    if let Some(l) = listener {
+        l.abort();
+    }
+}
+
+/// On PostgreSQL, wake this process's workers when any replica enqueues (`NOTIFY`).
+fn listen_for_jobs(app: &Arc<App>, stop: CancelToken) -> Option<tokio::task::JoinHandle<()>> {
+    let crate::store::Db::Postgres(pool) = &app.db else {
+        return None;
+    };
+    let (pool, app) = (pool.clone(), app.clone());
+    Some(tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut l) => {
+                    if l.listen(crate::queue::PG_CHANNEL).await.is_ok() {
+                        // recv() reconnects by itself after a dropped connection.
+                        while let Ok(_n) = l.recv().await {
+                            app.wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for new jobs; polling"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
 }
 
 /// Step log lines as the terminal shows them.

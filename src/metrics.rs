@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
-type Labels = Vec<(&'static str, String)>;
+pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Default)]
 struct Registry {
@@ -139,7 +139,10 @@ fn escape(v: &str) -> String {
 }
 
 /// Render every metric, plus `gauges` read by the caller: (name, help, labels, value).
-pub fn render(gauges: &[(&str, &str, Vec<(&'static str, String)>, f64)]) -> String {
+/// A gauge read at scrape time: (name, help, labels, value).
+pub type Gauge<'a> = (&'a str, &'a str, Labels, f64);
+
+pub fn render(gauges: &[Gauge]) -> String {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = String::new();
     let mut last = "";
@@ -199,7 +202,9 @@ mod tests {
             vec![("state", "queued".into())],
             2.0,
         )]);
-        assert!(t.contains("deckhand_commands_total{platform=\"test-platform\",outcome=\"accepted\"}"));
+        assert!(
+            t.contains("deckhand_commands_total{platform=\"test-platform\",outcome=\"accepted\"}")
+        );
         assert!(t.contains("deckhand_test_seconds_bucket{route=\"/x\",le=\"0.005\"} 1"));
         assert!(t.contains("deckhand_test_seconds_bucket{route=\"/x\",le=\"0.001\"} 0"));
         assert!(t.contains("deckhand_queue_depth{state=\"queued\"} 2"));

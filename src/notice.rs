@@ -267,7 +267,13 @@ mod tests {
             "Deployed abc1234 to staging, health check passing",
         ));
         let t = n.render_text();
-        for s in ["staging", "abc1234", "http://127.0.0.1:1/health returning 200", "verified working", "1.5 s"] {
+        for s in [
+            "staging",
+            "abc1234",
+            "http://127.0.0.1:1/health returning 200",
+            "verified working",
+            "1.5 s",
+        ] {
             assert!(t.contains(s), "{s} missing from {t}");
         }
         let back = Notice::from_json(&n.to_json()).unwrap();

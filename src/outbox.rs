@@ -150,7 +150,12 @@ impl Db {
     }
 
     /// Notices of a job on one platform after row `after`, delivered or not.
-    pub async fn job_notices(&self, job_id: i64, platform: &str, after: i64) -> Result<Vec<OutboxRow>> {
+    pub async fn job_notices(
+        &self,
+        job_id: i64,
+        platform: &str,
+        after: i64,
+    ) -> Result<Vec<OutboxRow>> {
         Ok(on_db!(self, p => {
             sqlx::query_as("SELECT * FROM outbox WHERE job_id = $1 AND platform = $2 AND id > $3 ORDER BY id")
                 .bind(job_id)
@@ -171,7 +176,12 @@ impl Db {
     }
 
     /// The platform's id for the message of a thread in a channel (Slack `ts`, Discord id).
-    pub async fn message_ref(&self, platform: &str, channel: &str, thread: &str) -> Result<Option<String>> {
+    pub async fn message_ref(
+        &self,
+        platform: &str,
+        channel: &str,
+        thread: &str,
+    ) -> Result<Option<String>> {
         Ok(on_db!(self, p => {
             sqlx::query_scalar(
                 "SELECT message_ref FROM platform_messages WHERE platform = $1 AND channel = $2 AND thread_key = $3",
@@ -184,7 +194,13 @@ impl Db {
         }))
     }
 
-    pub async fn set_message_ref(&self, platform: &str, channel: &str, thread: &str, r: &str) -> Result<()> {
+    pub async fn set_message_ref(
+        &self,
+        platform: &str,
+        channel: &str,
+        thread: &str,
+        r: &str,
+    ) -> Result<()> {
         on_db!(self, p => {
             sqlx::query(
                 "INSERT INTO platform_messages (platform, channel, thread_key, message_ref) VALUES ($1, $2, $3, $4) \
@@ -215,13 +231,11 @@ impl Deliverer {
         }
     }
 
-    async fn deliver(&self, app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
+    async fn deliver(&self, _app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
         match self {
             Deliverer::Terminal { print } => {
-                if *print {
-                    if let Some(n) = row.notice() {
-                        println!("{}", n.render_text());
-                    }
+                if *print && let Some(n) = row.notice() {
+                    println!("{}", n.render_text());
                 }
                 Ok(())
             }
@@ -265,7 +279,10 @@ pub async fn run_sender(
             let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
                 continue;
             };
-            let key = (row.platform.clone(), row.channel.clone().unwrap_or_default());
+            let key = (
+                row.platform.clone(),
+                row.channel.clone().unwrap_or_default(),
+            );
             if let Some(t) = last_sent.get(&key) {
                 let due = *t + d.pace();
                 if due > tokio::time::Instant::now() {
@@ -289,7 +306,9 @@ pub async fn run_sender(
                 }
                 Err(DeliveryError::Fatal(reason)) => {
                     crate::metrics::delivery_failure(&row.platform);
-                    app.db.mark_retry(row.id, backoff(row.attempts + 3), reason).await
+                    app.db
+                        .mark_retry(row.id, backoff(row.attempts + 3), reason)
+                        .await
                 }
             };
             if result.is_ok() {

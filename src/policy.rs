@@ -11,8 +11,13 @@ use crate::config::Config;
 pub enum Identity {
     /// The local operator at a terminal (`deckhand run`).
     Operator,
-    Slack { user: String },
-    Discord { user: String, roles: Vec<String> },
+    Slack {
+        user: String,
+    },
+    Discord {
+        user: String,
+        roles: Vec<String>,
+    },
 }
 
 /// Roles a person holds. Everyone holds `everyone`.
@@ -164,8 +169,12 @@ mod tests {
         let text = format!(
             "{EMBEDDED_CONFIG}\n[roles.viewer]\nslack_users = [\"U1\"]\ndiscord_roles = [\"R9\"]\n"
         );
-        let c = parse_config("x", &text, &std::collections::BTreeMap::<String, String>::new())
-            .unwrap();
+        let c = parse_config(
+            "x",
+            &text,
+            &std::collections::BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
         assert!(roles_of(&c, &Identity::Operator).contains("deployer"));
         let s = roles_of(&c, &Identity::Slack { user: "U1".into() });
         assert_eq!(s, held(&["everyone", "viewer"]));
@@ -185,11 +194,32 @@ mod tests {
 
     #[test]
     fn role_refusals_name_the_role() {
-        assert!(check_role("deploy", Some("staging"), Some("everyone"), &held(&["everyone"])).is_ok());
-        let e = check_role("deploy", Some("production"), Some("deployer"), &held(&["everyone"]))
-            .unwrap_err();
+        assert!(
+            check_role(
+                "deploy",
+                Some("staging"),
+                Some("everyone"),
+                &held(&["everyone"])
+            )
+            .is_ok()
+        );
+        let e = check_role(
+            "deploy",
+            Some("production"),
+            Some("deployer"),
+            &held(&["everyone"]),
+        )
+        .unwrap_err();
         assert!(e.contains("needs the \"deployer\" role"), "{e}");
-        assert!(check_role("deploy", Some("production"), Some("deployer"), &held(&["admin"])).is_ok());
+        assert!(
+            check_role(
+                "deploy",
+                Some("production"),
+                Some("deployer"),
+                &held(&["admin"])
+            )
+            .is_ok()
+        );
         let e = check_role("deploy", Some("qa"), None, &held(&["admin"])).unwrap_err();
         assert!(e.contains("not open to anyone"), "{e}");
     }
@@ -232,10 +262,17 @@ mod tests {
             locked_at: "2026-11-25 10:00 UTC".into(),
         };
         let e = check_lock("production", Some(&l)).unwrap_err();
-        assert!(e.contains("locked by slack:U1") && e.contains("db maintenance"), "{e}");
+        assert!(
+            e.contains("locked by slack:U1") && e.contains("db maintenance"),
+            "{e}"
+        );
         assert!(check_lock("production", None).is_ok());
         let h = held(&["deployer"]);
-        assert!(check_approver(1, "a", "a", &[], &h, "deployer").unwrap_err().contains("someone else"));
+        assert!(
+            check_approver(1, "a", "a", &[], &h, "deployer")
+                .unwrap_err()
+                .contains("someone else")
+        );
         assert!(check_approver(1, "a", "b", &["b".into()], &h, "deployer").is_err());
         assert!(check_approver(1, "a", "b", &[], &held(&["everyone"]), "deployer").is_err());
         assert!(check_approver(1, "a", "b", &[], &h, "deployer").is_ok());

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+pub use cancel::CancelToken;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-pub use cancel::CancelToken;
 use zeroize::Zeroizing;
 
 /// Longest line kept; the rest is cut with a marker so one huge line cannot eat memory.
@@ -204,10 +204,10 @@ pub async fn run_step(
 
 /// `deckhand` as argv[0] means this very binary, wherever it is installed.
 fn resolve_program(p: &str) -> PathBuf {
-    if p == "deckhand" {
-        if let Ok(exe) = std::env::current_exe() {
-            return exe;
-        }
+    if p == "deckhand"
+        && let Ok(exe) = std::env::current_exe()
+    {
+        return exe;
     }
     PathBuf::from(p)
 }
@@ -330,7 +330,6 @@ pub mod cancel {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +416,10 @@ mod tests {
     fn dead(pid: i32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
-            Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+            Ok(s) => s
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z')),
         }
     }
 
@@ -435,13 +437,20 @@ mod tests {
     async fn timeout_kills_the_whole_group() {
         // The grandchild ignores SIGTERM; only the group SIGKILL after the grace ends it.
         let s = spec(
-            &["sh", "-c", "sh -c 'trap \"\" TERM; sleep 60' & echo $!; sleep 60"],
+            &[
+                "sh",
+                "-c",
+                "sh -c 'trap \"\" TERM; sleep 60' & echo $!; sleep 60",
+            ],
             300,
         );
         let (o, lines) = run(s, &Redactor::default()).await;
         assert_eq!(o, StepOutcome::TimedOut);
         let pid: i32 = lines[0].1.parse().unwrap();
-        assert!(wait_dead(pid).await, "grandchild {pid} survived the timeout");
+        assert!(
+            wait_dead(pid).await,
+            "grandchild {pid} survived the timeout"
+        );
     }
 
     #[tokio::test]
@@ -463,7 +472,13 @@ mod tests {
                 c2.cancel();
             }
         });
-        let o = run_step(spec(&["sh", "-c", "echo go; sleep 60"], 60_000), &Redactor::default(), tx, c).await;
+        let o = run_step(
+            spec(&["sh", "-c", "echo go; sleep 60"], 60_000),
+            &Redactor::default(),
+            tx,
+            c,
+        )
+        .await;
         assert_eq!(o, StepOutcome::Cancelled);
     }
 }

@@ -55,21 +55,34 @@ async fn observe(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let mut resp = next.run(req).await;
-    crate::metrics::http(&route, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    crate::metrics::http(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     let h = resp.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
 async fn health() -> impl IntoResponse {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"})))
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
@@ -78,10 +91,14 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         problems.push(e);
     }
     let stale = |t: i64| now_ms() - t > 10_000;
-    if !app.health.workers_started.load(Ordering::Relaxed) || stale(app.health.worker_tick.load(Ordering::Relaxed)) {
+    if !app.health.workers_started.load(Ordering::Relaxed)
+        || stale(app.health.worker_tick.load(Ordering::Relaxed))
+    {
         problems.push("job workers are not running".into());
     }
-    if !app.health.outbox_started.load(Ordering::Relaxed) || stale(app.health.outbox_tick.load(Ordering::Relaxed)) {
+    if !app.health.outbox_started.load(Ordering::Relaxed)
+        || stale(app.health.outbox_tick.load(Ordering::Relaxed))
+    {
         problems.push("the outbox sender is not running".into());
     }
     if let Some(e) = app.health.outbox_error() {
@@ -110,13 +127,23 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Ok(counts) = app.db.job_counts().await {
         for (s, n) in counts {
             if !crate::queue::state::is_final(&s) {
-                gauges.push(("deckhand_queue_depth", "Jobs not yet finished, by state.", vec![("state", s)], n as f64));
+                gauges.push((
+                    "deckhand_queue_depth",
+                    "Jobs not yet finished, by state.",
+                    vec![("state", s)],
+                    n as f64,
+                ));
             }
         }
     }
     if let Ok(depth) = app.db.outbox_depth().await {
         for (p, n) in depth {
-            gauges.push(("deckhand_outbox_depth", "Notices waiting for delivery, by platform.", vec![("platform", p)], n as f64));
+            gauges.push((
+                "deckhand_outbox_depth",
+                "Notices waiting for delivery, by platform.",
+                vec![("platform", p)],
+                n as f64,
+            ));
         }
     }
     (
@@ -129,7 +156,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// The deliverers this process runs: the terminal (its own stdout), plus every platform
 /// with credentials.
 pub fn deliverers(app: &App, print_terminal: bool) -> Vec<Deliverer> {
-    let mut d = vec![Deliverer::Terminal { print: print_terminal }];
+    let mut d = vec![Deliverer::Terminal {
+        print: print_terminal,
+    }];
     d.extend(crate::platform::deliverers(app));
     d
 }
@@ -159,51 +188,84 @@ pub async fn serve(
     let stop_sender = CancelToken::new();
     let stop_http = CancelToken::new();
 
-    let workers = tokio::spawn(crate::jobs::run_workers(app.clone(), stop_claiming.clone(), kill_steps.clone()));
+    let workers = tokio::spawn(crate::jobs::run_workers(
+        app.clone(),
+        stop_claiming.clone(),
+        kill_steps.clone(),
+    ));
     app.health.outbox_started.store(true, Ordering::Relaxed);
-    let sender = tokio::spawn(run_sender(app.clone(), deliverers(&app, true), stop_sender.clone()));
+    let sender = tokio::spawn(run_sender(
+        app.clone(),
+        deliverers(&app, true),
+        stop_sender.clone(),
+    ));
     let presence = tokio::spawn(presence(app.clone(), stop_sender.clone()));
     let background = crate::platform::background(app.clone(), stop_sender.clone());
 
     let metrics_apart = app.settings.config.server.metrics_listen.clone();
     let mut extra = None;
     if let Some(addr) = metrics_apart {
-        let l = tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-        let r = Router::new().route("/metrics", get(metrics)).with_state(app.clone());
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let r = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(app.clone());
         let stop = stop_http.clone();
         extra = Some(tokio::spawn(async move {
-            let _ = axum::serve(l, r).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            let _ = axum::serve(l, r)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
         }));
     }
-    let router = router(app.clone(), app.settings.config.server.metrics_listen.is_none());
+    let router = router(
+        app.clone(),
+        app.settings.config.server.metrics_listen.is_none(),
+    );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = app.db.backend(), "deckhand is listening");
 
     let http = {
         let stop = stop_http.clone();
         tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         })
     };
 
     shutdown.await;
     let grace = Duration::from_secs(app.settings.config.server.shutdown_grace_seconds);
-    tracing::info!(grace_s = grace.as_secs(), "shutting down: refusing new commands, finishing running jobs");
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "shutting down: refusing new commands, finishing running jobs"
+    );
     app.health.draining.store(true, Ordering::Relaxed);
     stop_claiming.cancel();
     let deadline = tokio::time::Instant::now() + grace;
     let mut workers = workers;
-    if tokio::time::timeout_at(deadline, &mut workers).await.is_err() {
-        tracing::warn!("grace period over: stopping running steps; the next start reports their jobs as interrupted");
+    if tokio::time::timeout_at(deadline, &mut workers)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "grace period over: stopping running steps; the next start reports their jobs as interrupted"
+        );
         kill_steps.cancel();
         let _ = workers.await;
     }
     // Give the outbox a few seconds to deliver what the jobs reported.
     let flush_until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < flush_until {
-        let pending: i64 = app.db.outbox_depth().await.map(|d| d.iter().map(|x| x.1).sum()).unwrap_or(0);
+        let pending: i64 = app
+            .db
+            .outbox_depth()
+            .await
+            .map(|d| d.iter().map(|x| x.1).sum())
+            .unwrap_or(0);
         if pending == 0 {
             break;
         }

@@ -266,7 +266,10 @@ pub enum Write {
         migration: Option<String>,
     },
     /// A statement with fixed SQL text (never user text) and bound arguments.
-    Sql { sql: String, args: Vec<Arg> },
+    Sql {
+        sql: String,
+        args: Vec<Arg>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -370,7 +373,11 @@ impl Db {
     }
 
     /// Append log lines in one statement per batch.
-    pub async fn append_log(&self, job_id: i64, lines: &[(String, &'static str, String)]) -> Result<()> {
+    pub async fn append_log(
+        &self,
+        job_id: i64,
+        lines: &[(String, &'static str, String)],
+    ) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
@@ -451,6 +458,9 @@ mod tests {
             super::redact_url("postgres://app:s3cret@db:5432/x"),
             "postgres://app:***@db:5432/x"
         );
-        assert_eq!(super::redact_url("sqlite://deckhand.db"), "sqlite://deckhand.db");
+        assert_eq!(
+            super::redact_url("sqlite://deckhand.db"),
+            "sqlite://deckhand.db"
+        );
     }
 }

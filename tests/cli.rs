@@ -32,7 +32,10 @@ fn deploy_then_rollback_on_the_demo() {
 
     let (code, out, err) = w.run(&["rollback", "staging"]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("Rolled staging back to abc1234, health check passing"), "{out}");
+    assert!(
+        out.contains("Rolled staging back to abc1234, health check passing"),
+        "{out}"
+    );
     assert!(http_get(&health).unwrap().1.contains("\"abc1234\""));
 
     let (_, status, _) = w.run(&["status", "staging"]);
@@ -48,8 +51,14 @@ fn bad_input_is_refused_before_anything_runs() {
         (&["deploy", "staging", "abc;id"], "not a valid version"),
         (&["deploy", "staging", "$(id)"], "not a valid version"),
         (&["deploy", "staging", "-rf"], "not a valid version"),
-        (&["deploy", "qa", "abc1234"], "unknown environment \"qa\"; accepted: production, staging"),
-        (&["depoy", "staging", "abc1234"], "unknown command \"depoy\"; accepted:"),
+        (
+            &["deploy", "qa", "abc1234"],
+            "unknown environment \"qa\"; accepted: production, staging",
+        ),
+        (
+            &["depoy", "staging", "abc1234"],
+            "unknown command \"depoy\"; accepted:",
+        ),
         (&["deploy", "staging"], "missing VERSION"),
     ];
     for (args, want) in cases {
@@ -63,7 +72,11 @@ fn bad_input_is_refused_before_anything_runs() {
     // Nothing started: no job, no demo app, no pid file.
     let out = w.cmd(&["jobs"]).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(listing.lines().count(), 1, "only the header expected:\n{listing}");
+    assert_eq!(
+        listing.lines().count(),
+        1,
+        "only the header expected:\n{listing}"
+    );
     assert!(!w.data_dir().join("demo").join("staging.pid").exists());
 }
 
@@ -72,7 +85,12 @@ fn production_needs_the_version_verified_on_staging() {
     let w = ws();
     let (code, _, err) = w.run(&["deploy", "production", "abc1234"]);
     assert_eq!(code, 2);
-    assert!(err.contains("abc1234 has not been verified on staging; nothing has been deployed to staging"), "{err}");
+    assert!(
+        err.contains(
+            "abc1234 has not been verified on staging; nothing has been deployed to staging"
+        ),
+        "{err}"
+    );
     assert_eq!(w.run(&["deploy", "staging", "abc1234"]).0, 0);
     let (code, out, err) = w.run(&["deploy", "production", "abc1234"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -97,7 +115,12 @@ fn check_reports_file_line_and_reason() {
 
     let good = ws();
     let out = good.cmd(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -129,9 +152,18 @@ fn serve_on_embedded_defaults_creates_the_database() {
             assert!(body.contains("sqlite"), "{body}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(dir.path().join("serve.log")).unwrap());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap()
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/health")).unwrap().0, 200);
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/health"))
+            .unwrap()
+            .0,
+        200
+    );
     assert!(dir.path().join("deckhand.db").exists());
 }

@@ -42,22 +42,38 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("deckhand.db").display());
-                Some(TestDb { url, pg_name: None, _dir: Some(dir) })
+                Some(TestDb {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let Some(admin) = pg_admin_url() else {
                     if std::env::var("CI").is_ok_and(|v| v == "true") {
-                        panic!("CI=true but DECKHAND_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI");
+                        panic!(
+                            "CI=true but DECKHAND_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI"
+                        );
                     }
-                    eprintln!("skipped: DECKHAND_TEST_POSTGRES_URL is not set, so this PostgreSQL test does not run");
+                    eprintln!(
+                        "skipped: DECKHAND_TEST_POSTGRES_URL is not set, so this PostgreSQL test does not run"
+                    );
                     return None;
                 };
                 let mut b = [0u8; 6];
                 getrandom::fill(&mut b).unwrap();
                 let name = format!("deckhand_t_{}", hex::encode(b));
                 pg_exec(&admin, &format!("CREATE DATABASE {name}"));
-                let base = admin.rsplit_once('/').map(|x| x.0).unwrap_or(&admin).to_owned();
-                Some(TestDb { url: format!("{base}/{name}"), pg_name: Some(name), _dir: None })
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|x| x.0)
+                    .unwrap_or(&admin)
+                    .to_owned();
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    pg_name: Some(name),
+                    _dir: None,
+                })
             }
         }
     }
@@ -66,7 +82,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url()) {
-            pg_exec(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            pg_exec(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }
@@ -81,8 +100,13 @@ fn pg_exec(url: &str, sql: &str) {
             .unwrap()
             .block_on(async {
                 use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect to PostgreSQL");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("PostgreSQL admin statement");
+                let mut c = sqlx::PgConnection::connect(&url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .expect("PostgreSQL admin statement");
             })
     })
     .join()
@@ -91,7 +115,11 @@ fn pg_exec(url: &str, sql: &str) {
 
 /// A free port on 127.0.0.1 (bound and released: good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A deckhand folder: `deckhand.toml`, `commands/` (the bundled ones plus extras) and a
@@ -106,7 +134,11 @@ pub struct Workspace {
 impl Workspace {
     /// `extra_config` is appended to the generated `deckhand.toml`; `commands` are
     /// (file name, TOML) pairs added to `commands/`.
-    pub fn new(backend: Backend, extra_config: &str, commands: &[(&str, &str)]) -> Option<Workspace> {
+    pub fn new(
+        backend: Backend,
+        extra_config: &str,
+        commands: &[(&str, &str)],
+    ) -> Option<Workspace> {
         let db = TestDb::new(backend)?;
         let dir = tempfile::tempdir().unwrap();
         let (sp, pp) = (free_port(), free_port());
@@ -160,7 +192,12 @@ discord_users = ["1009"]
 {extra_config}"#
         );
         std::fs::write(dir.path().join("deckhand.toml"), config).unwrap();
-        Some(Workspace { dir, db, staging_port: sp, production_port: pp })
+        Some(Workspace {
+            dir,
+            db,
+            staging_port: sp,
+            production_port: pp,
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -173,8 +210,10 @@ discord_users = ["1009"]
 
     /// Settings as `deckhand` would load them, with these extra environment variables.
     pub fn settings(&self, env: &[(&str, &str)]) -> Settings {
-        let mut vars: BTreeMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut vars: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         vars.insert("DATABASE_URL".into(), self.db.url.clone());
         Settings::load(Some(&self.config_path()), Some("127.0.0.1:0"), &vars).unwrap()
     }
@@ -251,10 +290,10 @@ impl Server {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http_get(&self.url("/ready")) {
-                if r.0 == 200 {
-                    return;
-                }
+            if let Ok(r) = http_get(&self.url("/ready"))
+                && r.0 == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -329,6 +368,9 @@ where
 pub fn process_dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
     }
 }
