@@ -83,6 +83,9 @@ impl App {
         db.migrate()
             .await
             .context("cannot apply database migrations")?;
+        let data = settings.data_dir();
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("cannot create the data folder {}", data.display()))?;
         let redactor = Redactor::new(settings.secrets.values());
         let http = reqwest::Client::builder()
             .user_agent(concat!("deckhand/", env!("CARGO_PKG_VERSION")))

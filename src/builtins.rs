@@ -504,8 +504,15 @@ async fn lock<'a>(
     let title = format!("{env} locked by {}: {reason}", inv.actor);
     let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title.clone()).env(Some(env));
     let mut w = vec![Write::Sql {
-        sql: "INSERT INTO locks (environment, locked_by, platform, reason, locked_at) VALUES ($1, $2, $3, $4, $5)".into(),
-        args: vec![Arg::Text(env.into()), Arg::Text(inv.actor.clone()), Arg::Text(inv.platform.clone()), Arg::Text(reason.into()), Arg::Int(now_ms())],
+        sql: "INSERT INTO locks (environment, locked_by, platform, channel, reason, locked_at) VALUES ($1, $2, $3, $4, $5, $6)".into(),
+        args: vec![
+            Arg::Text(env.into()),
+            Arg::Text(inv.actor.clone()),
+            Arg::Text(inv.platform.clone()),
+            inv.channel.clone().map(Arg::Text).unwrap_or(Arg::Null),
+            Arg::Text(reason.into()),
+            Arg::Int(now_ms()),
+        ],
     }];
     w.extend(env_notice(app, inv, env, &n));
     w.push(actor_audit(inv, "lock", Some(env), None, reason.to_owned()));

@@ -50,6 +50,65 @@ pub struct Config {
     pub environments: BTreeMap<String, EnvironmentConfig>,
     #[serde(default)]
     pub roles: BTreeMap<String, RoleGrant>,
+    /// How rotate-secret generates each secret, by name; others get the default.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
+    #[serde(default)]
+    pub locks: LocksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretSpec {
+    pub length: usize,
+    pub alphabet: Alphabet,
+}
+
+impl Default for SecretSpec {
+    fn default() -> Self {
+        Self {
+            length: 32,
+            alphabet: Alphabet::Alnum,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Alphabet {
+    /// Letters and digits.
+    Alnum,
+    /// Lowercase hexadecimal.
+    Hex,
+    /// Letters, digits, `-` and `_`.
+    Base64url,
+}
+
+impl Alphabet {
+    pub fn chars(self) -> &'static str {
+        match self {
+            Alphabet::Alnum => "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            Alphabet::Hex => "0123456789abcdef",
+            Alphabet::Base64url => {
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocksConfig {
+    /// A lock older than this gets a reminder in its channel, and again this often.
+    pub remind_after_seconds: u64,
+}
+
+impl Default for LocksConfig {
+    fn default() -> Self {
+        Self {
+            remind_after_seconds: 4 * 3600,
+        }
+    }
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -244,6 +303,8 @@ pub struct Settings {
     pub discord_api_url: String,
     pub discord_public_key: Option<String>,
     pub discord_application_id: Option<String>,
+    /// What `deckhand` as a step's argv[0] runs: this very binary.
+    pub deckhand_exe: PathBuf,
 }
 
 /// A source of environment variables; a map in tests, the process environment otherwise.
@@ -354,6 +415,7 @@ impl Settings {
             config,
             config_file: file,
             base_dir,
+            deckhand_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("deckhand")),
         })
     }
 

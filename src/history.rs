@@ -20,6 +20,7 @@ pub struct LockRow {
     pub environment: String,
     pub locked_by: String,
     pub platform: String,
+    pub channel: Option<String>,
     pub reason: String,
     pub locked_at: i64,
     pub reminded_at: Option<i64>,

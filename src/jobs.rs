@@ -233,7 +233,18 @@ async fn run(
 
     // Rotate-secret: a fresh value from the OS, only ever on the step's stdin.
     let secret = if kind == JobKind::RotateSecret {
-        Some(generate_secret(32)?)
+        let name = job.args_map().get("name").cloned().unwrap_or_default();
+        let spec = app
+            .settings
+            .config
+            .secrets
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        Some(generate_secret(
+            spec.length,
+            spec.alphabet.chars().as_bytes(),
+        )?)
     } else {
         None
     };
@@ -259,9 +270,19 @@ async fn run(
     drop(secret);
 
     // Deploys and rollbacks are checked against the environment's health URL.
-    let verifies = matches!(kind, JobKind::Deploy | JobKind::Rollback);
+    // Deploys and rollbacks must report the new version; a rotated secret must leave the
+    // environment healthy after its restart.
+    let verifies = matches!(
+        kind,
+        JobKind::Deploy | JobKind::Rollback | JobKind::RotateSecret
+    );
     let health = match (&steps.failure, verifies, env_cfg) {
-        (None, true, Some(e)) => Some(health::verify(&app.http, e, job.version.as_deref()).await),
+        (None, true, Some(e)) if kind == JobKind::RotateSecret && e.health_url.is_some() => {
+            Some(health::verify(&app.http, e, None).await)
+        }
+        (None, true, Some(e)) if kind != JobKind::RotateSecret => {
+            Some(health::verify(&app.http, e, job.version.as_deref()).await)
+        }
         _ => None,
     };
     let health_url = env_cfg.and_then(|e| e.health_url.clone());
@@ -562,8 +583,12 @@ async fn run_steps(
             step.timeout_seconds
                 .unwrap_or(cfg.runner.default_timeout_seconds),
         );
+        let mut argv = step.argv.clone();
+        if argv.first().is_some_and(|a| a == "deckhand") {
+            argv[0] = app.settings.deckhand_exe.display().to_string();
+        }
         let spec = StepSpec {
-            argv: step.argv.clone(),
+            argv,
             env: vars,
             cwd: step.cwd.as_ref().map(|c| app.settings.resolve(c)),
             timeout,
@@ -719,9 +744,14 @@ async fn collect_log(
     }
 }
 
-/// A new secret value: `len` characters from the OS random source, letters and digits.
-pub fn generate_secret(len: usize) -> anyhow::Result<Zeroizing<String>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// A new secret value: `len` characters of `alphabet` from the OS random source.
+pub fn generate_secret(len: usize, alphabet: &[u8]) -> anyhow::Result<Zeroizing<String>> {
+    anyhow::ensure!(
+        (2..=256).contains(&alphabet.len()),
+        "a secret alphabet needs 2 to 256 characters"
+    );
+    #[allow(non_snake_case)]
+    let ALPHABET = alphabet;
     let mut out = Zeroizing::new(String::with_capacity(len));
     let mut buf = Zeroizing::new([0u8; 64]);
     while out.len() < len {
@@ -865,6 +895,58 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// Remind the channel of a lock that has been held for long. The reminder time is
+/// claimed with a guarded update first, so replicas remind once.
+pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
+    let every = app.settings.config.locks.remind_after_seconds as i64 * 1000;
+    let now = crate::store::now_ms();
+    for l in app.db.locks().await? {
+        let due = l.reminded_at.unwrap_or(l.locked_at) + every;
+        if now < due {
+            continue;
+        }
+        let title = format!(
+            "Reminder: {} has been locked by {} for {}: {}. Run `unlock {}` when it is safe",
+            l.environment,
+            l.locked_by,
+            fmt_duration(now - l.locked_at),
+            l.reason,
+            l.environment
+        );
+        let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
+            .env(Some(&l.environment));
+        let mut routes = vec![(l.platform.clone(), l.channel.clone())];
+        if let Some(e) = app.settings.config.environments.get(&l.environment) {
+            for (p, c) in &e.channels {
+                if app.settings.platform_enabled(p) && !routes.iter().any(|r| &r.0 == p) {
+                    routes.push((p.clone(), Some(c.clone())));
+                }
+            }
+        }
+        let mut writes = vec![Write::Sql {
+            sql: "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3".into(),
+            args: vec![
+                crate::store::Arg::Int(now),
+                crate::store::Arg::Text(l.environment.clone()),
+                crate::store::Arg::Int(l.reminded_at.unwrap_or(l.locked_at)),
+            ],
+        }];
+        for (platform, channel) in routes {
+            writes.push(Write::Notice(crate::store::NewNotice {
+                job_id: None,
+                platform,
+                channel,
+                thread_key: format!("lock:{}", l.environment),
+                body: n.to_json(),
+            }));
+        }
+        // Only the replica whose update matched sends the reminder.
+        app.db.apply_if_first(&writes).await?;
+        app.outbox_wake.notify_one();
+    }
+    Ok(())
+}
+
 /// Claim and run jobs until `stop` fires; then wait for running jobs, which `shutdown`
 /// stops at the grace deadline.
 pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken) {
@@ -886,6 +968,9 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
         if last_recover.elapsed() > Duration::from_millis(1000) {
             if let Err(e) = recover(&app).await {
                 tracing::warn!(error = %e, "cannot recover expired jobs");
+            }
+            if let Err(e) = remind_locks(&app).await {
+                tracing::warn!(error = %e, "cannot send lock reminders");
             }
             last_recover = Instant::now();
         }
@@ -964,8 +1049,11 @@ mod tests {
 
     #[test]
     fn secrets_are_random_and_fingerprinted() {
-        let a = generate_secret(32).unwrap();
-        let b = generate_secret(32).unwrap();
+        let alnum = crate::config::Alphabet::Alnum.chars().as_bytes();
+        let a = generate_secret(32, alnum).unwrap();
+        let b = generate_secret(32, alnum).unwrap();
+        let h = generate_secret(40, crate::config::Alphabet::Hex.chars().as_bytes()).unwrap();
+        assert!(h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.len(), 32);
         assert_ne!(*a, *b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));

@@ -237,6 +237,27 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Like [`Db::apply`], but the first write is a guarded update: when it matches no row
+    /// (another replica got there first) nothing is written. Returns whether it applied.
+    pub async fn apply_if_first(&self, writes: &[Write]) -> Result<bool> {
+        on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut first = true;
+            for w in writes {
+                let n = exec_write!(tx, w)?;
+                if first && n == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                first = false;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+}
+
 /// One write in a transaction.
 #[derive(Debug, Clone)]
 pub enum Write {

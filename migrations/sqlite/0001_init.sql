@@ -104,6 +104,7 @@ CREATE TABLE locks (
     environment TEXT PRIMARY KEY,
     locked_by TEXT NOT NULL,
     platform TEXT NOT NULL,
+    channel TEXT,
     reason TEXT NOT NULL,
     locked_at INTEGER NOT NULL,
     reminded_at INTEGER

@@ -215,7 +215,9 @@ discord_users = ["1009"]
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         vars.insert("DATABASE_URL".into(), self.db.url.clone());
-        Settings::load(Some(&self.config_path()), Some("127.0.0.1:0"), &vars).unwrap()
+        let mut s = Settings::load(Some(&self.config_path()), Some("127.0.0.1:0"), &vars).unwrap();
+        s.deckhand_exe = BIN.into();
+        s
     }
 
     pub async fn app(&self, env: &[(&str, &str)]) -> Arc<App> {
