@@ -72,6 +72,11 @@ pub enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Slack helpers.
+    Slack {
+        #[command(subcommand)]
+        command: SlackCmd,
+    },
     /// The demo service the bundled environments deploy.
     #[command(hide = true)]
     DemoApp {
@@ -85,6 +90,16 @@ pub enum Cmd {
     /// Steps of the bundled demo commands.
     #[command(hide = true)]
     Demo { action: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SlackCmd {
+    /// Print a Slack app manifest (JSON) for every command in `commands/`.
+    Manifest {
+        /// The public base URL of this Deckhand, e.g. https://deckhand.example.com
+        #[arg(long)]
+        url: String,
+    },
 }
 
 /// Logs go to stderr: JSON when `LOG_FORMAT=json` or stderr is not a terminal.
@@ -124,6 +139,9 @@ pub fn main() -> i32 {
     match cli.command {
         Cmd::Demo { action } => return report(crate::demo::action(&action).map(|_| exit::OK)),
         Cmd::Check => return check(cli.config),
+        Cmd::Slack {
+            command: SlackCmd::Manifest { url },
+        } => return slack_manifest(cli.config, &url),
         _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -241,9 +259,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
-        Cmd::Check | Cmd::Demo { .. } | Cmd::DemoApp { .. } | Cmd::Healthcheck { .. } => {
-            unreachable!("handled above")
-        }
+        Cmd::Check
+        | Cmd::Demo { .. }
+        | Cmd::DemoApp { .. }
+        | Cmd::Healthcheck { .. }
+        | Cmd::Slack { .. } => unreachable!("handled above"),
     }
 }
 
@@ -275,6 +295,34 @@ fn check(config: Option<PathBuf>) -> i32 {
                 eprintln!("{p}");
             }
             eprintln!("{} problem(s) found", problems.len());
+            exit::REFUSED
+        }
+    }
+}
+
+fn slack_manifest(config: Option<PathBuf>, url: &str) -> i32 {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        eprintln!("--url must be the public base URL, e.g. https://deckhand.example.com");
+        return exit::REFUSED;
+    }
+    let loaded = Settings::load(config.as_deref(), None, &ProcessEnv)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            crate::catalog::Catalog::load(s.commands_dir().as_deref(), &s.config).map_err(|ps| {
+                ps.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        });
+    match loaded {
+        Ok(catalog) => {
+            let m = crate::platform::slack::manifest(url, &catalog);
+            println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
             exit::REFUSED
         }
     }

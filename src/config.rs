@@ -423,7 +423,11 @@ impl Settings {
     pub fn platform_enabled(&self, platform: &str) -> bool {
         match platform {
             "terminal" => true,
-            "slack" => self.secrets.slack_bot_token.is_some(),
+            // With a bot token: the Web API; with only the signing secret: response_url.
+            "slack" => {
+                self.secrets.slack_bot_token.is_some()
+                    || self.secrets.slack_signing_secret.is_some()
+            }
             "discord" => self.secrets.discord_bot_token.is_some(),
             _ => false,
         }

@@ -203,7 +203,8 @@ async fn run(
             .env(job.environment.as_deref())
             .version(job.version.as_deref())
             .job(job.id)
-            .field("Requested by", &job.requested_by),
+            .field("Requested by", &job.requested_by)
+            .action("cancel", "Cancel", job.id, true),
     );
     start_writes.push(audit(
         job,
@@ -391,10 +392,11 @@ async fn run(
                     format!("{} on {env} succeeded (job {})", job.command, job.id),
                 ),
             };
-            (
-                state::SUCCEEDED,
-                report.apply(Notice::new(k, Tone::Success, title)),
-            )
+            let mut n = report.apply(Notice::new(k, Tone::Success, title));
+            if kind == JobKind::Deploy {
+                n = n.action("rollback", "Roll back", job.id, true);
+            }
+            (state::SUCCEEDED, n)
         }
         (Some(r), Some((prev, h))) => {
             report.status = format!("failed – {r}");
@@ -568,7 +570,8 @@ async fn run_steps(
         )
         .env(job.environment.as_deref())
         .version(version)
-        .job(job.id);
+        .job(job.id)
+        .action("cancel", "Cancel", job.id, true);
         app.db.apply(&notices(app, job, &n)).await?;
         app.outbox_wake.notify_one();
 

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod builtins;
 pub mod catalog;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -23,5 +24,6 @@ pub mod platform;
 pub mod policy;
 pub mod queue;
 pub mod runner;
+pub mod schedule;
 pub mod server;
 pub mod store;

@@ -221,17 +221,21 @@ impl Db {
 pub enum Deliverer {
     /// The terminal of `deckhand serve`: the notice is printed on stdout. With `print`
     /// false (an in-process `deckhand run`, which prints what it follows) it is only marked.
-    Terminal { print: bool },
+    Terminal {
+        print: bool,
+    },
+    Slack(crate::platform::slack::SlackClient),
 }
 
 impl Deliverer {
     pub fn platform(&self) -> &'static str {
         match self {
             Deliverer::Terminal { .. } => "terminal",
+            Deliverer::Slack(_) => "slack",
         }
     }
 
-    async fn deliver(&self, _app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
+    async fn deliver(&self, app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
         match self {
             Deliverer::Terminal { print } => {
                 if *print && let Some(n) = row.notice() {
@@ -239,6 +243,7 @@ impl Deliverer {
                 }
                 Ok(())
             }
+            Deliverer::Slack(c) => c.deliver(app, row).await,
         }
     }
 
@@ -246,6 +251,7 @@ impl Deliverer {
     fn pace(&self) -> Duration {
         match self {
             Deliverer::Terminal { .. } => Duration::ZERO,
+            Deliverer::Slack(_) => Duration::from_millis(1000),
         }
     }
 }

@@ -1,24 +1,222 @@
 //! Chat platforms: HTTP intake, rendering of notices, and delivery.
+//!
+//! Each platform turns its requests into an [`Invocation`] for the shared intake and renders
+//! the shared [`crate::notice::Notice`] model generically (fields, body, buttons), so rules
+//! and message content live in one place.
 
+pub mod slack;
+
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 
 use crate::app::App;
-use crate::outbox::Deliverer;
+use crate::intake::{Invocation, Outcome};
+use crate::outbox::{Deliverer, DeliveryError};
 use crate::runner::CancelToken;
 
 /// Routes of every platform; each answers 404 until its credentials are configured.
 pub fn routes() -> Router<Arc<App>> {
-    Router::new()
+    Router::new().merge(slack::routes())
 }
 
-/// A deliverer for every platform that has credentials.
-pub fn deliverers(_app: &App) -> Vec<Deliverer> {
-    Vec::new()
+/// A deliverer for every platform that can deliver.
+pub fn deliverers(app: &App) -> Vec<Deliverer> {
+    let mut d = Vec::new();
+    if app.settings.platform_enabled("slack") {
+        d.push(Deliverer::Slack(slack::SlackClient::new(app)));
+    }
+    d
 }
 
 /// Background loops of the platforms (none yet).
 pub fn background(_app: Arc<App>, _stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
     Vec::new()
+}
+
+/// How long intake may take before the platform's 3-second deadline is in danger.
+const ACK_BUDGET: Duration = Duration::from_millis(2500);
+
+/// Submit and answer in time: the outcome's text, or — when the database is slow — a
+/// truthful "received, answer follows" while `late` delivers the outcome afterwards.
+pub async fn ack_or_defer<F, Fut>(app: Arc<App>, inv: Invocation, late: F) -> String
+where
+    F: FnOnce(Arc<App>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let a = app.clone();
+    let mut task = tokio::spawn(async move { crate::intake::submit(&a, inv).await });
+    match tokio::time::timeout(ACK_BUDGET, &mut task).await {
+        Ok(r) => outcome_text(r),
+        Err(_) => {
+            tokio::spawn(async move {
+                let text = outcome_text(task.await);
+                late(app, text).await;
+            });
+            "Received. Deckhand is slow to confirm right now; the answer follows shortly.".into()
+        }
+    }
+}
+
+fn outcome_text(r: Result<anyhow::Result<Outcome>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(Outcome::Refused(reason))) => format!("✖ {reason}"),
+        Ok(Ok(o)) => o.message().to_owned(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "intake failed");
+            "✖ Deckhand could not record this command (a database problem); nothing was queued. Try again in a minute.".into()
+        }
+        Err(_) => "✖ Deckhand hit an internal error; nothing was queued.".into(),
+    }
+}
+
+/// What a button means as a typed command: approve/reject/cancel JOB, or rollback ENV for
+/// the job's environment.
+pub async fn button_command(
+    app: &App,
+    action: &str,
+    value: Option<&str>,
+) -> Option<(String, Vec<String>)> {
+    let v = value?.to_owned();
+    match action {
+        "approve" | "reject" | "cancel" => Some((action.to_owned(), vec![v])),
+        "rollback" => {
+            let id: i64 = v.parse().ok()?;
+            let job = app.db.job(id).await.ok()??;
+            Some(("rollback".into(), vec![job.environment?]))
+        }
+        _ => None,
+    }
+}
+
+/// Split command text into words; "double quotes" (straight or curly, as Slack sends them)
+/// keep a phrase together. Nothing here is ever given to a shell.
+pub fn split_args(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            '"' | '“' | '”' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unbalanced quote in the command text; close the \" around the phrase".into());
+    }
+    if any {
+        out.push(cur);
+    }
+    if out.len() > 32 {
+        return Err("too many words in the command text".into());
+    }
+    Ok(out)
+}
+
+/// Sort an HTTP status into delivered, retry later, or refused for good.
+pub fn classify(status: u16, after: Option<Duration>, what: &str) -> Result<(), DeliveryError> {
+    match status {
+        200..=299 => Ok(()),
+        429 => Err(DeliveryError::Retry {
+            after,
+            reason: format!("{what}: rate limited (429)"),
+        }),
+        408 | 500..=599 => Err(DeliveryError::Retry {
+            after: None,
+            reason: format!("{what}: HTTP {status}"),
+        }),
+        _ => Err(DeliveryError::Fatal(format!("{what}: HTTP {status}"))),
+    }
+}
+
+/// A network error in words, without its URL (webhook URLs carry tokens).
+pub fn net_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+/// At most `max` characters; a cut says so.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let note = " … (truncated)";
+    let keep = max.saturating_sub(note.chars().count());
+    s.chars().take(keep).collect::<String>() + note
+}
+
+/// The last `max` characters (for logs, where the end matters most); a cut says so.
+pub fn cut_tail(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let note = "(earlier output truncated) … ";
+    let keep = max.saturating_sub(note.chars().count());
+    note.to_owned() + &s.chars().skip(n - keep).collect::<String>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_quoted_phrases() {
+        assert_eq!(
+            split_args("production abc1234 --emergency \"INC-7 db down\"").unwrap(),
+            vec!["production", "abc1234", "--emergency", "INC-7 db down"]
+        );
+        assert_eq!(split_args("  a   “b c”  ").unwrap(), vec!["a", "b c"]);
+        assert_eq!(split_args("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_args("a \"\"").unwrap(), vec!["a", ""]);
+        assert!(split_args("a \"b").is_err());
+    }
+
+    #[test]
+    fn cuts_say_so() {
+        assert_eq!(cut("abc", 5), "abc");
+        let c = cut(&"x".repeat(100), 20);
+        assert_eq!(c.chars().count(), 20);
+        assert!(c.ends_with("(truncated)"));
+        let t = cut_tail(&format!("{}END", "x".repeat(100)), 40);
+        assert_eq!(t.chars().count(), 40);
+        assert!(t.ends_with("END") && t.starts_with("(earlier"));
+    }
+
+    #[test]
+    fn statuses_sort_into_retry_and_fatal() {
+        assert!(classify(200, None, "x").is_ok());
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(3)), "x"),
+            Err(DeliveryError::Retry { after: Some(_), .. })
+        ));
+        assert!(matches!(
+            classify(502, None, "x"),
+            Err(DeliveryError::Retry { .. })
+        ));
+        assert!(matches!(
+            classify(404, None, "x"),
+            Err(DeliveryError::Fatal(_))
+        ));
+    }
 }

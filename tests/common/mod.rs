@@ -2,6 +2,8 @@
 //! folder with free ports, and helpers to run the real binary and wait for it.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
