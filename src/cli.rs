@@ -77,6 +77,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: SlackCmd,
     },
+    /// Discord helpers.
+    Discord {
+        #[command(subcommand)]
+        command: DiscordCmd,
+    },
     /// The demo service the bundled environments deploy.
     #[command(hide = true)]
     DemoApp {
@@ -99,6 +104,17 @@ pub enum SlackCmd {
         /// The public base URL of this Deckhand, e.g. https://deckhand.example.com
         #[arg(long)]
         url: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiscordCmd {
+    /// Bulk-overwrite the application's commands from `commands/` (needs
+    /// DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN).
+    Register {
+        /// Register in one guild (instant) instead of globally.
+        #[arg(long)]
+        guild: Option<String>,
     },
 }
 
@@ -194,6 +210,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Run { command, args } => run(App::build(settings).await?, command, args).await,
+        Cmd::Discord {
+            command: DiscordCmd::Register { guild },
+        } => discord_register(settings, guild).await,
         Cmd::Jobs { limit } => {
             let app = App::build(settings).await?;
             println!(
@@ -324,6 +343,56 @@ fn slack_manifest(config: Option<PathBuf>, url: &str) -> i32 {
         Err(e) => {
             eprintln!("{e}");
             exit::REFUSED
+        }
+    }
+}
+
+async fn discord_register(settings: Settings, guild: Option<String>) -> anyhow::Result<i32> {
+    use secrecy::ExposeSecret;
+    let (Some(app_id), Some(token)) = (
+        &settings.discord_application_id,
+        &settings.secrets.discord_bot_token,
+    ) else {
+        eprintln!(
+            "deckhand: set DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN to register commands"
+        );
+        return Ok(exit::REFUSED);
+    };
+    let catalog =
+        crate::catalog::Catalog::load(settings.commands_dir().as_deref(), &settings.config)
+            .map_err(|ps| {
+                anyhow::anyhow!(
+                    "{}",
+                    ps.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+    let body = crate::platform::discord::registration(&catalog, &settings.config);
+    let base = settings.discord_api_url.trim_end_matches('/').to_owned();
+    match crate::platform::discord::register(
+        &reqwest::Client::new(),
+        &base,
+        app_id,
+        token.expose_secret(),
+        guild.as_deref(),
+        &body,
+    )
+    .await
+    {
+        Ok(n) => {
+            println!(
+                "registered {n} commands{}",
+                guild
+                    .map(|g| format!(" in guild {g}"))
+                    .unwrap_or_else(|| " globally".into())
+            );
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("deckhand: {e}");
+            Ok(exit::ERROR)
         }
     }
 }

@@ -225,6 +225,7 @@ pub enum Deliverer {
         print: bool,
     },
     Slack(crate::platform::slack::SlackClient),
+    Discord(crate::platform::discord::DiscordClient),
 }
 
 impl Deliverer {
@@ -232,6 +233,7 @@ impl Deliverer {
         match self {
             Deliverer::Terminal { .. } => "terminal",
             Deliverer::Slack(_) => "slack",
+            Deliverer::Discord(_) => "discord",
         }
     }
 
@@ -244,6 +246,7 @@ impl Deliverer {
                 Ok(())
             }
             Deliverer::Slack(c) => c.deliver(app, row).await,
+            Deliverer::Discord(c) => c.deliver(app, row).await,
         }
     }
 
@@ -252,6 +255,8 @@ impl Deliverer {
         match self {
             Deliverer::Terminal { .. } => Duration::ZERO,
             Deliverer::Slack(_) => Duration::from_millis(1000),
+            // Discord's buckets are honoured from its headers; this only smooths bursts.
+            Deliverer::Discord(_) => Duration::from_millis(100),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the shared [`crate::notice::Notice`] model generically (fields, body, buttons), so rules
 //! and message content live in one place.
 
+pub mod discord;
 pub mod slack;
 
 use std::future::Future;
@@ -19,7 +20,9 @@ use crate::runner::CancelToken;
 
 /// Routes of every platform; each answers 404 until its credentials are configured.
 pub fn routes() -> Router<Arc<App>> {
-    Router::new().merge(slack::routes())
+    Router::new()
+        .merge(slack::routes())
+        .merge(discord::routes())
 }
 
 /// A deliverer for every platform that can deliver.
@@ -27,6 +30,9 @@ pub fn deliverers(app: &App) -> Vec<Deliverer> {
     let mut d = Vec::new();
     if app.settings.platform_enabled("slack") {
         d.push(Deliverer::Slack(slack::SlackClient::new(app)));
+    }
+    if app.settings.platform_enabled("discord") {
+        d.push(Deliverer::Discord(discord::DiscordClient::new(app)));
     }
     d
 }
