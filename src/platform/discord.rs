@@ -583,19 +583,18 @@ impl DiscordClient {
         })?;
         let status = resp.status().as_u16();
         let h = resp.headers();
-        if h.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()) == Some("0") {
-            if let Some(reset) = h
+        if h.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()) == Some("0")
+            && let Some(reset) = h
                 .get("x-ratelimit-reset-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<f64>().ok())
-            {
-                let until =
-                    tokio::time::Instant::now() + Duration::from_millis((reset * 1000.0) as u64);
-                self.waits
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(bucket, until);
-            }
+        {
+            let until =
+                tokio::time::Instant::now() + Duration::from_millis((reset * 1000.0) as u64);
+            self.waits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(bucket, until);
         }
         let header_after = h
             .get("retry-after")
