@@ -111,6 +111,13 @@ pub struct Notice {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// Post as a reply in the thread's message instead of editing it ("blocker resolved"
+    /// under an incident, a reminder).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply: bool,
+    /// A file to attach (a digest chart): an id in the `attachments` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<i64>,
 }
 
 impl Notice {
@@ -125,7 +132,18 @@ impl Notice {
             fields: Vec::new(),
             body: None,
             actions: Vec::new(),
+            reply: false,
+            attachment: None,
         }
+    }
+    /// Make this a reply in the thread rather than an edit of its message.
+    pub fn as_reply(mut self) -> Self {
+        self.reply = true;
+        self
+    }
+    /// Whether platforms should post this under the thread's message.
+    pub fn is_reply(&self) -> bool {
+        self.reply || self.kind == NoticeKind::StepOutput
     }
     pub fn env(mut self, e: Option<&str>) -> Self {
         self.environment = e.map(str::to_owned);

@@ -258,6 +258,24 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Claim something that must happen once across replicas (a probe round, a digest
+    /// firing): true for the one caller whose row went in.
+    pub async fn claim_once(&self, kind: &str, key: &str, owner: &str) -> Result<bool> {
+        let n = on_db!(self, p => {
+            sqlx::query("INSERT INTO claims (kind, key, at, owner) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO NOTHING")
+                .bind(kind)
+                .bind(key)
+                .bind(now_ms())
+                .bind(owner)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
 /// One write in a transaction.
 #[derive(Debug, Clone)]
 pub enum Write {

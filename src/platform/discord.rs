@@ -28,7 +28,7 @@ use crate::app::App;
 use crate::catalog::{ArgKind, BUILTINS, Catalog};
 use crate::config::Config;
 use crate::intake::Invocation;
-use crate::notice::{Notice, NoticeKind, Tone};
+use crate::notice::{Notice, Tone};
 use crate::outbox::{DeliveryError, OutboxRow};
 use crate::policy::Identity;
 
@@ -478,7 +478,11 @@ impl DiscordClient {
                 reason: e.to_string(),
             })?;
         let auth = format!("Bot {}", token.expose_secret());
-        if notice.kind == NoticeKind::StepOutput {
+        if notice.is_reply() {
+            let mut body = body;
+            if let Some(id) = &existing {
+                body["message_reference"] = json!({"message_id": id, "fail_if_not_exists": false});
+            }
             return self
                 .call(
                     reqwest::Method::POST,
@@ -645,6 +649,7 @@ fn route_bucket(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notice::NoticeKind;
     use ed25519_dalek::{Signer, SigningKey};
 
     fn key() -> SigningKey {

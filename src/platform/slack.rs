@@ -25,7 +25,7 @@ use sha2::Sha256;
 use super::{ack_or_defer, split_args};
 use crate::app::App;
 use crate::intake::Invocation;
-use crate::notice::{Notice, NoticeKind};
+use crate::notice::Notice;
 use crate::outbox::{DeliveryError, OutboxRow};
 use crate::policy::Identity;
 
@@ -337,7 +337,7 @@ impl SlackClient {
                 after: None,
                 reason: e.to_string(),
             })?;
-        if notice.kind == NoticeKind::StepOutput {
+        if notice.is_reply() {
             let Some(ts) = existing else { return Ok(()) };
             let body = json!({"channel": channel, "thread_ts": ts, "text": text, "blocks": blocks});
             return self
