@@ -55,6 +55,18 @@ pub struct Config {
     pub secrets: BTreeMap<String, SecretSpec>,
     #[serde(default)]
     pub locks: LocksConfig,
+    /// Alert intake: routing of labels to incident channels and severities.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Uptime probes of every environment's health URL, plus extra endpoints.
+    #[serde(default)]
+    pub probes: crate::probes::ProbesConfig,
+    /// Scheduled digests.
+    #[serde(default)]
+    pub digests: Vec<crate::digest::DigestConfig>,
+    /// Where cost figures come from.
+    #[serde(default)]
+    pub costs: Vec<crate::cost::CostSource>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
