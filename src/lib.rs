@@ -5,23 +5,28 @@
 //! [`policy`] and writes a job with [`queue`]; a worker from [`jobs`] claims it, runs its
 //! steps with [`runner`], verifies [`health`], records [`history`]; every state change
 //! writes [`notice`]s into the outbox, which [`outbox`] delivers per platform.
+pub mod alerts;
 pub mod app;
 pub mod builtins;
 pub mod catalog;
 pub mod chart;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod demo;
+pub mod digest;
 pub mod domain;
 pub mod health;
 pub mod history;
 pub mod intake;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod notice;
 pub mod outbox;
 pub mod platform;
 pub mod policy;
+pub mod probes;
 pub mod queue;
 pub mod runner;
 pub mod schedule;

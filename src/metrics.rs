@@ -119,6 +119,14 @@ pub fn http(route: &str, status: u16, secs: f64) {
     );
 }
 
+pub fn rejected(reason: &str) {
+    inc(
+        "deckhand_http_rejected_total",
+        "Requests refused by the inbound limits, by reason (rate_limited, body_too_large, timeout).",
+        &[("reason", reason)],
+    );
+}
+
 fn write_labels(out: &mut String, l: &Labels, extra: Option<(&str, String)>) {
     let mut parts: Vec<String> = l
         .iter()
@@ -138,10 +146,10 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Render every metric, plus `gauges` read by the caller: (name, help, labels, value).
 /// A gauge read at scrape time: (name, help, labels, value).
 pub type Gauge<'a> = (&'a str, &'a str, Labels, f64);
 
+/// Render every metric, plus `gauges` read by the caller; a gauge's series must be adjacent.
 pub fn render(gauges: &[Gauge]) -> String {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = String::new();

@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::App;
+use crate::limits::{Limits, enforce};
 use crate::outbox::{Deliverer, run_sender};
 use crate::runner::CancelToken;
 use crate::store::now_ms;
@@ -41,9 +42,22 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
-    r.merge(crate::platform::routes())
+    harden(&app, r.merge(crate::platform::routes())).with_state(app)
+}
+
+/// The router of the separate metrics listener (`[server] metrics_listen`).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    harden(&app, Router::new().route("/metrics", get(metrics))).with_state(app)
+}
+
+/// What every route gets, outermost first: latency metrics and security headers, the
+/// inbound limits (rate, size, deadline), and a body cap for the extractors (routes may
+/// set a smaller one, as Slack's do).
+fn harden(app: &App, r: Router<Arc<App>>) -> Router<Arc<App>> {
+    let limits = Arc::new(Limits::new(&app.settings.config.server));
+    r.layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn_with_state(limits, enforce))
         .layer(axum::middleware::from_fn(observe))
-        .with_state(app)
 }
 
 /// Latency by route, and the headers every response carries.
@@ -122,11 +136,29 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// Non-final job states, reported even at zero so a dashboard sees the series drop.
+const QUEUE_STATES: &[&str] = &[
+    crate::queue::state::QUEUED,
+    crate::queue::state::AWAITING_APPROVAL,
+    crate::queue::state::RUNNING,
+];
+
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut gauges = Vec::new();
-    if let Ok(counts) = app.db.job_counts().await {
-        for (s, n) in counts {
-            if !crate::queue::state::is_final(&s) {
+    match app.db.job_counts().await {
+        Ok(counts) => {
+            let mut depth: Vec<(String, i64)> =
+                QUEUE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
+            for (s, n) in counts {
+                if crate::queue::state::is_final(&s) {
+                    continue;
+                }
+                match depth.iter_mut().find(|d| d.0 == s) {
+                    Some(d) => d.1 = n,
+                    None => depth.push((s, n)),
+                }
+            }
+            for (s, n) in depth {
                 gauges.push((
                     "deckhand_queue_depth",
                     "Jobs not yet finished, by state.",
@@ -135,17 +167,38 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 ));
             }
         }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
     }
-    if let Ok(depth) = app.db.outbox_depth().await {
-        for (p, n) in depth {
-            gauges.push((
-                "deckhand_outbox_depth",
-                "Notices waiting for delivery, by platform.",
-                vec![("platform", p)],
-                n as f64,
-            ));
+    match app.db.outbox_depth().await {
+        Ok(found) => {
+            let mut depth: Vec<(String, i64)> = ["terminal", "slack", "discord"]
+                .into_iter()
+                .filter(|p| *p == "terminal" || app.settings.platform_enabled(p))
+                .map(|p| (p.to_owned(), 0))
+                .collect();
+            for (p, n) in found {
+                match depth.iter_mut().find(|d| d.0 == p) {
+                    Some(d) => d.1 = n,
+                    None => depth.push((p, n)),
+                }
+            }
+            for (p, n) in depth {
+                gauges.push((
+                    "deckhand_outbox_depth",
+                    "Notices waiting for delivery, by platform.",
+                    vec![("platform", p)],
+                    n as f64,
+                ));
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count pending notices"),
     }
+    gauges.push((
+        "deckhand_draining",
+        "1 while the process shuts down and refuses new commands.",
+        vec![],
+        if app.health.draining() { 1.0 } else { 0.0 },
+    ));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(&gauges),
@@ -208,9 +261,7 @@ pub async fn serve(
         let l = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-        let r = Router::new()
-            .route("/metrics", get(metrics))
-            .with_state(app.clone());
+        let r = metrics_router(app.clone());
         let stop = stop_http.clone();
         extra = Some(tokio::spawn(async move {
             let _ = axum::serve(l, r)
