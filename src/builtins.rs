@@ -63,6 +63,17 @@ pub async fn run<'a>(
                 _ => reject(app, inv, &job, held).await,
             }
         }
+        "ack" => {
+            let Some(id) = arg(0).and_then(|a| JobId::parse(a).ok()) else {
+                return bad_usage("missing INCIDENT (its number)");
+            };
+            let text = crate::incidents::acknowledge(app, id.0, &inv.actor, &inv.platform).await?;
+            Ok(if text.starts_with('✖') {
+                Decision::Refuse(text.trim_start_matches("✖ ").to_owned())
+            } else {
+                Decision::Info(text)
+            })
+        }
         "lock" => {
             let (Some(e), true) = (arg(0), inv.args.len() > 1) else {
                 return bad_usage("lock needs an environment and a reason");

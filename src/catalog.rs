@@ -55,6 +55,11 @@ pub const BUILTINS: &[(&str, &str, &str)] = &[
         "lock ENVIRONMENT REASON",
     ),
     ("unlock", "Unlock an environment", "unlock ENVIRONMENT"),
+    (
+        "ack",
+        "Acknowledge an incident: you take it",
+        "ack INCIDENT",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

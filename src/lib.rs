@@ -18,6 +18,7 @@ pub mod digest;
 pub mod domain;
 pub mod health;
 pub mod history;
+pub mod incidents;
 pub mod intake;
 pub mod jobs;
 pub mod limits;

@@ -10,6 +10,8 @@ CREATE TABLE incidents (
     service TEXT,
     description TEXT,
     link TEXT,
+    -- Where its message lives: [[platform, channel], …], so updates reach the same place.
+    channels TEXT NOT NULL DEFAULT '[]',
     status TEXT NOT NULL,
     firing_count BIGINT NOT NULL DEFAULT 1,
     first_seen BIGINT NOT NULL,

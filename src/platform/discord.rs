@@ -284,6 +284,7 @@ fn builtin_options(name: &str) -> &'static [(&'static str, u8, bool)] {
         "history" | "unlock" => &[("environment", 3, true)],
         "lock" => &[("environment", 3, true), ("reason", 3, true)],
         "approve" | "reject" | "cancel" => &[("job", 4, true)],
+        "ack" => &[("incident", 4, true)],
         _ => &[],
     }
 }

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .merge(slack::routes())
         .merge(discord::routes())
+        .merge(crate::alerts::routes())
 }
 
 /// A deliverer for every platform that can deliver.
@@ -37,9 +38,9 @@ pub fn deliverers(app: &App) -> Vec<Deliverer> {
     d
 }
 
-/// Background loops of the platforms (none yet).
-pub fn background(_app: Arc<App>, _stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
-    Vec::new()
+/// Background loops: uptime probes and incident reminders.
+pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![tokio::spawn(crate::probes::run(app, stop))]
 }
 
 /// How long intake may take before the platform's 3-second deadline is in danger.
@@ -87,7 +88,7 @@ pub async fn button_command(
 ) -> Option<(String, Vec<String>)> {
     let v = value?.to_owned();
     match action {
-        "approve" | "reject" | "cancel" => Some((action.to_owned(), vec![v])),
+        "approve" | "reject" | "cancel" | "ack" => Some((action.to_owned(), vec![v])),
         "rollback" => {
             let id: i64 = v.parse().ok()?;
             let job = app.db.job(id).await.ok()??;
