@@ -215,11 +215,7 @@ async fn alertmanager_alerts_route_update_resolve_and_get_acknowledged() {
             .then_some(c)
     })
     .await;
-    let last_update = calls
-        .iter()
-        .filter(|c| c.0 == "chat.update")
-        .next_back()
-        .unwrap();
+    let last_update = calls.iter().rfind(|c| c.0 == "chat.update").unwrap();
     assert!(
         last_update
             .2
