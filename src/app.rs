@@ -74,7 +74,7 @@ impl App {
                         .join("\n")
                 )
             })?;
-        let db = Db::connect(&settings.database_url).await.with_context(|| {
+        let db = Db::connect_with(&settings.database_url, &settings.config.storage).await.with_context(|| {
             format!(
                 "cannot open the database {}",
                 crate::store::redact_url(&settings.database_url)

@@ -55,6 +55,8 @@ pub struct Config {
     pub secrets: BTreeMap<String, SecretSpec>,
     #[serde(default)]
     pub locks: LocksConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Alert intake: routing of labels to incident channels and severities.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
@@ -104,6 +106,25 @@ impl Alphabet {
             Alphabet::Base64url => {
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
             }
+        }
+    }
+}
+
+/// `[storage]`: how hard SQLite works to keep each commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"full"` (default): every commit, so every acknowledged command, is fsynced before
+    /// the answer — it survives a power cut, at the cost of one fsync per command.
+    /// `"normal"`: commits survive a crash of Deckhand (kill -9) but the last ones may be
+    /// lost if the machine itself loses power; several times faster on slow disks.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            sqlite_synchronous: "full".into(),
         }
     }
 }
@@ -668,6 +689,15 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
         out.push((
             line_of_str(text, "lease_seconds"),
             "queue.lease_seconds must be at least 2".into(),
+        ));
+    }
+    if !["full", "normal"].contains(&c.storage.sqlite_synchronous.as_str()) {
+        out.push((
+            line_of_str(text, "sqlite_synchronous"),
+            format!(
+                "storage.sqlite_synchronous = {:?}; accepted: \"full\" or \"normal\"",
+                c.storage.sqlite_synchronous
+            ),
         ));
     }
     if c.queue.workers == 0 {

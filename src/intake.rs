@@ -224,6 +224,18 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
     ))
 }
 
+/// Fault injection for tests: `DECKHAND_FAULT=NAME` makes the process die here, as a
+/// `kill -9` would. Compiled into debug builds only.
+pub fn fault_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("DECKHAND_FAULT").is_ok_and(|f| f == name) {
+        eprintln!("DECKHAND_FAULT={name}: aborting");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// Describe a job in one line: "deploy abc1234 → staging".
 pub fn describe(job_command: &str, env: Option<&str>, version: Option<&str>) -> String {
     match (env, version) {
@@ -290,6 +302,7 @@ async fn enqueue(
             w
         })
         .await?;
+    fault_point("abort-after-enqueue");
     crate::metrics::command(
         &inv.platform,
         if res.created { "accepted" } else { "duplicate" },

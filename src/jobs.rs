@@ -126,7 +126,7 @@ pub async fn execute(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
             (state::FAILED, w)
         }
     };
-    match app.db.apply(&writes).await {
+    match apply_retrying(&app, &writes).await {
         Ok(_) => {
             crate::metrics::job_finished(&job.kind, final_state, started.elapsed().as_secs_f64());
             tracing::info!(parent: &span, job_id = job.id, state = final_state, "job finished");
@@ -138,6 +138,22 @@ pub async fn execute(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     }
     let _ = app.db.set_step_pgid(job.id, None).await;
     app.poke();
+}
+
+/// The end of a job must be recorded: ride out a database outage (a PostgreSQL restart)
+/// for most of a lease before giving up; a conflict (the lease was lost) is final.
+async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec<i64>> {
+    let lease = Duration::from_secs(app.settings.config.queue.lease_seconds);
+    let deadline = Instant::now() + lease.mul_f64(0.8);
+    loop {
+        match app.db.apply(writes).await {
+            Err(e) if !crate::queue::is_conflict(&e) && Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cannot record the end of a job yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn env_of(job: &JobRow) -> &str {
@@ -572,7 +588,10 @@ async fn run_steps(
         .version(version)
         .job(job.id)
         .action("cancel", "Cancel", job.id, true);
-        app.db.apply(&notices(app, job, &n)).await?;
+        // Progress is best effort: a database blip must not fail the deploy itself.
+        if let Err(e) = app.db.apply(&notices(app, job, &n)).await {
+            tracing::warn!(job_id = job.id, error = %e, "cannot record step progress");
+        }
         app.outbox_wake.notify_one();
 
         let mut vars = env.clone();

@@ -30,6 +30,7 @@ pub struct OutboxRow {
     pub attempts: i64,
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
+    pub sends: i64,
     pub claimed_by: Option<String>,
     pub claim_until: Option<i64>,
 }
@@ -37,6 +38,12 @@ pub struct OutboxRow {
 impl OutboxRow {
     pub fn notice(&self) -> Option<Notice> {
         Notice::from_json(&self.body).ok()
+    }
+
+    /// An earlier claim of this row ended without a recorded outcome (its process died
+    /// mid-delivery): the platform may already have it, so check before posting again.
+    pub fn maybe_delivered(&self) -> bool {
+        self.sends > self.attempts + 1
     }
 }
 
@@ -52,10 +59,11 @@ pub enum DeliveryError {
     Fatal(String),
 }
 
-/// How long to wait before attempt `n` (1-based) after a failure: 1 s doubling to 5 min.
+/// How long to wait before attempt `n` (1-based) after a failure: 1 s doubling to 30 s,
+/// so a platform that comes back is used again within half a minute.
 pub fn backoff(attempt: i64) -> Duration {
-    let secs = 1u64 << attempt.clamp(1, 9).saturating_sub(1);
-    Duration::from_secs(secs.min(300))
+    let secs = 1u64 << attempt.clamp(1, 6).saturating_sub(1);
+    Duration::from_secs(secs.min(30))
 }
 
 /// Attempts after which a fatal refusal is given up on (and logged as lost).
@@ -84,7 +92,7 @@ impl Db {
             Db::Sqlite(_) => "",
         };
         let sql = format!(
-            "UPDATE outbox SET claimed_by = $1, claim_until = $2 WHERE id IN (\
+            "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1 WHERE id IN (\
              SELECT o.id FROM outbox o WHERE o.delivered_at IS NULL AND o.next_attempt_at <= $3 \
              AND (o.claim_until IS NULL OR o.claim_until < $3) AND o.platform IN ({list}) \
              AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.platform = o.platform \
@@ -274,16 +282,16 @@ pub async fn run_sender(
             break;
         }
         let rows = match app.db.claim_notices(&platforms, &app.worker_id, 50).await {
-            Ok(r) => r,
+            Ok(r) => {
+                app.health.set_outbox_error(None);
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox: cannot read pending notices");
                 app.health.set_outbox_error(Some(e.to_string()));
                 Vec::new()
             }
         };
-        if !rows.is_empty() {
-            app.health.set_outbox_error(None);
-        }
         app.health.outbox_tick();
         let busy = !rows.is_empty();
         for row in rows {
@@ -348,6 +356,6 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
-        assert_eq!(backoff(50), Duration::from_secs(256));
+        assert_eq!(backoff(50), Duration::from_secs(30));
     }
 }

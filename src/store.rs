@@ -43,6 +43,14 @@ macro_rules! on_db {
     };
 }
 
+/// Milliseconds since the Unix epoch with a fraction, for latency measurements.
+pub fn now_ms_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
 /// Milliseconds since the Unix epoch: the one time format in the database.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -160,11 +168,21 @@ static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/pos
 impl Db {
     /// Connect; a missing SQLite file is created, in WAL mode.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &crate::config::StorageConfig::default()).await
+    }
+
+    /// Connect with storage tuning; see [`crate::config::StorageConfig`].
+    pub async fn connect_with(url: &str, cfg: &crate::config::StorageConfig) -> Result<Self> {
         if url.starts_with("sqlite:") {
+            let sync = if cfg.sqlite_synchronous == "normal" {
+                sqlx::sqlite::SqliteSynchronous::Normal
+            } else {
+                sqlx::sqlite::SqliteSynchronous::Full
+            };
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .synchronous(sync)
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)

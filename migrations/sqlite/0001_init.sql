@@ -85,6 +85,9 @@ CREATE TABLE outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     delivered_at INTEGER,
     last_error TEXT,
+    -- Claims so far: more claims than recorded failures means an earlier claim may have
+    -- delivered before its process died (see the platform's reconcile step).
+    sends INTEGER NOT NULL DEFAULT 0,
     claimed_by TEXT,
     claim_until INTEGER
 );
