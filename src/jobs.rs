@@ -303,11 +303,15 @@ async fn run(
         _ => None,
     };
     let health_url = env_cfg.and_then(|e| e.health_url.clone());
-    let migration = steps
-        .facts
-        .get("migration")
-        .cloned()
-        .unwrap_or_else(|| "not needed".into());
+    // Deploys and migrations always say whether a migration ran; other jobs only if a
+    // step reported one.
+    let migration = steps.facts.get("migration").cloned().unwrap_or_else(|| {
+        if matches!(kind, JobKind::Deploy | JobKind::Rollback | JobKind::Migrate) {
+            "not needed".into()
+        } else {
+            String::new()
+        }
+    });
 
     let mut report = Report {
         environment: env_of(job).to_owned(),
@@ -381,7 +385,15 @@ async fn run(
     let cancelled = stops.cancel.is_cancelled();
     let (final_state, notice) = match (&reason, &rolled_back) {
         (None, _) => {
-            report.status = "verified working".into();
+            // "verified working" only when a health check proved it.
+            report.status = if health
+                .as_ref()
+                .is_some_and(|h| h.ok && h.detail != "not configured")
+            {
+                "verified working".into()
+            } else {
+                "succeeded".into()
+            };
             let (k, title) = match kind {
                 JobKind::Deploy => (
                     NoticeKind::DeploymentComplete,

@@ -228,20 +228,31 @@ pub struct Report {
 }
 
 impl Report {
+    /// Add the report's fields. Facts that do not apply to this kind of job (no version for
+    /// a migration, no health check for a custom command) are left out, not shown as "-".
     pub fn apply(&self, mut n: Notice) -> Notice {
+        let known = |v: &str| !(v.is_empty() || v == "-" || v == "not checked");
         n = n
             .env(Some(&self.environment))
-            .version(Some(&self.version))
-            .field("Environment", &self.environment)
-            .field("Version", &self.version)
-            .field("Migration", &self.migration)
-            .field(
+            .field("Environment", &self.environment);
+        if known(&self.version) {
+            n = n
+                .version(Some(&self.version))
+                .field("Version", &self.version);
+        }
+        if known(&self.migration) {
+            n = n.field("Migration", &self.migration);
+        }
+        if known(&self.health) {
+            n = n.field(
                 "Health",
                 match &self.health_url {
                     Some(u) => format!("{u} {}", self.health),
                     None => self.health.clone(),
                 },
-            )
+            );
+        }
+        n = n
             .field("Status", &self.status)
             .field("Duration", fmt_duration(self.duration_ms))
             .field("Requested by", &self.requested_by);
