@@ -74,12 +74,14 @@ impl App {
                         .join("\n")
                 )
             })?;
-        let db = Db::connect_with(&settings.database_url, &settings.config.storage).await.with_context(|| {
-            format!(
-                "cannot open the database {}",
-                crate::store::redact_url(&settings.database_url)
-            )
-        })?;
+        let db = Db::connect_with(&settings.database_url, &settings.config.storage)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    crate::store::redact_url(&settings.database_url)
+                )
+            })?;
         db.migrate()
             .await
             .context("cannot apply database migrations")?;

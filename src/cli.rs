@@ -67,6 +67,19 @@ pub enum Cmd {
     },
     /// Validate the config and every command file; exits non-zero on any problem.
     Check,
+    // --- digests (src/digest) ---
+    /// Print a digest now with `--now` (and write its chart), or show when it fires.
+    Digest {
+        /// The digest's name, from [[digests]] in deckhand.toml, e.g. weekly.
+        name: String,
+        /// Build the digest for this instant and print it.
+        #[arg(long)]
+        now: bool,
+        /// Where `--now` writes the PNG chart (default: digest-NAME.png here).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    // --- end digests ---
     /// Exit 0 when the local server answers /health (for container health checks).
     Healthcheck {
         #[arg(long)]
@@ -260,6 +273,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
+        // --- digests ---
+        Cmd::Digest { name, now, chart } => {
+            let app = App::build(settings).await?;
+            crate::digest::cli(&app, &name, now, chart.as_deref()).await
+        }
+        // --- end digests ---
         Cmd::Audit { env, limit } => {
             let app = App::build(settings).await?;
             for a in app.db.audit(env.as_deref(), limit).await? {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::app::App;
@@ -83,29 +84,32 @@ pub struct Stops {
 
 /// Run a claimed job to its end.
 pub async fn execute(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
+    // Every line logged for this job, in this task or those it spawns, carries these.
     let span = tracing::info_span!("job", job_id = job.id, environment = job.environment.as_deref().unwrap_or("-"), command = %job.command);
-    let _enter = span.enter();
-    drop(_enter);
+    execute_in_span(app, job, shutdown).instrument(span).await
+}
+
+async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     let started = Instant::now();
     let stops = Stops {
         cancel: CancelToken::new(),
         shutdown,
     };
-    let hb = tokio::spawn(heartbeat(app.clone(), job.id, stops.cancel.clone()));
-    let result = {
-        use tracing::Instrument;
-        run(&app, &job, &stops).instrument(span.clone()).await
-    };
+    let hb = tokio::spawn(heartbeat(app.clone(), job.id, stops.cancel.clone()).in_current_span());
+    let result = run(&app, &job, &stops).await;
     hb.abort();
     let (final_state, writes) = match result {
         Ok(Some(done)) => done,
         Ok(None) => {
-            tracing::warn!(parent: &span, job_id = job.id, "job left running at shutdown; the next start reports it");
+            tracing::warn!(
+                job_id = job.id,
+                "job left running at shutdown; the next start reports it"
+            );
             return;
         }
         Err(e) => {
             let reason = format!("internal error: {e}");
-            tracing::error!(parent: &span, job_id = job.id, error = %e, "job failed");
+            tracing::error!(job_id = job.id, error = %e, "job failed");
             let n = Notice::new(
                 NoticeKind::JobFailed,
                 Tone::Danger,
@@ -129,11 +133,11 @@ pub async fn execute(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     match apply_retrying(&app, &writes).await {
         Ok(_) => {
             crate::metrics::job_finished(&job.kind, final_state, started.elapsed().as_secs_f64());
-            tracing::info!(parent: &span, job_id = job.id, state = final_state, "job finished");
+            tracing::info!(job_id = job.id, state = final_state, "job finished");
         }
         Err(e) => {
             // The lease will run out and recovery will report the job as interrupted.
-            tracing::error!(parent: &span, job_id = job.id, error = %e, "cannot record the end of a job");
+            tracing::error!(job_id = job.id, error = %e, "cannot record the end of a job");
         }
     }
     let _ = app.db.set_step_pgid(job.id, None).await;
@@ -635,13 +639,9 @@ async fn run_steps(
             started: None,
         };
         let (tx, rx) = mpsc::channel(1024);
-        let collector = tokio::spawn(collect_log(
-            app.clone(),
-            job.id,
-            step.name.clone(),
-            rx,
-            logged,
-        ));
+        let collector = tokio::spawn(
+            collect_log(app.clone(), job.id, step.name.clone(), rx, logged).in_current_span(),
+        );
         let either = CancelToken::new();
         let watcher = {
             let (a, b, e) = (stops.cancel.clone(), stops.shutdown.clone(), either.clone());

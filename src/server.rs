@@ -4,6 +4,10 @@
 //! stop claiming, running jobs get the configured grace period to finish, then their step
 //! process groups are stopped and the jobs are left for the next start to report as
 //! interrupted; the outbox is flushed as far as the platforms allow; the process exits 0.
+//!
+//! Every route passes [`crate::limits`] (per-client rate on the command and alert
+//! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
+//! carry the security headers too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -329,7 +329,7 @@ impl SlackClient {
             return Err(DeliveryError::Fatal("no channel to post to".into()));
         };
         let (text, blocks) = render(&notice);
-        let existing = app
+        let mut existing = app
             .db
             .message_ref("slack", &channel, &row.thread_key)
             .await
@@ -337,28 +337,65 @@ impl SlackClient {
                 after: None,
                 reason: e.to_string(),
             })?;
+        // A process that died mid-post may have posted the thread's message: find it by
+        // the metadata we attach, so the retry edits it instead of posting a second one.
+        if existing.is_none() && !notice.is_reply() && row.maybe_delivered() {
+            existing = self
+                .find_posted(token.expose_secret(), &channel, &row.thread_key)
+                .await?;
+            if let Some(ts) = &existing {
+                let _ = app
+                    .db
+                    .set_message_ref("slack", &channel, &row.thread_key, ts)
+                    .await;
+            }
+        }
         if notice.is_reply() {
             let Some(ts) = existing else { return Ok(()) };
             let body = json!({"channel": channel, "thread_ts": ts, "text": text, "blocks": blocks});
+            self.call(token.expose_secret(), "chat.postMessage", &body)
+                .await?;
             return self
-                .call(token.expose_secret(), "chat.postMessage", &body)
-                .await
-                .map(|_| ());
+                .attach_chart(
+                    app,
+                    token.expose_secret(),
+                    &channel,
+                    row,
+                    &notice,
+                    Some(&ts),
+                )
+                .await;
         }
         if let Some(ts) = existing {
             let body = json!({"channel": channel, "ts": ts, "text": text, "blocks": blocks});
             match self.call(token.expose_secret(), "chat.update", &body).await {
                 Err(DeliveryError::Fatal(e)) if e.contains("message_not_found") => {}
+                Ok(_) => {
+                    return self
+                        .attach_chart(
+                            app,
+                            token.expose_secret(),
+                            &channel,
+                            row,
+                            &notice,
+                            Some(&ts),
+                        )
+                        .await;
+                }
                 other => return other.map(|_| ()),
             }
         }
-        let body = json!({"channel": channel, "text": text, "blocks": blocks});
+        let body = json!({
+            "channel": channel, "text": text, "blocks": blocks,
+            "metadata": {"event_type": METADATA_EVENT, "event_payload": {"thread": row.thread_key}},
+        });
         let answer = self
             .call(token.expose_secret(), "chat.postMessage", &body)
             .await?;
         // Remember the message first: a crash before the row is marked delivered then
         // makes the retry an idempotent update, never a second post.
-        if let Some(ts) = answer.get("ts").and_then(Value::as_str) {
+        let posted_ts = answer.get("ts").and_then(Value::as_str);
+        if let Some(ts) = posted_ts {
             let ch = answer
                 .get("channel")
                 .and_then(Value::as_str)
@@ -374,7 +411,37 @@ impl SlackClient {
                     .await;
             }
         }
-        Ok(())
+        self.attach_chart(
+            app,
+            token.expose_secret(),
+            &channel,
+            row,
+            &notice,
+            posted_ts,
+        )
+        .await
+    }
+
+    /// The `ts` of a message we posted for `thread` among the channel's recent messages.
+    async fn find_posted(
+        &self,
+        token: &str,
+        channel: &str,
+        thread: &str,
+    ) -> Result<Option<String>, DeliveryError> {
+        let body = json!({"channel": channel, "limit": 100, "include_all_metadata": true});
+        let v = self.call(token, "conversations.history", &body).await?;
+        Ok(v.get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m.pointer("/metadata/event_type").and_then(Value::as_str) == Some(METADATA_EVENT)
+                    && m.pointer("/metadata/event_payload/thread")
+                        .and_then(Value::as_str)
+                        == Some(thread)
+            })
+            .and_then(|m| m.get("ts").and_then(Value::as_str).map(str::to_owned)))
     }
 
     /// No bot token: the job's final notice goes to the command's response_url (one of
@@ -417,17 +484,24 @@ impl SlackClient {
 
     /// Call a Web API method; sort the answer into delivered, retry later, or refused.
     async fn call(&self, token: &str, method: &str, body: &Value) -> Result<Value, DeliveryError> {
-        let resp = self
+        let req = self
             .http
             .post(format!("{}/{method}", self.base))
             .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::Retry {
-                after: None,
-                reason: format!("{method}: {}", super::net_reason(&e)),
-            })?;
+            .json(body);
+        self.send(req, method).await
+    }
+
+    /// Send a Web API request; sort the answer into delivered, retry later, or refused.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &str,
+    ) -> Result<Value, DeliveryError> {
+        let resp = req.send().await.map_err(|e| DeliveryError::Retry {
+            after: None,
+            reason: format!("{method}: {}", super::net_reason(&e)),
+        })?;
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers());
         super::classify(status, after, method)?;
@@ -456,6 +530,127 @@ impl SlackClient {
         }
     }
 }
+
+// --- digest charts: Slack's external file upload ---
+impl SlackClient {
+    /// Upload a notice's chart, if it has one and it is not up yet, into the thread of the
+    /// message just posted (`thread_ts`). The text is already out, so an upload that keeps
+    /// failing is dropped after a few tries (or at once under a reply, whose retry would
+    /// post the reply twice) rather than holding the message back.
+    async fn attach_chart(
+        &self,
+        app: &App,
+        token: &str,
+        channel: &str,
+        row: &OutboxRow,
+        notice: &Notice,
+        thread_ts: Option<&str>,
+    ) -> Result<(), DeliveryError> {
+        let Some(id) = notice.attachment else {
+            return Ok(());
+        };
+        // Marks a finished upload so a retry of the row does not share the chart twice.
+        let done = format!("{}#chart", row.thread_key);
+        let db_err = |e: crate::store::StoreError| DeliveryError::Retry {
+            after: None,
+            reason: e.to_string(),
+        };
+        if app
+            .db
+            .message_ref("slack", channel, &done)
+            .await
+            .map_err(db_err)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(file) = app.db.attachment(id).await.map_err(db_err)? else {
+            return Ok(());
+        };
+        match self
+            .upload(token, channel, thread_ts, &file, &notice.title)
+            .await
+        {
+            Ok(file_id) => {
+                let _ = app
+                    .db
+                    .set_message_ref("slack", channel, &done, &file_id)
+                    .await;
+                Ok(())
+            }
+            Err(e @ DeliveryError::Retry { .. })
+                if !notice.is_reply() && row.attempts + 1 < crate::digest::CHART_TRIES =>
+            {
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(outbox_id = row.id, error = ?e, "chart upload to Slack failed; the message went without it");
+                Ok(())
+            }
+        }
+    }
+
+    /// files.getUploadURLExternal, POST the bytes to the URL it returns, then
+    /// files.completeUploadExternal to share the file. Returns the file id.
+    async fn upload(
+        &self,
+        token: &str,
+        channel: &str,
+        thread_ts: Option<&str>,
+        file: &crate::digest::Attachment,
+        title: &str,
+    ) -> Result<String, DeliveryError> {
+        let form = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let method = "files.getUploadURLExternal";
+        let size = file.data.len().to_string();
+        let req = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .bearer_auth(token)
+            .form(&form(&[("filename", &file.name), ("length", &size)]));
+        let v = self.send(req, method).await?;
+        let (Some(url), Some(file_id)) = (
+            v.get("upload_url").and_then(Value::as_str),
+            v.get("file_id").and_then(Value::as_str),
+        ) else {
+            return Err(DeliveryError::Fatal(format!(
+                "{method}: no upload_url in the answer"
+            )));
+        };
+        // The URL is pre-signed: the bot token is not sent there.
+        let r = self
+            .http
+            .post(url)
+            .header("content-type", &file.content_type)
+            .body(file.data.clone())
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Retry {
+                after: None,
+                reason: format!("file upload: {}", super::net_reason(&e)),
+            })?;
+        super::classify(r.status().as_u16(), retry_after(r.headers()), "file upload")?;
+        let method = "files.completeUploadExternal";
+        let files = json!([{"id": file_id, "title": super::cut(title, 250)}]).to_string();
+        let mut pairs = vec![("files", files.as_str()), ("channel_id", channel)];
+        if let Some(ts) = thread_ts {
+            pairs.push(("thread_ts", ts));
+        }
+        let req = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .bearer_auth(token)
+            .form(&form(&pairs));
+        self.send(req, method).await?;
+        Ok(file_id.to_owned())
+    }
+}
+// --- end digest charts ---
 
 /// Block Kit limits (see PLATFORMS.md), with a margin under the ~13k total.
 const SECTION_TEXT: usize = 3000;
@@ -531,6 +726,9 @@ pub fn render(n: &Notice) -> (String, Value) {
     (super::cut(&title, 3000), Value::Array(blocks))
 }
 
+/// Message metadata marking Deckhand's posts, so a crashed delivery can find its message.
+const METADATA_EVENT: &str = "deckhand_notice";
+
 /// Slack's three control characters in mrkdwn.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -572,7 +770,7 @@ pub fn manifest(app_url: &str, catalog: &crate::catalog::Catalog) -> Value {
             "bot_user": {"display_name": "Deckhand", "always_online": true},
             "slash_commands": commands,
         },
-        "oauth_config": {"scopes": {"bot": ["commands", "chat:write", "chat:write.public"]}},
+        "oauth_config": {"scopes": {"bot": ["commands", "chat:write", "chat:write.public", "channels:history", "groups:history", "files:write"]}},
         "settings": {
             "interactivity": {"is_enabled": true, "request_url": format!("{base}/slack/interactions")},
             "org_deploy_enabled": false,

@@ -18,6 +18,11 @@ pub struct Call {
     pub body: Value,
     /// The status the fake answered.
     pub status: u16,
+    /// The request body as sent, and its content type (uploads are binary).
+    pub raw: Vec<u8>,
+    pub content_type: Option<String>,
+    /// Files of a multipart body: (file name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// A scripted answer: status, extra headers, JSON body.
@@ -57,6 +62,15 @@ struct Inner {
     calls: Vec<Call>,
     script: VecDeque<Scripted>,
     counter: u64,
+    /// Until this instant every call gets these answers in turn (an outage).
+    outage: Option<(std::time::Instant, Vec<Scripted>)>,
+    /// Hold the next answer this long (a request in flight when the bot is killed).
+    delay_next: Option<std::time::Duration>,
+    /// Paths of calls as they arrive, before any delay.
+    started: Vec<String>,
+    /// Slack messages posted (for conversations.history) and Discord nonces seen.
+    posted: Vec<Value>,
+    nonces: std::collections::HashMap<String, Value>,
 }
 
 #[derive(Clone, Default)]
@@ -111,6 +125,21 @@ impl FakeApi {
     pub fn pending_script(&self) -> usize {
         self.inner.lock().unwrap().script.len()
     }
+
+    /// Answer every call for `d` with `answers` in turn, then recover.
+    pub fn fail_for(&self, d: std::time::Duration, answers: Vec<Scripted>) {
+        self.inner.lock().unwrap().outage = Some((std::time::Instant::now() + d, answers));
+    }
+
+    /// Hold the next answer for `d`.
+    pub fn delay_next(&self, d: std::time::Duration) {
+        self.inner.lock().unwrap().delay_next = Some(d);
+    }
+
+    /// Paths of calls that arrived, answered or not.
+    pub fn calls_started(&self) -> Vec<String> {
+        self.inner.lock().unwrap().started.clone()
+    }
 }
 
 async fn handle(
@@ -120,29 +149,92 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parsed: Value =
-        serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (parsed, files) = parse_body(content_type.as_deref(), &body);
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let path = uri.path().to_owned();
-    let mut g = state.lock().unwrap();
-    g.counter += 1;
-    let n = g.counter;
-    let scripted = g.script.pop_front();
-    let (status, extra, answer) = match scripted {
-        Some(s) => (s.status, s.headers, s.body),
-        None => (200, vec![], success(&method, &path, &parsed, n)),
+    let delay = {
+        let mut g = state.lock().unwrap();
+        g.started.push(path.clone());
+        g.delay_next.take()
     };
-    g.calls.push(Call {
-        method: method.to_string(),
-        path,
-        auth,
-        body: parsed,
-        status,
-    });
-    drop(g);
+    let (status, extra, answer) = {
+        let mut g = state.lock().unwrap();
+        g.counter += 1;
+        let n = g.counter;
+        let mut scripted = g.script.pop_front();
+        if scripted.is_none()
+            && let Some((until, answers)) = &g.outage
+            && std::time::Instant::now() < *until
+            && !answers.is_empty()
+        {
+            scripted = Some(answers[n as usize % answers.len()].clone());
+        }
+        let nonce = parsed
+            .get("nonce")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let (status, extra, answer) = match scripted {
+            Some(s) => (s.status, s.headers, s.body),
+            None if path.ends_with("/conversations.history") => {
+                let ch = parsed.get("channel").cloned().unwrap_or(Value::Null);
+                let msgs: Vec<Value> = g
+                    .posted
+                    .iter()
+                    .filter(|m| m["channel"] == ch)
+                    .rev()
+                    .cloned()
+                    .collect();
+                (200, vec![], json!({"ok": true, "messages": msgs}))
+            }
+            None if nonce.as_ref().is_some_and(|k| g.nonces.contains_key(k)) => (
+                200,
+                vec![],
+                g.nonces[nonce.as_deref().unwrap_or("")].clone(),
+            ),
+            None => {
+                let a = success(&method, &path, &parsed, n, &host);
+                if path.ends_with("/chat.postMessage") {
+                    let mut m = json!({"channel": parsed["channel"], "ts": a["ts"]});
+                    if let Some(md) = parsed.get("metadata") {
+                        m["metadata"] = md.clone();
+                    }
+                    g.posted.push(m);
+                }
+                if let Some(k) = &nonce {
+                    g.nonces.insert(k.clone(), a.clone());
+                }
+                (200, vec![], a)
+            }
+        };
+        g.calls.push(Call {
+            method: method.to_string(),
+            path,
+            auth,
+            body: parsed,
+            status,
+            raw: body.to_vec(),
+            content_type,
+            files,
+        });
+        (status, extra, answer)
+    };
+    // Slack has acted on the call already; only its answer is slow (a bot killed now
+    // never learns that its message was posted).
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response();
     for (k, v) in extra {
         resp.headers_mut().insert(
@@ -153,8 +245,23 @@ async fn handle(
     resp
 }
 
-fn success(method: &Method, path: &str, body: &Value, n: u64) -> Value {
+fn success(method: &Method, path: &str, body: &Value, n: u64, host: &str) -> Value {
     let channel = body.get("channel").cloned().unwrap_or(json!("C0"));
+    // Slack's external upload: a URL on this fake to POST the bytes to, then completion.
+    if path.ends_with("/files.getUploadURLExternal") {
+        return json!({"ok": true, "upload_url": format!("http://{host}/upload/F{n}"), "file_id": format!("F{n}")});
+    }
+    if path.starts_with("/upload/") {
+        return json!({"ok": true});
+    }
+    if path.ends_with("/files.completeUploadExternal") {
+        let files: Value = body
+            .get("files")
+            .and_then(Value::as_str)
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or(json!([]));
+        return json!({"ok": true, "files": files});
+    }
     if path.ends_with("/chat.postMessage") || path.ends_with("/chat.update") {
         let ts = body
             .get("ts")
@@ -170,4 +277,102 @@ fn success(method: &Method, path: &str, body: &Value, n: u64) -> Value {
         return body.clone();
     }
     json!({"ok": true, "id": format!("9{n:017}")})
+}
+
+/// A body as JSON for assertions: form fields as an object, multipart parts by name (files
+/// as their name, type and size, with the bytes returned apart), else JSON or text.
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> (Value, Vec<(String, Vec<u8>)>) {
+    let ct = content_type.unwrap_or("");
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+        let map: serde_json::Map<String, Value> =
+            pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        return (Value::Object(map), Vec::new());
+    }
+    if let Some(boundary) = ct
+        .strip_prefix("multipart/form-data")
+        .and_then(|r| r.split("boundary=").nth(1))
+    {
+        let boundary = boundary.trim_matches('"');
+        let mut map = serde_json::Map::new();
+        let mut files = Vec::new();
+        for p in multipart_parts(body, boundary) {
+            let value = match &p.filename {
+                Some(f) => {
+                    files.push((f.clone(), p.data.clone()));
+                    json!({"filename": f, "content_type": p.content_type, "size": p.data.len()})
+                }
+                None => serde_json::from_slice(&p.data)
+                    .unwrap_or_else(|_| json!(String::from_utf8_lossy(&p.data))),
+            };
+            map.insert(p.name, value);
+        }
+        return (Value::Object(map), files);
+    }
+    let parsed =
+        serde_json::from_slice(body).unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));
+    (parsed, Vec::new())
+}
+
+/// One part of a multipart body.
+struct Part {
+    name: String,
+    filename: Option<String>,
+    content_type: Option<String>,
+    data: Vec<u8>,
+}
+
+fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
+    let delim = format!("--{boundary}").into_bytes();
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from.min(hay.len())..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut out = Vec::new();
+    let mut pos = match find(body, &delim, 0) {
+        Some(p) => p + delim.len(),
+        None => return out,
+    };
+    while body[pos..].starts_with(b"\r\n") {
+        let start = pos + 2;
+        let Some(head_end) = find(body, b"\r\n\r\n", start) else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&body[start..head_end]).into_owned();
+        let Some(next) = find(body, &delim, head_end + 4) else {
+            break;
+        };
+        // The part's bytes end before the CRLF that precedes the next delimiter.
+        let data = body[head_end + 4..next.saturating_sub(2)].to_vec();
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
+            .unwrap_or("")
+            .to_owned();
+        let attr = |key: &str| {
+            disposition
+                .split(';')
+                .map(str::trim)
+                .find_map(|a| a.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+        };
+        let part_type = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.trim())
+            })
+            .map(str::to_owned);
+        out.push(Part {
+            name: attr("name").unwrap_or_default(),
+            filename: attr("filename"),
+            content_type: part_type,
+            data,
+        });
+        pos = next + delim.len();
+    }
+    out
 }

@@ -378,3 +378,67 @@ pub fn process_dead(pid: i32) -> bool {
             .is_some_and(|r| r.trim_start().starts_with('Z')),
     }
 }
+
+/// Prometheus text → series (name with labels, as printed) → value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// How much a series grew between two scrapes (absent counts as 0).
+pub fn metric_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    series: &str,
+) -> f64 {
+    after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+}
+
+/// The headers every response carries (see `server::observe`).
+pub fn assert_security_headers(h: &reqwest::header::HeaderMap, what: &str) {
+    for (k, v) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(
+            h.get(k).and_then(|v| v.to_str().ok()),
+            Some(v),
+            "{what}: header {k}"
+        );
+    }
+    assert!(h.contains_key("content-security-policy"), "{what}: CSP");
+}
+
+/// Send `request` over a raw socket and read the answer: (status, text, time to answer).
+/// The request may stop short of its declared body, like a client that stalls.
+pub fn raw_http(port: u16, request: &[u8]) -> (u16, String, Duration) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = Instant::now();
+    // The server may answer (and close) before taking everything.
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut took = None;
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        took.get_or_insert_with(|| started.elapsed());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text, took.unwrap_or_default())
+}
