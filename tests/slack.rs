@@ -278,13 +278,16 @@ async fn forged_stale_unsigned_and_oversized_requests_create_nothing() {
         .await
         .unwrap();
     assert_eq!(unsigned.status(), 401);
-    let big = format!("{body}&pad={}", "a".repeat(64 * 1024));
-    assert_eq!(
-        s.post_signed("/slack/commands", &big, now, SECRET)
-            .await
-            .status(),
-        413
+    // Over the 16 KiB limit: a correctly signed body is still refused for its size. Sent
+    // on a raw socket, since the server answers before reading it all.
+    let big = format!("{body}&pad={}", "a".repeat(20 * 1024));
+    let sig = signature(SECRET.as_bytes(), &now.to_string(), big.as_bytes());
+    let head = format!(
+        "POST /slack/commands HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\nx-slack-request-timestamp: {now}\r\nx-slack-signature: {sig}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        big.len()
     );
+    let (status, _, _) = raw_http(s.server.port, &[head.as_bytes(), big.as_bytes()].concat());
+    assert_eq!(status, 413);
     let forged_click = s
         .post_signed("/slack/interactions", "payload=%7B%7D", now, "nope")
         .await;
