@@ -23,6 +23,7 @@ pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
         "rotate-secret.toml",
         include_str!("../commands/rotate-secret.toml"),
     ),
+    ("cost-demo.toml", include_str!("../commands/cost-demo.toml")),
 ];
 
 /// Commands built into Deckhand rather than defined by files.

@@ -630,7 +630,10 @@ pub fn validate_config(name: &str, text: &str, c: &Config) -> Result<(), ConfigE
 
 /// Every problem found, as (line, message).
 pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
+    let mut out: Vec<(usize, String)> = crate::digest::config_problems(c)
+        .into_iter()
+        .map(|(needle, message)| (line_of_str(text, &needle), message))
+        .collect();
     let envs: Vec<&str> = c.environments.keys().map(String::as_str).collect();
     for (env_name, e) in &c.environments {
         let line = line_of_str(text, &format!("[environments.{env_name}"));

@@ -196,10 +196,12 @@ impl Notice {
             .max()
             .unwrap_or(0);
         for f in &self.fields {
+            // Later lines of a multi-line value line up under its first.
+            let pad = format!("\n    {:width$}  ", "", width = width + 1);
             out.push_str(&format!(
                 "\n    {:<width$}  {}",
                 format!("{}:", f.label),
-                f.value,
+                f.value.replace('\n', &pad),
                 width = width + 1
             ));
         }

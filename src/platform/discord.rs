@@ -84,7 +84,7 @@ pub fn verify(
     // The signature first, so a forged request learns nothing from the clock check.
     key.verify(&msg, &Signature::from_bytes(&sig))
         .map_err(|_| SigError::Mismatch)?;
-    if (now - t).abs() > super::slack::MAX_SKEW_SECS {
+    if now.abs_diff(t) > super::slack::MAX_SKEW_SECS.unsigned_abs() {
         return Err(SigError::Stale);
     }
     Ok(())

@@ -38,9 +38,12 @@ pub fn deliverers(app: &App) -> Vec<Deliverer> {
     d
 }
 
-/// Background loops: uptime probes and incident reminders.
+/// Background loops: uptime probes and incident reminders; digests and budget checks.
 pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![tokio::spawn(crate::probes::run(app, stop))]
+    vec![
+        tokio::spawn(crate::probes::run(app.clone(), stop.clone())),
+        tokio::spawn(crate::digest::run(app, stop)),
+    ]
 }
 
 /// How long intake may take before the platform's 3-second deadline is in danger.

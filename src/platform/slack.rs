@@ -83,7 +83,7 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Resu
     if !sig.starts_with("v0=") || sig.len() != 67 {
         return Err(SigError::Malformed);
     }
-    if (now - t).abs() > MAX_SKEW_SECS {
+    if now.abs_diff(t) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SigError::Stale);
     }
     let want = signature(secret, ts, body);
