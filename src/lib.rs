@@ -1,10 +1,12 @@
 //! Deckhand: a chat-ops deploy bot.
 //!
-//! The flow of one command (see `DESIGN.md`): a platform handler or the terminal builds an
-//! [`intake::Invocation`]; [`intake`] checks it against the [`catalog`] and the rules in
-//! [`policy`] and writes a job with [`queue`]; a worker from [`jobs`] claims it, runs its
-//! steps with [`runner`], verifies [`health`], records [`history`]; every state change
-//! writes [`notice`]s into the outbox, which [`outbox`] delivers per platform.
+//! The flow of one command (see `DESIGN.md`): a platform handler ([`platform`]: Slack,
+//! Discord) or the terminal ([`cli`]) builds an [`intake::Invocation`]; [`intake`] checks it
+//! against the [`catalog`] and the rules in [`policy`] and writes a job with [`queue`]; a
+//! [`worker`] claims it and [`jobs`] runs it: [`steps`] through the [`runner`], [`health`]
+//! verification, [`history`]. Every state change writes [`notice`]s into the outbox in the
+//! same transaction, and [`outbox`] delivers them per platform. [`alerts`], [`probes`] and
+//! [`digest`] are the other producers of notices; [`server`] ties it together.
 pub mod alerts;
 pub mod app;
 pub mod builtins;
@@ -32,4 +34,6 @@ pub mod queue;
 pub mod runner;
 pub mod schedule;
 pub mod server;
+pub mod steps;
 pub mod store;
+pub mod worker;
