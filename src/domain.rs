@@ -123,9 +123,11 @@ pub struct JobId(pub i64);
 
 impl JobId {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        s.trim_start_matches('#')
-            .parse::<i64>()
-            .ok()
+        let digits = s.strip_prefix('#').unwrap_or(s);
+        // Digits only: no sign, no "##42".
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<i64>().ok())
+            .flatten()
             .filter(|n| *n > 0)
             .map(Self)
             .ok_or_else(|| {
@@ -190,5 +192,7 @@ mod tests {
         assert_eq!(JobId::parse("7").unwrap(), JobId(7));
         assert!(JobId::parse("0").is_err());
         assert!(JobId::parse("x").is_err());
+        assert!(JobId::parse("##42").is_err());
+        assert!(JobId::parse("+5").is_err());
     }
 }

@@ -16,6 +16,14 @@ use deckhand::alerts::parse;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
+/// The accepted payload as JSON, to compare with what the parser kept. serde_json skips
+/// unknown fields without checking all of them (UTF-8, `\u` escapes, number range), so a
+/// body the parser accepts is not always valid JSON: read it lossily, and compare only when
+/// it reads.
+fn json_lossy(data: &[u8]) -> Option<Value> {
+    serde_json::from_str(&String::from_utf8_lossy(data)).ok()
+}
+
 fn severity_ok(s: &str) -> bool {
     matches!(s, "P0" | "P1" | "P2" | "P3")
 }
@@ -52,26 +60,35 @@ fn check_webhook(source: &str, data: &[u8]) {
     let Ok(parsed) = parse(source, data) else {
         return;
     };
-    let v: Value = serde_json::from_slice(data).expect("accepted payload is JSON");
-    let alerts = alerts_of(&v);
-    assert_eq!(parsed.len(), alerts.len(), "one event per alert");
-    for (p, a) in parsed.iter().zip(&alerts) {
+    for p in &parsed {
         let e = &p.event;
         assert_eq!(e.source, source);
         let fp = e
             .dedup_key
             .strip_prefix(&format!("{source}:"))
             .expect("dedup key prefix");
+        assert!(!fp.is_empty());
+        assert!(severity_ok(&e.severity), "{}", e.severity);
+        assert!(e.title.chars().count() <= 200);
+        assert!(
+            e.description
+                .as_ref()
+                .is_none_or(|d| d.chars().count() <= 2000)
+        );
+        assert_ne!(e.link.as_deref(), Some(""));
+        assert!(e.at > 0);
+    }
+    let Some(v) = json_lossy(data) else { return };
+    let alerts = alerts_of(&v);
+    assert_eq!(parsed.len(), alerts.len(), "one event per alert");
+    for (p, a) in parsed.iter().zip(&alerts) {
+        let fp = &p.event.dedup_key[source.len() + 1..];
         match field(a, "fingerprint").and_then(Value::as_str) {
             Some(f) if !f.is_empty() => assert_eq!(fp, f),
             _ => assert!(fp.len() == 16 && fp.bytes().all(|b| b.is_ascii_hexdigit())),
         }
-        assert!(severity_ok(&e.severity), "{}", e.severity);
-        assert!(e.title.chars().count() <= 200);
-        assert!(e.description.as_ref().is_none_or(|d| d.chars().count() <= 2000));
-        assert_ne!(e.link.as_deref(), Some(""));
-        assert!(e.at > 0);
-        assert_eq!(e.resolved, field(a, "status").and_then(Value::as_str) == Some("resolved"));
+        let resolved = field(a, "status").and_then(Value::as_str) == Some("resolved");
+        assert_eq!(p.event.resolved, resolved);
         let labels: std::collections::BTreeMap<String, String> = field(a, "labels")
             .and_then(|l| serde_json::from_value(l.clone()).ok())
             .unwrap_or_default();
@@ -91,13 +108,17 @@ fn check_generic(data: &[u8]) {
             let key = e.dedup_key.strip_prefix("generic:").expect("prefix");
             assert!(key.chars().count() <= 200);
             assert!(severity_ok(&e.severity));
-            assert!(e.description.as_ref().is_none_or(|d| d.chars().count() <= 2000));
+            assert!(
+                e.description
+                    .as_ref()
+                    .is_none_or(|d| d.chars().count() <= 2000)
+            );
             assert!(
                 p.labels
                     .keys()
                     .all(|k| matches!(k.as_str(), "environment" | "severity" | "service"))
             );
-            let v: Value = serde_json::from_slice(data).expect("accepted payload is JSON");
+            let Some(v) = json_lossy(data) else { return };
             let status = match &v {
                 Value::Object(m) => m.get("status").and_then(Value::as_str),
                 Value::Array(a) => a.get(6).and_then(Value::as_str),

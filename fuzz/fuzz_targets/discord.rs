@@ -87,7 +87,7 @@ fn check_options(name: &str, opts: &[deckhand::platform::discord::CommandOption]
         // Each option is split into words (or kept whole when it cannot be split).
         let max: usize = given
             .iter()
-            .map(|v| v.split_whitespace().count().max(1).min(32))
+            .map(|v| v.split_whitespace().count().clamp(1, 32))
             .sum();
         assert!(out.len() <= max.max(given.len()), "{name}: {out:?}");
         if given.is_empty() {
@@ -100,8 +100,13 @@ fn check_options(name: &str, opts: &[deckhand::platform::discord::CommandOption]
 
 fn check_parse(data: &[u8]) {
     let Ok(i) = parse(data) else { return };
-    let v: Value = serde_json::from_slice(data).expect("accepted body is JSON");
-    assert_eq!(v["type"].as_u64(), Some(u64::from(i.kind)));
+    // serde_json skips unknown fields without checking all of them (UTF-8, `\u` escapes,
+    // number range): compare with a full JSON reading only when the body reads as one (an
+    // object: serde also takes a struct as a sequence of its fields).
+    if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&String::from_utf8_lossy(data))
+    {
+        assert_eq!(v["type"].as_u64(), Some(u64::from(i.kind)));
+    }
     if let Some(d) = &i.data {
         let name = d.name.clone().unwrap_or_default();
         check_options(&name, &d.options);

@@ -40,7 +40,10 @@ fn within(ts: &str) -> Option<bool> {
 fn headers(ts: Option<&[u8]>, sig: Option<&[u8]>) -> Option<HeaderMap> {
     let mut h = HeaderMap::new();
     if let Some(ts) = ts {
-        h.insert("x-slack-request-timestamp", HeaderValue::from_bytes(ts).ok()?);
+        h.insert(
+            "x-slack-request-timestamp",
+            HeaderValue::from_bytes(ts).ok()?,
+        );
     }
     if let Some(sig) = sig {
         h.insert("x-slack-signature", HeaderValue::from_bytes(sig).ok()?);
@@ -63,14 +66,18 @@ fn check_forms(data: &[u8]) {
     }
     if let Ok(p) = parse_interaction(data) {
         let payload = only(&form, "payload").expect("one payload field");
-        let v: Value = serde_json::from_str(&payload).expect("payload is JSON");
-        assert_eq!(v["type"].as_str(), Some(p.kind.as_str()));
-        assert_eq!(v["user"]["id"].as_str(), Some(p.user.id.as_str()));
-        assert_eq!(
-            v["actions"].as_array().map_or(0, Vec::len),
-            p.actions.len(),
-            "actions"
-        );
+        // serde_json skips unknown fields without checking all of them (`\u` escapes,
+        // number range): compare only when the payload reads as a JSON object (serde also
+        // takes a struct as a sequence of its fields).
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&payload) {
+            assert_eq!(v["type"].as_str(), Some(p.kind.as_str()));
+            assert_eq!(v["user"]["id"].as_str(), Some(p.user.id.as_str()));
+            assert_eq!(
+                v["actions"].as_array().map_or(0, Vec::len),
+                p.actions.len(),
+                "actions"
+            );
+        }
     }
 }
 
@@ -111,10 +118,7 @@ fn check_verify(data: &[u8]) {
             if r.is_ok() && !body.is_empty() {
                 let mut forged = body.to_vec();
                 forged[0] ^= 1;
-                assert_eq!(
-                    verify(SECRET, &h, &forged, NOW),
-                    Err(SigError::Mismatch)
-                );
+                assert_eq!(verify(SECRET, &h, &forged, NOW), Err(SigError::Mismatch));
             }
         }
     }
