@@ -31,7 +31,10 @@ CREATE TABLE jobs (
 );
 -- At most one running job per environment, whatever the workers believe.
 CREATE UNIQUE INDEX jobs_one_running_per_key ON jobs (concurrency_key) WHERE state = 'running';
-CREATE INDEX jobs_state_run_at ON jobs (state, run_at, id);
+-- The claim walks queued jobs oldest first. An index on (state, run_at, id) made SQLite
+-- sort every queued row on each claim (a temp B-tree: the profile's B-tree scanning once
+-- thousands were queued); (state, id) hands them over in order.
+CREATE INDEX jobs_state_id ON jobs (state, id);
 CREATE INDEX jobs_concurrency ON jobs (concurrency_key, state, id);
 
 CREATE TABLE job_logs (
