@@ -334,25 +334,32 @@ async fn cancel<'a>(
     }
 }
 
+/// The role an approval decision on `job` needs, or why the job takes none.
+fn approver_role<'a>(app: &'a App, job: &JobRow) -> Result<&'a str, String> {
+    if job.state != state::AWAITING_APPROVAL {
+        return Err(format!(
+            "job {} is not waiting for approval (it is {})",
+            job.id, job.state
+        ));
+    }
+    Ok(job
+        .environment
+        .as_ref()
+        .and_then(|e| app.settings.config.environments.get(e))
+        .map(|e| e.approver_role.as_str())
+        .unwrap_or("deployer"))
+}
+
 async fn approve<'a>(
     app: &'a App,
     inv: &Invocation,
     job: &JobRow,
     held: &BTreeSet<String>,
 ) -> anyhow::Result<Decision<'a>> {
-    if job.state != state::AWAITING_APPROVAL {
-        return Ok(Decision::Refuse(format!(
-            "job {} is not waiting for approval (it is {})",
-            job.id, job.state
-        )));
-    }
-    let env_cfg = job
-        .environment
-        .as_ref()
-        .and_then(|e| app.settings.config.environments.get(e));
-    let role = env_cfg
-        .map(|e| e.approver_role.as_str())
-        .unwrap_or("deployer");
+    let role = match approver_role(app, job) {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Decision::Refuse(refusal)),
+    };
     let already = app.db.approvals(job.id).await?;
     if let Err(r) =
         policy::check_approver(job.id, &job.requested_by, &inv.actor, &already, held, role)
@@ -413,19 +420,10 @@ async fn reject<'a>(
     job: &JobRow,
     held: &BTreeSet<String>,
 ) -> anyhow::Result<Decision<'a>> {
-    if job.state != state::AWAITING_APPROVAL {
-        return Ok(Decision::Refuse(format!(
-            "job {} is not waiting for approval (it is {})",
-            job.id, job.state
-        )));
-    }
-    let env_cfg = job
-        .environment
-        .as_ref()
-        .and_then(|e| app.settings.config.environments.get(e));
-    let role = env_cfg
-        .map(|e| e.approver_role.as_str())
-        .unwrap_or("deployer");
+    let role = match approver_role(app, job) {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Decision::Refuse(refusal)),
+    };
     if job.requested_by != inv.actor && !held.contains(role) && !held.contains("admin") {
         return Ok(Decision::Refuse(format!(
             "refused by approval rule: rejecting job {} needs the {role:?} role",
@@ -468,22 +466,7 @@ async fn reject<'a>(
 }
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let chans = app
-        .settings
-        .config
-        .environments
-        .get(env)
-        .map(|e| e.channels.clone())
-        .unwrap_or_default();
-    let mut routes = vec![(
-        inv.platform.clone(),
-        chans.get(&inv.platform).cloned().or(inv.channel.clone()),
-    )];
-    for (p, c) in chans {
-        if p != inv.platform && app.settings.platform_enabled(&p) {
-            routes.push((p, Some(c)));
-        }
-    }
+    let routes = crate::jobs::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
     routes
         .into_iter()
         .map(|(platform, channel)| {

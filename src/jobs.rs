@@ -17,28 +17,43 @@ use crate::runner::{CancelToken, Redactor};
 use crate::steps::run_steps;
 use crate::store::{AuditEvent, Write};
 
-/// Where a job's notices go: its own platform and channel (or the environment's channel
-/// there), and the environment's channels on the other enabled platforms.
-pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
-    let env_channels = job
-        .environment
-        .as_ref()
+/// Where notices about an environment go, for something asked on `platform` in `channel`:
+/// that platform, in the environment's channel there if it names one (else the asking
+/// channel), plus the environment's channels on the other enabled platforms. Job notices,
+/// lock notices and lock reminders all route through here.
+pub fn env_routes(
+    app: &App,
+    env: Option<&str>,
+    platform: &str,
+    channel: Option<&str>,
+) -> Vec<(String, Option<String>)> {
+    let env_channels = env
         .and_then(|e| app.settings.config.environments.get(e))
         .map(|e| e.channels.clone())
         .unwrap_or_default();
     let mut out = vec![(
-        job.platform.clone(),
+        platform.to_owned(),
         env_channels
-            .get(&job.platform)
+            .get(platform)
             .cloned()
-            .or_else(|| job.channel.clone()),
+            .or_else(|| channel.map(str::to_owned)),
     )];
-    for (platform, ch) in env_channels {
-        if platform != job.platform && app.settings.platform_enabled(&platform) {
-            out.push((platform, Some(ch)));
+    for (p, ch) in env_channels {
+        if p != platform && app.settings.platform_enabled(&p) {
+            out.push((p, Some(ch)));
         }
     }
     out
+}
+
+/// Where a job's notices go: see [`env_routes`].
+pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
+    env_routes(
+        app,
+        job.environment.as_deref(),
+        &job.platform,
+        job.channel.as_deref(),
+    )
 }
 
 /// Outbox rows for one notice on every route of a job.

@@ -152,14 +152,8 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
         );
         let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
             .env(Some(&l.environment));
-        let mut routes = vec![(l.platform.clone(), l.channel.clone())];
-        if let Some(e) = app.settings.config.environments.get(&l.environment) {
-            for (p, c) in &e.channels {
-                if app.settings.platform_enabled(p) && !routes.iter().any(|r| &r.0 == p) {
-                    routes.push((p.clone(), Some(c.clone())));
-                }
-            }
-        }
+        let routes =
+            crate::jobs::env_routes(app, Some(&l.environment), &l.platform, l.channel.as_deref());
         let mut writes = vec![Write::Sql {
             sql: "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3".into(),
             args: vec![
