@@ -582,7 +582,7 @@ async fn a_database_refusing_writes_refuses_commands_honestly() {
         "ALTER DATABASE {name} SET default_transaction_read_only = on; \
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid();"
     );
-    pg_admin(&admin, &sql);
+    pg_exec(&admin, &sql);
     let mut texts = Vec::new();
     for i in 0..3 {
         if let Some((s, text)) = command(&server.url(""), "slow qa v1", &format!("ro-{i}")).await {
@@ -597,7 +597,7 @@ async fn a_database_refusing_writes_refuses_commands_honestly() {
             "{t}"
         );
     }
-    pg_admin(
+    pg_exec(
         &admin,
         &format!("ALTER DATABASE {name} SET default_transaction_read_only = off"),
     );
@@ -606,24 +606,4 @@ async fn a_database_refusing_writes_refuses_commands_honestly() {
         app.db.recent_jobs(10).await.unwrap().is_empty(),
         "a refused command left a job"
     );
-}
-
-fn pg_admin(url: &str, sql: &str) {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            })
-    })
-    .join()
-    .unwrap();
 }

@@ -22,7 +22,8 @@ fn who(id: &str) -> (Identity, String) {
 
 async fn say(app: &App, user: &str, line: &str) -> Outcome {
     let (identity, actor) = who(user);
-    let mut words = split(line);
+    // The same splitting Slack's text gets.
+    let mut words = deckhand::platform::split_args(line).unwrap();
     let command = words.remove(0);
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap();
@@ -41,28 +42,6 @@ async fn say(app: &App, user: &str, line: &str) -> Outcome {
     )
     .await
     .unwrap()
-}
-
-/// Words, with "double quoted" phrases kept whole.
-fn split(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ' ' if !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 fn job_of(o: &Outcome) -> i64 {

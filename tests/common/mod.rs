@@ -92,7 +92,8 @@ impl Drop for TestDb {
     }
 }
 
-fn pg_exec(url: &str, sql: &str) {
+/// Run SQL as the PostgreSQL admin (create and drop test databases, fault injection).
+pub fn pg_exec(url: &str, sql: &str) {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     // A thread with its own runtime: works from sync code, async tests and Drop alike.
     std::thread::spawn(move || {
