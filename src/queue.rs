@@ -164,7 +164,7 @@ impl Db {
                 None => None,
             };
             for w in extra(id, behind) {
-                exec_write!(tx, &w)?;
+                exec_write!(self, tx, &w)?;
             }
             if matches!(self, Db::Postgres(_)) {
                 sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
@@ -186,10 +186,13 @@ impl Db {
             Db::Postgres(_) => " FOR UPDATE OF j SKIP LOCKED",
             Db::Sqlite(_) => "",
         };
+        // started_at from the database's clock once the row is locked (see `Db::now_sql`):
+        // never before the end of the environment's previous job.
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, \
-             started_at = COALESCE(started_at, $3), attempts = attempts + 1 \
-             WHERE id = ({pick}{lock}) RETURNING *"
+             started_at = COALESCE(started_at, {now}), attempts = attempts + 1 \
+             WHERE id = ({pick}{lock}) RETURNING *",
+            now = self.now_sql()
         );
         let r: std::result::Result<Option<JobRow>, sqlx::Error> = on_db!(self, p => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -59,9 +59,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Execute one [`Write`] on an open transaction `$tx`; evaluates to `Result<i64>`.
+/// Execute one [`Write`] on an open transaction `$tx` of `$db`; evaluates to `Result<i64>`.
 macro_rules! exec_write {
-    ($tx:ident, $w:expr) => {{
+    ($db:expr, $tx:ident, $w:expr) => {{
 let id: i64 = match $w {
             $crate::store::Write::Notice(n) => sqlx::query_scalar(
                 "INSERT INTO outbox (job_id, platform, channel, thread_key, body, created_at, next_attempt_at) \
@@ -89,21 +89,24 @@ let id: i64 = match $w {
             .fetch_one(&mut *$tx)
             .await?,
             $crate::store::Write::JobState { id, from, to, result, owner } => {
-                let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 6)).collect::<Vec<_>>().join(", ");
+                let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 5)).collect::<Vec<_>>().join(", ");
                 let terminal = ["succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"].contains(&to.as_str());
+                // The database's clock, read once the row is locked: the next job of the
+                // environment can only be claimed after this commits, so its start is never
+                // recorded before this end.
                 let sql = format!(
                     "UPDATE jobs SET state = $1, result = COALESCE($2, result), \
-                     finished_at = CASE WHEN $3 THEN $4 ELSE finished_at END, \
+                     finished_at = CASE WHEN $3 THEN {now} ELSE finished_at END, \
                      lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
                      lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END \
-                     WHERE id = $5 AND state IN ({placeholders}){}",
-                    if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 6) } else { String::new() }
+                     WHERE id = $4 AND state IN ({placeholders}){}",
+                    if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 5) } else { String::new() },
+                    now = $db.now_sql(),
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(to)
                     .bind(result)
                     .bind(terminal)
-                    .bind($crate::store::now_ms())
                     .bind(id);
                 for f in from.iter() {
                     q = q.bind(*f);
@@ -247,7 +250,7 @@ impl Db {
             let mut tx = p.begin().await?;
             let mut ids = Vec::with_capacity(writes.len());
             for w in writes {
-                ids.push(exec_write!(tx, w)?);
+                ids.push(exec_write!(self, tx, w)?);
             }
             tx.commit().await?;
             Ok(ids)
@@ -256,6 +259,16 @@ impl Db {
 }
 
 impl Db {
+    /// SQL for "now" in milliseconds since the epoch, read from the database server's clock
+    /// when the statement runs (after it has its locks), unlike [`now_ms`] which is read
+    /// before the statement is sent.
+    pub fn now_sql(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Db::Postgres(_) => "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        }
+    }
+
     /// Like [`Db::apply`], but the first write is a guarded update: when it matches no row
     /// (another replica got there first) nothing is written. Returns whether it applied.
     pub async fn apply_if_first(&self, writes: &[Write]) -> Result<bool> {
@@ -263,7 +276,7 @@ impl Db {
             let mut tx = p.begin().await?;
             let mut first = true;
             for w in writes {
-                let n = exec_write!(tx, w)?;
+                let n = exec_write!(self, tx, w)?;
                 if first && n == 0 {
                     tx.rollback().await?;
                     return Ok(false);

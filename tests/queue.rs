@@ -75,23 +75,16 @@ async fn wait_final(app: &App, id: i64, secs: u64) -> deckhand::queue::JobRow {
 }
 
 /// A deploy-kind command with no health URL check, whose step records its run.
-const SLOW: &str = r#"
-name = "slow"
-description = "Record start and end, with a pause"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "work"
-argv = ["sh", "-c", "echo start; sleep 1; echo end"]
-timeout_seconds = 30
-"#;
+fn slow() -> String {
+    format!(
+        "{}timeout_seconds = 30\n",
+        deploy_command(
+            "slow",
+            "everyone",
+            r#"["sh", "-c", "echo start; sleep 1; echo end"]"#
+        )
+    )
+}
 
 const NO_HEALTH: &str = r#"
 [environments.qa]
@@ -135,7 +128,7 @@ both!(
     concurrency
 );
 async fn concurrency(b: Backend) {
-    let Some(w) = Workspace::new(b, NO_HEALTH, &[("slow.toml", SLOW)]) else {
+    let Some(w) = Workspace::new(b, NO_HEALTH, &[("slow.toml", &slow())]) else {
         return;
     };
     let app = w.app(&[]).await;
@@ -173,15 +166,27 @@ async fn concurrency(b: Backend) {
         c.0 < a.1 && a.0 < c.1,
         "qa and dev did not run in parallel: {a:?} {c:?}"
     );
+    // Starts and ends are read from the database's clock: it agrees with ours.
+    let db_now: i64 = deckhand::on_db!(&app.db, p => {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {}", app.db.now_sql())))
+            .fetch_one(p)
+            .await
+            .unwrap()
+    });
+    let ours = deckhand::store::now_ms();
+    assert!(
+        (db_now - ours).abs() < 1_000,
+        "database {db_now}, ours {ours}"
+    );
 }
 
 both!(a_died_process_leaves_an_interrupted_job, lease_expiry);
 async fn lease_expiry(b: Backend) {
-    let idem = SLOW.replace("name = \"slow\"", "name = \"slow-idem\"\nidempotent = true");
+    let idem = slow().replace("name = \"slow\"", "name = \"slow-idem\"\nidempotent = true");
     let Some(w) = Workspace::new(
         b,
         NO_HEALTH,
-        &[("slow.toml", SLOW), ("slow-idem.toml", &idem)],
+        &[("slow.toml", &slow()), ("slow-idem.toml", &idem)],
     ) else {
         return;
     };
@@ -227,7 +232,7 @@ async fn lease_expiry(b: Backend) {
 
 both!(notices_keep_their_order_per_job, outbox_order);
 async fn outbox_order(b: Backend) {
-    let Some(w) = Workspace::new(b, NO_HEALTH, &[("slow.toml", SLOW)]) else {
+    let Some(w) = Workspace::new(b, NO_HEALTH, &[("slow.toml", &slow())]) else {
         return;
     };
     let app = w.app(&[]).await;
