@@ -70,7 +70,11 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
-        let ws = Workspace::new(Backend::Sqlite, ROUTING, &[]).unwrap();
+        Env::with_config(ROUTING)
+    }
+
+    fn with_config(config: &str) -> Env {
+        let ws = Workspace::new(Backend::Sqlite, config, &[]).unwrap();
         let fake = FakeApi::start();
         let server = Server::start(
             &ws,
@@ -293,14 +297,15 @@ async fn refused_alerts_record_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_p0_gets_reminders() {
-    let e = Env::start();
+    // Reminders go out on the probe tick (30 s by default): tick every second here.
+    let e = Env::with_config(&format!("{ROUTING}interval_seconds = 1\n"));
     e.post(
         "alertmanager",
         &alertmanager("firing").to_string(),
         Some(TOKEN),
     )
     .await;
-    let reminder = eventually(30, "a reminder", || async {
+    let reminder = eventually(20, "a reminder", || async {
         slack_calls(&e.fake).into_iter().find(|c| {
             c.2.contains("Reminder: [P0] Error rate above 5% on checkout")
         })

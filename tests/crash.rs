@@ -7,26 +7,20 @@ use std::process::Stdio;
 use common::*;
 use deckhand::queue::state;
 
-const SLOW: &str = r#"
-name = "slow"
-description = "A deploy that takes its time"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "work"
-argv = ["sh", "-c", "echo pid=$$; sleep 60"]
-timeout_seconds = 120
-"#;
+/// A deploy that takes its time.
+fn slow() -> String {
+    format!(
+        "{}timeout_seconds = 120\n",
+        deploy_command(
+            "slow",
+            "everyone",
+            r#"["sh", "-c", "echo pid=$$; sleep 60"]"#
+        )
+    )
+}
 
 async fn kill_during_deploy(b: Backend) {
-    let Some(w) = Workspace::new(b, "[environments.qa]\n", &[("slow.toml", SLOW)]) else {
+    let Some(w) = Workspace::new(b, "[environments.qa]\n", &[("slow.toml", &slow())]) else {
         return;
     };
     let mut server = Server::start(&w, &[]);
@@ -51,6 +45,14 @@ async fn kill_during_deploy(b: Backend) {
         let log = app.db.job_log(job.id, 0).await.unwrap();
         log.iter()
             .find_map(|l| l.line.strip_prefix("pid=").and_then(|p| p.parse().ok()))
+    })
+    .await;
+    // Kill between notices, not in the middle of one: a notice claimed by the killed process
+    // stays claimed for a minute (so no other replica posts it twice), which is not what this
+    // test is about (the fault suite covers it).
+    eventually(20, "the notices so far delivered", || async {
+        let rows = app.db.job_notices(job.id, "terminal", 0).await.unwrap();
+        (!rows.is_empty() && rows.iter().all(|r| r.delivered_at.is_some())).then_some(())
     })
     .await;
 

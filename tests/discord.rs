@@ -12,39 +12,20 @@ use serde_json::{Value, json};
 const BOT: &str = "discord-test-bot-token";
 const APP_ID: &str = "424242";
 
-const SLOW: &str = r#"
-name = "slow"
-description = "Takes a while"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "wait"
-argv = ["sh", "-c", "sleep 2"]
-"#;
+/// Takes a while.
+fn slow() -> String {
+    deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 2"]"#)
+}
 
-const SHIP: &str = r#"
-name = "ship"
-description = "Deploy to a gated environment"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "deployer"
-[[steps]]
-name = "ship"
-argv = ["true"]
-"#;
+/// A deploy that runs until it is cancelled.
+fn hang() -> String {
+    deploy_command("hang", "everyone", r#"["sleep", "120"]"#)
+}
+
+/// Deploy to a gated environment.
+fn ship() -> String {
+    deploy_command("ship", "deployer", r#"["true"]"#)
+}
 
 struct Discord {
     ws: Workspace,
@@ -66,7 +47,11 @@ impl Discord {
         let ws = Workspace::new(
             Backend::Sqlite,
             "[environments.qa]\n[environments.gated]\napprovals = 1\n",
-            &[("slow.toml", SLOW), ("ship.toml", SHIP)],
+            &[
+                ("slow.toml", &slow()),
+                ("hang.toml", &hang()),
+                ("ship.toml", &ship()),
+            ],
         )
         .unwrap();
         let fake = FakeApi::start();
@@ -289,12 +274,13 @@ async fn buttons_check_roles() {
     let text = d
         .command(
             "5555",
-            "slow",
+            "hang",
             &[("environment", "qa"), ("version", "v9")],
             "s2",
         )
         .await;
     let id = job_id(&text);
+    wait_state(&app, id, state::RUNNING).await;
     assert!(
         d.click("6666", &format!("cancel:{id}"), "b4")
             .await
@@ -303,7 +289,7 @@ async fn buttons_check_roles() {
     assert!(
         d.click("5555", &format!("cancel:{id}"), "b5")
             .await
-            .contains("ancel")
+            .contains("Cancelling job")
     );
     eventually(20, "the job to be cancelled", || async {
         app.db
@@ -397,7 +383,7 @@ async fn rate_limits_and_errors_lose_and_duplicate_nothing() {
 
 #[test]
 fn register_sends_every_command_with_environments_as_choices() {
-    let ws = Workspace::new(Backend::Sqlite, "", &[("slow.toml", SLOW)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, "", &[("slow.toml", &slow())]).unwrap();
     let fake = FakeApi::start();
     let out = ws
         .cmd(&["discord", "register", "--guild", "31337"])

@@ -18,22 +18,14 @@ use serde_json::Value;
 const SECRET: &str = "fault-signing-secret";
 const TOKEN: &str = "xoxb-fault-token";
 
-const SLOW: &str = r#"
-name = "slow"
-description = "Takes two seconds"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "work"
-argv = ["sh", "-c", "echo working; sleep 2; echo done"]
-"#;
+/// Takes two seconds.
+fn slow() -> String {
+    deploy_command(
+        "slow",
+        "everyone",
+        r#"["sh", "-c", "echo working; sleep 2; echo done"]"#,
+    )
+}
 
 const ENVS: &str =
     "[environments.qa]\n[environments.dev]\n[environments.ops]\n[probes]\nenabled = false\n";
@@ -143,7 +135,7 @@ async fn assert_delivered_once_in_order(app: &deckhand::app::App, fake: &FakeApi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/test-faults"]
 async fn chat_api_down_for_a_minute_then_back() {
-    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", SLOW)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", &slow())]).unwrap();
     let fake = FakeApi::start();
     fake.fail_for(
         Duration::from_secs(60),
@@ -191,7 +183,7 @@ async fn postgres_restart_while_jobs_run_and_commands_arrive() {
     let Some(ws) = Workspace::new(
         Backend::Postgres,
         ENVS,
-        &[("slow.toml", SLOW), ("ship.toml", QUICK)],
+        &[("slow.toml", &slow()), ("ship.toml", &quick())],
     ) else {
         return;
     };
@@ -301,7 +293,7 @@ async fn postgres_restart_while_jobs_run_and_commands_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/test-faults"]
 async fn kill_9_during_outbox_delivery_posts_nothing_twice() {
-    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", SLOW)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", &slow())]).unwrap();
     let fake = FakeApi::start();
     // The first post hangs long enough to kill the server while it is in flight.
     fake.delay_next(Duration::from_secs(3));
@@ -335,7 +327,9 @@ async fn kill_9_during_outbox_delivery_posts_nothing_twice() {
         j.state == state::INTERRUPTED || j.state == state::SUCCEEDED,
         "{j:?}"
     );
-    eventually(60, "all notices delivered", || async {
+    // The killed process's claim on the in-flight post lasts 60 s from the kill; the rest of
+    // the thread waits behind it.
+    eventually(120, "all notices delivered", || async {
         app.db
             .outbox_depth()
             .await
@@ -363,7 +357,7 @@ async fn kill_9_during_outbox_delivery_posts_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/test-faults"]
 async fn kill_9_between_enqueue_and_acknowledgement_loses_nothing() {
-    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", SLOW)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, ENVS, &[("slow.toml", &slow())]).unwrap();
     let fake = FakeApi::start();
     let mut env = slack_env(&fake);
     env.push(("DECKHAND_FAULT", "abort-after-enqueue".into()));
@@ -518,22 +512,10 @@ async fn odd_health(mode: &'static str) -> u16 {
     port
 }
 
-const QUICK: &str = r#"
-name = "ship"
-description = "A deploy with no work"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "noop"
-argv = ["true"]
-"#;
+/// A deploy with no work.
+fn quick() -> String {
+    deploy_command("ship", "everyone", r#"["true"]"#)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/test-faults"]
@@ -548,7 +530,7 @@ async fn health_endpoints_that_hang_crawl_or_flap() {
          [environments.slow]\nhealth_url = \"http://127.0.0.1:{slow}/health\"\nhealth_timeout_seconds = 10\n\
          [environments.flap]\nhealth_url = \"http://127.0.0.1:{flap}/health\"\nhealth_timeout_seconds = 10\n[probes]\nenabled = false\n"
     );
-    let ws = Workspace::new(Backend::Sqlite, &cfg, &[("ship.toml", QUICK)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, &cfg, &[("ship.toml", &quick())]).unwrap();
     let t = Instant::now();
     let (code, out, _) = ws.run(&["ship", "hang", "v1"]);
     assert_eq!(code, 1, "{out}");
@@ -571,7 +553,7 @@ async fn health_endpoints_that_hang_crawl_or_flap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/test-faults"]
 async fn a_database_refusing_writes_refuses_commands_honestly() {
-    let Some(ws) = Workspace::new(Backend::Postgres, ENVS, &[("slow.toml", SLOW)]) else {
+    let Some(ws) = Workspace::new(Backend::Postgres, ENVS, &[("slow.toml", &slow())]) else {
         return;
     };
     let fake = FakeApi::start();

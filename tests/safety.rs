@@ -101,31 +101,19 @@ async fn notices_of(app: &App, id: i64) -> Vec<String> {
         .collect()
 }
 
-const SHIP: &str = r#"
-name = "ship"
-description = "Deploy to a gated environment"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "deployer"
-[[steps]]
-name = "ship"
-argv = ["true"]
-"#;
+/// Deploy to a gated environment.
+fn ship() -> String {
+    deploy_command("ship", "deployer", r#"["true"]"#)
+}
 
 const GATED: &str = r#"
 [environments.gated]
 approvals = 1
-approval_timeout_seconds = 2
+approval_timeout_seconds = 5
 "#;
 
 fn ws() -> Workspace {
-    Workspace::new(Backend::Sqlite, GATED, &[("ship.toml", SHIP)]).unwrap()
+    Workspace::new(Backend::Sqlite, GATED, &[("ship.toml", &ship())]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,13 +428,14 @@ secret_stdin = true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_reminders_reach_the_channel_once_per_interval() {
-    let w = Workspace::new(Backend::Sqlite, "[locks]\nremind_after_seconds = 1\n", &[]).unwrap();
+    // Both reminder passes below must fall inside one interval, even on a loaded machine.
+    let w = Workspace::new(Backend::Sqlite, "[locks]\nremind_after_seconds = 3\n", &[]).unwrap();
     let app = w.app(&[]).await;
     assert!(matches!(
         say(&app, "UDEPLOYER", "lock staging freeze").await,
         Outcome::Info(_)
     ));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     deckhand::jobs::remind_locks(&app).await.unwrap();
     deckhand::jobs::remind_locks(&app).await.unwrap();
     let reminders: i64 = deckhand::on_db!(&app.db, p => {

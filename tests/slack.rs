@@ -21,46 +21,31 @@ struct Slack {
     http: reqwest::Client,
 }
 
-const SLOW: &str = r#"
-name = "slow"
-description = "Takes a while"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "everyone"
-[[steps]]
-name = "wait"
-argv = ["sh", "-c", "sleep 3"]
-"#;
+/// Takes a while.
+fn slow() -> String {
+    deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 3"]"#)
+}
 
-const SHIP: &str = r#"
-name = "ship"
-description = "Deploy to a gated environment"
-kind = "deploy"
-[[args]]
-name = "environment"
-kind = "environment"
-[[args]]
-name = "version"
-kind = "version"
-[roles]
-"*" = "deployer"
-[[steps]]
-name = "ship"
-argv = ["true"]
-"#;
+/// A deploy that runs until it is cancelled.
+fn hang() -> String {
+    deploy_command("hang", "everyone", r#"["sleep", "120"]"#)
+}
+
+/// Deploy to a gated environment.
+fn ship() -> String {
+    deploy_command("ship", "deployer", r#"["true"]"#)
+}
 
 impl Slack {
     fn start() -> Slack {
         let ws = Workspace::new(
             Backend::Sqlite,
             "[environments.qa]\n[environments.gated]\napprovals = 1\n",
-            &[("slow.toml", SLOW), ("ship.toml", SHIP)],
+            &[
+                ("slow.toml", &slow()),
+                ("hang.toml", &hang()),
+                ("ship.toml", &ship()),
+            ],
         )
         .unwrap();
         let fake = FakeApi::start();
@@ -355,7 +340,7 @@ async fn buttons_approve_cancel_and_roll_back_with_role_checks() {
     wait_state(&app, id, state::SUCCEEDED).await;
 
     // Cancel a running job: another user without the role cannot; the requester can.
-    let (_, text) = s.command("UALICE", "slow qa v2", "g2").await;
+    let (_, text) = s.command("UALICE", "hang qa v2", "g2").await;
     let id = job_id(&text);
     wait_state(&app, id, state::RUNNING).await;
     s.click("UBOB", "cancel", id, "c4").await;
@@ -451,7 +436,7 @@ async fn rate_limits_and_outages_lose_and_duplicate_nothing() {
 
 #[test]
 fn the_manifest_lists_every_command() {
-    let ws = Workspace::new(Backend::Sqlite, "", &[("slow.toml", SLOW)]).unwrap();
+    let ws = Workspace::new(Backend::Sqlite, "", &[("slow.toml", &slow())]).unwrap();
     let out = ws
         .cmd(&["slack", "manifest", "--url", "https://bot.example.com"])
         .output()

@@ -443,3 +443,25 @@ pub fn raw_http(port: u16, request: &[u8]) -> (u16, String, Duration) {
         .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
     (status, text, took.unwrap_or_default())
 }
+
+/// A `commands/` file for `name <environment> <version>`: a deploy that holders of `role` may
+/// run, with one step running `argv` (a TOML array). Step settings can follow it.
+pub fn deploy_command(name: &str, role: &str, argv: &str) -> String {
+    format!(
+        r#"name = "{name}"
+description = "A test deploy"
+kind = "deploy"
+[[args]]
+name = "environment"
+kind = "environment"
+[[args]]
+name = "version"
+kind = "version"
+[roles]
+"*" = "{role}"
+[[steps]]
+name = "work"
+argv = {argv}
+"#
+    )
+}
