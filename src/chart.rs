@@ -55,8 +55,8 @@ pub fn digest_chart(
         root.fill(&WHITE).map_err(draw_error)?;
         let body = root.titled(title, (FAMILY, 24)).map_err(draw_error)?;
         let (top, bottom) = body.split_vertically(HEIGHT.saturating_sub(40) / 2);
-        draw_uptime(&top, uptime)?;
-        draw_cost(&bottom, cost)?;
+        draw_panel(&top, uptime, Panel::Uptime)?;
+        draw_panel(&bottom, cost, Panel::Cost)?;
         root.present().map_err(draw_error)?;
     }
     encode_png(&pixels)
@@ -172,62 +172,39 @@ fn draw_no_data(area: &DrawingArea<BitMapBackend<'_>, Shift>, label: &str) -> Re
         .map_err(draw_error)
 }
 
-fn draw_uptime(
-    area: &DrawingArea<BitMapBackend<'_>, Shift>,
-    series: &DailySeries,
-) -> Result<(), String> {
-    let points = clean_points(series);
-    let Some(axis) = DayAxis::new(&points) else {
-        return draw_no_data(area, &series.label);
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption(&series.label, (FAMILY, 18))
-        .margin(10)
-        .x_label_area_size(28)
-        .y_label_area_size(56)
-        .build_cartesian_2d(axis.range.clone(), uptime_range(&points))
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_labels(axis.tick_count())
-        .x_label_formatter(&|x| axis.label(x))
-        .y_labels(6)
-        .y_label_formatter(&|y| format!("{y:.1}"))
-        .y_desc(axis_label(series))
-        .label_style((FAMILY, 12))
-        .axis_desc_style((FAMILY, 13))
-        .light_line_style(WHITE)
-        .bold_line_style(GRID_COLOR)
-        .draw()
-        .map_err(draw_error)?;
-    let line = points.iter().map(|(day, v)| (axis.x(*day), *v));
-    chart
-        .draw_series(LineSeries::new(line, UPTIME_COLOR.stroke_width(2)).point_size(3))
-        .map_err(draw_error)?;
-    Ok(())
+/// The two panels: uptime as a line, cost as bars.
+#[derive(Clone, Copy)]
+enum Panel {
+    Uptime,
+    Cost,
 }
 
-fn draw_cost(
+fn draw_panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     series: &DailySeries,
+    panel: Panel,
 ) -> Result<(), String> {
     let points = clean_points(series);
     let Some(axis) = DayAxis::new(&points) else {
         return draw_no_data(area, &series.label);
+    };
+    let (y_range, decimals) = match panel {
+        Panel::Uptime => (uptime_range(&points), 1),
+        Panel::Cost => (cost_range(&points), 2),
     };
     let mut chart = ChartBuilder::on(area)
         .caption(&series.label, (FAMILY, 18))
         .margin(10)
         .x_label_area_size(28)
         .y_label_area_size(56)
-        .build_cartesian_2d(axis.range.clone(), cost_range(&points))
+        .build_cartesian_2d(axis.range.clone(), y_range)
         .map_err(draw_error)?;
     chart
         .configure_mesh()
         .x_labels(axis.tick_count())
         .x_label_formatter(&|x| axis.label(x))
         .y_labels(6)
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
         .y_desc(axis_label(series))
         .label_style((FAMILY, 12))
         .axis_desc_style((FAMILY, 13))
@@ -235,11 +212,21 @@ fn draw_cost(
         .bold_line_style(GRID_COLOR)
         .draw()
         .map_err(draw_error)?;
-    let bars = points.iter().map(|(day, v)| {
-        let x = axis.x(*day);
-        Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], COST_COLOR.filled())
-    });
-    chart.draw_series(bars).map_err(draw_error)?;
+    match panel {
+        Panel::Uptime => {
+            let line = points.iter().map(|(day, v)| (axis.x(*day), *v));
+            chart
+                .draw_series(LineSeries::new(line, UPTIME_COLOR.stroke_width(2)).point_size(3))
+                .map_err(draw_error)?;
+        }
+        Panel::Cost => {
+            let bars = points.iter().map(|(day, v)| {
+                let x = axis.x(*day);
+                Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], COST_COLOR.filled())
+            });
+            chart.draw_series(bars).map_err(draw_error)?;
+        }
+    }
     Ok(())
 }
 
