@@ -258,6 +258,32 @@ fn actor_audit(
     })
 }
 
+/// End a job that never started (cancelled or rejected): the guarded transition, the
+/// notice on its thread and the audit row, to apply in one transaction.
+fn end_unstarted(
+    app: &App,
+    inv: &Invocation,
+    job: &JobRow,
+    from: &'static [&'static str],
+    to: &str,
+    title: &str,
+) -> Vec<Write> {
+    let mut w = vec![transition(job.id, from, to, Some(title.to_owned()), None)];
+    w.extend(job_notice(
+        app,
+        job,
+        Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.to_owned()),
+    ));
+    w.push(actor_audit(
+        inv,
+        &format!("job_{to}"),
+        job.environment.as_deref(),
+        Some(job.id),
+        title.to_owned(),
+    ));
+    w
+}
+
 async fn cancel<'a>(
     app: &'a App,
     inv: &Invocation,
@@ -281,25 +307,14 @@ async fn cancel<'a>(
                 "Job {} ({what}) was cancelled by {} before it started",
                 job.id, inv.actor
             );
-            let mut w = vec![transition(
-                job.id,
+            let w = end_unstarted(
+                app,
+                inv,
+                job,
                 &[state::QUEUED, state::AWAITING_APPROVAL],
                 state::CANCELLED,
-                Some(title.clone()),
-                None,
-            )];
-            w.extend(job_notice(
-                app,
-                job,
-                Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone()),
-            ));
-            w.push(actor_audit(
-                inv,
-                "job_cancelled",
-                job.environment.as_deref(),
-                Some(job.id),
-                title.clone(),
-            ));
+                &title,
+            );
             match app.db.apply(&w).await {
                 Ok(_) => {
                     app.poke();
@@ -436,25 +451,14 @@ async fn reject<'a>(
         job.version.as_deref(),
     );
     let title = format!("Job {} ({what}) was rejected by {}", job.id, inv.actor);
-    let mut w = vec![transition(
-        job.id,
+    let w = end_unstarted(
+        app,
+        inv,
+        job,
         &[state::AWAITING_APPROVAL],
         state::REJECTED,
-        Some(title.clone()),
-        None,
-    )];
-    w.extend(job_notice(
-        app,
-        job,
-        Notice::new(NoticeKind::JobCancelled, Tone::Warning, title.clone()),
-    ));
-    w.push(actor_audit(
-        inv,
-        "job_rejected",
-        job.environment.as_deref(),
-        Some(job.id),
-        title.clone(),
-    ));
+        &title,
+    );
     match app.db.apply(&w).await {
         Ok(_) => Ok(Decision::Info(title)),
         Err(e) if crate::queue::is_conflict(&e) => Ok(Decision::Refuse(format!(
