@@ -125,6 +125,22 @@ impl Db {
         Ok(())
     }
 
+    /// Hand a claimed row back unsent, to be claimed again at `at_ms`: not an attempt, and
+    /// not a send (so its next claim does not look for an earlier post of it).
+    pub async fn defer(&self, id: i64, at_ms: i64) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1, sends = sends - 1, \
+                 claimed_by = NULL, claim_until = NULL WHERE id = $2",
+            )
+            .bind(at_ms)
+            .bind(id)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Put a row back for a later attempt.
     pub async fn mark_retry(&self, id: i64, after: Duration, error: &str) -> Result<()> {
         on_db!(self, p => {
@@ -293,7 +309,9 @@ pub async fn run_sender(
             }
         };
         app.health.outbox_tick();
-        let busy = !rows.is_empty();
+        let mut busy = false;
+        // The earliest moment a row handed back for pacing is due again.
+        let mut next_due: Option<tokio::time::Instant> = None;
         for row in rows {
             let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
                 continue;
@@ -302,12 +320,27 @@ pub async fn run_sender(
                 row.platform.clone(),
                 row.channel.clone().unwrap_or_default(),
             );
+            // A channel that had a message less than its pace ago gets this one later; the
+            // loop goes on with other channels instead of waiting for it.
             if let Some(t) = last_sent.get(&key) {
                 let due = *t + d.pace();
-                if due > tokio::time::Instant::now() {
-                    tokio::time::sleep_until(due).await;
+                let now = tokio::time::Instant::now();
+                if due > now {
+                    let at = now_ms() + (due - now).as_millis() as i64;
+                    match app.db.defer(row.id, at).await {
+                        Ok(()) => {
+                            next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                            continue;
+                        }
+                        // Cannot hand it back: keep the claim, wait, and send it.
+                        Err(e) => {
+                            tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot defer a notice");
+                            tokio::time::sleep_until(due).await;
+                        }
+                    }
                 }
             }
+            busy = true;
             let result = d.deliver(&app, &row).await;
             last_sent.insert(key, tokio::time::Instant::now());
             let done = match &result {
@@ -338,9 +371,11 @@ pub async fn run_sender(
             }
         }
         if !busy {
+            let idle = tokio::time::Instant::now() + Duration::from_millis(250);
+            let until = next_due.map_or(idle, |d| d.min(idle));
             tokio::select! {
                 _ = app.outbox_wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep_until(until) => {}
                 _ = stop.cancelled() => {}
             }
         }

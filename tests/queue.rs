@@ -350,3 +350,76 @@ timeout_seconds = 1
         assert!(process_dead(pid), "{key}{pid} survived the timeout");
     }
 }
+
+both!(a_busy_channel_does_not_hold_up_another, channel_pacing);
+async fn channel_pacing(b: Backend) {
+    use deckhand::notice::{Notice, NoticeKind, Tone};
+    use deckhand::store::{NewNotice, Write};
+    let Some(w) = Workspace::new(b, NO_HEALTH, &[]) else {
+        return;
+    };
+    let fake = common::fake::FakeApi::start();
+    let api = fake.url("/api");
+    let app = w
+        .app(&[("SLACK_BOT_TOKEN", "xoxb-pacing"), ("SLACK_API_URL", &api)])
+        .await;
+    // Four messages for a busy channel (separate threads, so all are ready at once), then
+    // one for a quiet channel.
+    let notice = |channel: &str, thread: &str| {
+        Write::Notice(NewNotice {
+            job_id: None,
+            platform: "slack".into(),
+            channel: Some(channel.into()),
+            thread_key: thread.into(),
+            body: Notice::new(NoticeKind::EnvironmentReady, Tone::Info, thread).to_json(),
+        })
+    };
+    let mut writes: Vec<Write> = (1..=4)
+        .map(|i| notice("CBUSY", &format!("busy-{i}")))
+        .collect();
+    writes.push(notice("CQUIET", "quiet"));
+    app.db.apply(&writes).await.unwrap();
+
+    let stop = CancelToken::new();
+    let sender = tokio::spawn(deckhand::outbox::run_sender(
+        app.clone(),
+        deckhand::server::deliverers(&app, false),
+        stop.clone(),
+    ));
+    let posts = eventually(30, "every message posted", || async {
+        let posts = fake.ok_calls("/api/chat.postMessage");
+        (posts.len() == 5).then_some(posts)
+    })
+    .await;
+    stop.cancel();
+    let _ = sender.await;
+    let channels: Vec<&str> = posts
+        .iter()
+        .map(|c| c.body["channel"].as_str().unwrap())
+        .collect();
+    // The quiet channel's message went out second, not behind the busy channel's backlog.
+    assert_eq!(
+        channels,
+        ["CBUSY", "CQUIET", "CBUSY", "CBUSY", "CBUSY"],
+        "{channels:?}"
+    );
+    // The busy channel still got at most one message a second, in order.
+    let busy: Vec<_> = posts
+        .iter()
+        .filter(|c| c.body["channel"] == "CBUSY")
+        .collect();
+    for pair in busy.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= std::time::Duration::from_millis(950), "{gap:?}");
+    }
+    let texts: Vec<&str> = busy
+        .iter()
+        .map(|c| c.body["text"].as_str().unwrap())
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        assert!(t.contains(&format!("busy-{}", i + 1)), "{texts:?}");
+    }
+    // Handing a message back for later is not a send: none of them was looked up as a
+    // possible earlier post.
+    assert!(fake.ok_calls("/api/conversations.history").is_empty());
+}

@@ -23,6 +23,8 @@ pub struct Call {
     pub content_type: Option<String>,
     /// Files of a multipart body: (file name, bytes).
     pub files: Vec<(String, Vec<u8>)>,
+    /// When the fake received it.
+    pub at: std::time::Instant,
 }
 
 /// A scripted answer: status, extra headers, JSON body.
@@ -227,6 +229,7 @@ async fn handle(
             raw: body.to_vec(),
             content_type,
             files,
+            at: std::time::Instant::now(),
         });
         (status, extra, answer)
     };
