@@ -155,7 +155,8 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     app.poke();
 }
 
-/// The end of a job must be recorded: ride out a database outage (a PostgreSQL restart)
+/// The start and the end of a job must be recorded (nothing runs before its start is on
+/// record): ride out a database outage (a PostgreSQL restart)
 /// for most of a lease before giving up; a conflict (the lease was lost) is final.
 async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec<i64>> {
     let lease = Duration::from_secs(app.settings.config.queue.lease_seconds);
@@ -256,10 +257,10 @@ async fn run(
                 requested_by: job.requested_by.clone(),
             },
         );
-        deployment_id = Some(app.db.apply(&start_writes).await?[0]);
+        deployment_id = Some(apply_retrying(app, &start_writes).await?[0]);
     }
     if deployment_id.is_none() {
-        app.db.apply(&start_writes).await?;
+        apply_retrying(app, &start_writes).await?;
     }
     app.outbox_wake.notify_one();
 

@@ -43,6 +43,9 @@ macro_rules! on_db {
     };
 }
 
+/// How long a readiness check waits for the database.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Milliseconds since the Unix epoch with a fraction, for latency measurements.
 pub fn now_ms_f64() -> f64 {
     std::time::SystemTime::now()
@@ -221,21 +224,30 @@ impl Db {
         Ok(())
     }
 
-    /// The database answers and every bundled migration is applied.
+    /// The database answers within [`READY_TIMEOUT`] and every bundled migration is applied.
+    /// The bound matters: while the database is down, the pool keeps trying to connect for
+    /// its whole acquire timeout, and a readiness check must say "down" before that.
     pub async fn ready(&self) -> Result<(), String> {
         let expected = match self {
             Db::Sqlite(_) => SQLITE_MIGRATIONS.iter().count() as i64,
             Db::Postgres(_) => PG_MIGRATIONS.iter().count() as i64,
         };
-        let applied: Result<i64, sqlx::Error> = on_db!(self, p => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                .fetch_one(p)
-                .await
-        });
+        let applied = tokio::time::timeout(READY_TIMEOUT, async {
+            on_db!(self, p => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(p)
+                    .await
+            })
+        })
+        .await;
         match applied {
-            Ok(n) if n >= expected => Ok(()),
-            Ok(n) => Err(format!("migrations applied: {n} of {expected}")),
-            Err(e) => Err(format!("database unreachable: {}", short_err(&e))),
+            Ok(Ok(n)) if n >= expected => Ok(()),
+            Ok(Ok(n)) => Err(format!("migrations applied: {n} of {expected}")),
+            Ok(Err(e)) => Err(format!("database unreachable: {}", short_err(&e))),
+            Err(_) => Err(format!(
+                "database unreachable: no answer within {} s",
+                READY_TIMEOUT.as_secs()
+            )),
         }
     }
 
