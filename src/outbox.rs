@@ -69,6 +69,14 @@ pub fn backoff(attempt: i64) -> Duration {
 /// Attempts after which a fatal refusal is given up on (and logged as lost).
 pub const MAX_FATAL_ATTEMPTS: i64 = 5;
 
+/// How long a claim on a notice lasts unless renewed. A sender renews its claims while it
+/// holds them, so this is how long the notices of a sender that died stay held (no other
+/// replica may post them meanwhile, or a message could be posted twice).
+pub const CLAIM_MS: i64 = 20_000;
+
+/// How often a sender renews the claim on the notice it is delivering.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
 impl Db {
     /// Claim up to `limit` due rows that are first in their thread, on these platforms.
     pub async fn claim_notices(
@@ -102,7 +110,7 @@ impl Db {
         let mut rows: Vec<OutboxRow> = on_db!(self, p => {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(owner)
-                .bind(now + 60_000)
+                .bind(now + CLAIM_MS)
                 .bind(now)
                 .bind(limit);
             for pl in platforms {
@@ -112,6 +120,24 @@ impl Db {
         });
         rows.sort_by_key(|r| r.id);
         Ok(rows)
+    }
+
+    /// Extend this sender's claim on an undelivered notice. False when the claim is gone:
+    /// it ran out and another sender took the notice, or it was delivered.
+    pub async fn renew_claim(&self, id: i64, owner: &str) -> Result<bool> {
+        let n = on_db!(self, p => {
+            sqlx::query(
+                "UPDATE outbox SET claim_until = $1 WHERE id = $2 AND claimed_by = $3 \
+                 AND delivered_at IS NULL",
+            )
+            .bind(now_ms() + CLAIM_MS)
+            .bind(id)
+            .bind(owner)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
     }
 
     pub async fn mark_delivered(&self, id: i64) -> Result<()> {
@@ -340,8 +366,36 @@ pub async fn run_sender(
                     }
                 }
             }
+            // Rows wait their turn in the batch: make sure this one is still ours (and keep
+            // it ours while it is being sent).
+            match app.db.renew_claim(row.id, &app.worker_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        outbox_id = row.id,
+                        "outbox: claim lapsed; another sender has this notice"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
+                }
+            }
             busy = true;
-            let result = d.deliver(&app, &row).await;
+            let result = {
+                let delivery = d.deliver(&app, &row);
+                tokio::pin!(delivery);
+                loop {
+                    tokio::select! {
+                        r = &mut delivery => break r,
+                        _ = tokio::time::sleep(RENEW_EVERY) => {
+                            if let Err(e) = app.db.renew_claim(row.id, &app.worker_id).await {
+                                tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim");
+                            }
+                        }
+                    }
+                }
+            };
             last_sent.insert(key, tokio::time::Instant::now());
             let done = match &result {
                 Ok(()) => app.db.mark_delivered(row.id).await,

@@ -48,7 +48,7 @@ async fn kill_during_deploy(b: Backend) {
     })
     .await;
     // Kill between notices, not in the middle of one: a notice claimed by the killed process
-    // stays claimed for a minute (so no other replica posts it twice), which is not what this
+    // stays claimed for 20 s (so no other replica posts it twice), which is not what this
     // test is about (the fault suite covers it).
     eventually(20, "the notices so far delivered", || async {
         let rows = app.db.job_notices(job.id, "terminal", 0).await.unwrap();

@@ -352,9 +352,20 @@ timeout_seconds = 1
 }
 
 both!(a_busy_channel_does_not_hold_up_another, channel_pacing);
-async fn channel_pacing(b: Backend) {
+/// A Slack notice for `channel`, alone in its thread `thread` (also its title).
+fn slack_notice(channel: &str, thread: &str) -> deckhand::store::Write {
     use deckhand::notice::{Notice, NoticeKind, Tone};
-    use deckhand::store::{NewNotice, Write};
+    deckhand::store::Write::Notice(deckhand::store::NewNotice {
+        job_id: None,
+        platform: "slack".into(),
+        channel: Some(channel.into()),
+        thread_key: thread.into(),
+        body: Notice::new(NoticeKind::EnvironmentReady, Tone::Info, thread).to_json(),
+    })
+}
+
+async fn channel_pacing(b: Backend) {
+    use deckhand::store::Write;
     let Some(w) = Workspace::new(b, NO_HEALTH, &[]) else {
         return;
     };
@@ -365,19 +376,10 @@ async fn channel_pacing(b: Backend) {
         .await;
     // Four messages for a busy channel (separate threads, so all are ready at once), then
     // one for a quiet channel.
-    let notice = |channel: &str, thread: &str| {
-        Write::Notice(NewNotice {
-            job_id: None,
-            platform: "slack".into(),
-            channel: Some(channel.into()),
-            thread_key: thread.into(),
-            body: Notice::new(NoticeKind::EnvironmentReady, Tone::Info, thread).to_json(),
-        })
-    };
     let mut writes: Vec<Write> = (1..=4)
-        .map(|i| notice("CBUSY", &format!("busy-{i}")))
+        .map(|i| slack_notice("CBUSY", &format!("busy-{i}")))
         .collect();
-    writes.push(notice("CQUIET", "quiet"));
+    writes.push(slack_notice("CQUIET", "quiet"));
     app.db.apply(&writes).await.unwrap();
 
     let stop = CancelToken::new();
@@ -422,4 +424,53 @@ async fn channel_pacing(b: Backend) {
     // Handing a message back for later is not a send: none of them was looked up as a
     // possible earlier post.
     assert!(fake.ok_calls("/api/conversations.history").is_empty());
+}
+
+both!(a_lapsed_notice_claim_is_not_used_twice, claim_renewal);
+async fn claim_renewal(b: Backend) {
+    let Some(w) = Workspace::new(b, NO_HEALTH, &[]) else {
+        return;
+    };
+    let app = w.app(&[]).await;
+    let id = app.db.apply(&[slack_notice("CX", "t")]).await.unwrap()[0];
+    let first = app
+        .db
+        .claim_notices(&["slack"], "sender-a", 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let until = first[0].claim_until.unwrap();
+    let ahead = until - deckhand::store::now_ms();
+    assert!(
+        ahead > 15_000 && ahead <= deckhand::outbox::CLAIM_MS,
+        "a claim lasts CLAIM_MS: {ahead} ms"
+    );
+    // Held: nobody else gets it, and its holder can renew it.
+    assert!(
+        app.db
+            .claim_notices(&["slack"], "sender-b", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(app.db.renew_claim(id, "sender-a").await.unwrap());
+    // Sender A stalls past its claim; sender B takes the notice. A must not send it too.
+    deckhand::on_db!(&app.db, p => {
+        sqlx::query("UPDATE outbox SET claim_until = 1 WHERE id = $1")
+            .bind(id)
+            .execute(p)
+            .await
+            .unwrap();
+    });
+    let second = app
+        .db
+        .claim_notices(&["slack"], "sender-b", 10)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(!app.db.renew_claim(id, "sender-a").await.unwrap());
+    assert!(app.db.renew_claim(id, "sender-b").await.unwrap());
+    // Once delivered, nobody holds it.
+    app.db.mark_delivered(id).await.unwrap();
+    assert!(!app.db.renew_claim(id, "sender-b").await.unwrap());
 }
