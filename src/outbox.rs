@@ -77,6 +77,12 @@ pub const CLAIM_MS: i64 = 20_000;
 /// How often a sender renews the claim on the notice it is delivering.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
+/// A channel as the sender paces it: `platform:channel` (no channel: the platform's
+/// fallback, e.g. Slack's `response_url`).
+pub fn channel_key(platform: &str, channel: Option<&str>) -> String {
+    format!("{platform}:{}", channel.unwrap_or_default())
+}
+
 impl Db {
     /// Claim up to `limit` due rows that are first in their thread, on these platforms.
     pub async fn claim_notices(
@@ -85,27 +91,79 @@ impl Db {
         owner: &str,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
+        self.claim_notices_except(platforms, owner, limit, &[])
+            .await
+    }
+
+    /// [`Db::claim_notices`], leaving alone the channels in `paused` (as
+    /// [`channel_key`]s): channels that must not get another message yet.
+    pub async fn claim_notices_except(
+        &self,
+        platforms: &[&str],
+        owner: &str,
+        limit: i64,
+        paused: &[String],
+    ) -> Result<Vec<OutboxRow>> {
         if platforms.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let list = platforms
-            .iter()
-            .enumerate()
-            .map(|(i, _)| format!("${}", i + 5))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let placeholders = |from: usize, n: usize| {
+            (from..from + n)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // What may be claimed: `$now` is the time; platforms, then paused channels, are
+        // bound from `$first`.
+        let claimable = |now: &str, first: usize| {
+            let skip = if paused.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " AND (o.platform || ':' || COALESCE(o.channel, '')) NOT IN ({})",
+                    placeholders(first + platforms.len(), paused.len())
+                )
+            };
+            format!(
+                "o.delivered_at IS NULL AND o.next_attempt_at <= {now} \
+                 AND (o.claim_until IS NULL OR o.claim_until < {now}) \
+                 AND o.platform IN ({}){skip} \
+                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.platform = o.platform \
+                 AND e.thread_key = o.thread_key AND e.delivered_at IS NULL AND e.id < o.id)",
+                placeholders(first, platforms.len())
+            )
+        };
+        // While channels wait for their pace, look before claiming: what is pending is then
+        // mostly theirs, the claim is a write, and a read takes no write lock, so it does not
+        // queue behind (or hold up) the intake.
+        if !paused.is_empty() {
+            let look = format!(
+                "SELECT o.id FROM outbox o WHERE {} LIMIT 1",
+                claimable("$1", 2)
+            );
+            let any: Option<i64> = on_db!(self, p => {
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(look)).bind(now);
+                for pl in platforms {
+                    q = q.bind(*pl);
+                }
+                for k in paused {
+                    q = q.bind(k);
+                }
+                q.fetch_optional(p).await?
+            });
+            if any.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         let lock = match self {
             Db::Postgres(_) => " FOR UPDATE OF o SKIP LOCKED",
             Db::Sqlite(_) => "",
         };
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1 WHERE id IN (\
-             SELECT o.id FROM outbox o WHERE o.delivered_at IS NULL AND o.next_attempt_at <= $3 \
-             AND (o.claim_until IS NULL OR o.claim_until < $3) AND o.platform IN ({list}) \
-             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.platform = o.platform \
-             AND e.thread_key = o.thread_key AND e.delivered_at IS NULL AND e.id < o.id) \
-             ORDER BY o.id LIMIT $4{lock}) RETURNING *"
+             SELECT o.id FROM outbox o WHERE {} ORDER BY o.id LIMIT $4{lock}) RETURNING *",
+            claimable("$3", 5)
         );
         let mut rows: Vec<OutboxRow> = on_db!(self, p => {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -115,6 +173,9 @@ impl Db {
                 .bind(limit);
             for pl in platforms {
                 q = q.bind(*pl);
+            }
+            for k in paused {
+                q = q.bind(k);
             }
             q.fetch_all(p).await?
         });
@@ -151,18 +212,26 @@ impl Db {
         Ok(())
     }
 
-    /// Hand a claimed row back unsent, to be claimed again at `at_ms`: not an attempt, and
-    /// not a send (so its next claim does not look for an earlier post of it).
-    pub async fn defer(&self, id: i64, at_ms: i64) -> Result<()> {
+    /// Hand claimed rows back unsent, to be claimed again at `at_ms`: not an attempt, and
+    /// not a send (so the next claim does not look for an earlier post of them).
+    pub async fn defer(&self, ids: &[i64], at_ms: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = (0..ids.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $1, sends = sends - 1, \
+             claimed_by = NULL, claim_until = NULL WHERE id IN ({list})"
+        );
         on_db!(self, p => {
-            sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1, sends = sends - 1, \
-                 claimed_by = NULL, claim_until = NULL WHERE id = $2",
-            )
-            .bind(at_ms)
-            .bind(id)
-            .execute(p)
-            .await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at_ms);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(p).await?;
         });
         Ok(())
     }
@@ -312,18 +381,32 @@ impl Deliverer {
 }
 
 /// Deliver until `stop` fires. Wakes on `app.outbox_wake` or every 250 ms.
+///
+/// Pacing: a channel gets at most one message per [`Deliverer::pace`]. A channel that is
+/// not due is left out of the claim, and a second message for one channel in a batch is
+/// handed back until it is due, so a busy channel never holds up the others and costs no
+/// database writes while it waits.
 pub async fn run_sender(
     app: Arc<App>,
     deliverers: Vec<Deliverer>,
     stop: crate::runner::CancelToken,
 ) {
+    use tokio::time::Instant;
     let platforms: Vec<&str> = deliverers.iter().map(|d| d.platform()).collect();
-    let mut last_sent: HashMap<(String, String), tokio::time::Instant> = HashMap::new();
+    // When each channel may get its next message.
+    let mut due_at: HashMap<String, Instant> = HashMap::new();
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let rows = match app.db.claim_notices(&platforms, &app.worker_id, 50).await {
+        let now = Instant::now();
+        due_at.retain(|_, due| *due > now);
+        let paused: Vec<String> = due_at.keys().cloned().collect();
+        let rows = match app
+            .db
+            .claim_notices_except(&platforms, &app.worker_id, 50, &paused)
+            .await
+        {
             Ok(r) => {
                 app.health.set_outbox_error(None);
                 r
@@ -335,53 +418,63 @@ pub async fn run_sender(
             }
         };
         app.health.outbox_tick();
-        let mut busy = false;
-        // The earliest moment a row handed back for pacing is due again.
-        let mut next_due: Option<tokio::time::Instant> = None;
+
+        // One message per paced channel now; the rest of the batch for that channel goes
+        // back until the channel is due.
+        let mut send = Vec::new();
+        let mut later: HashMap<String, Vec<i64>> = HashMap::new();
         for row in rows {
             let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
                 continue;
             };
-            let key = (
-                row.platform.clone(),
-                row.channel.clone().unwrap_or_default(),
-            );
-            // A channel that had a message less than its pace ago gets this one later; the
-            // loop goes on with other channels instead of waiting for it.
-            if let Some(t) = last_sent.get(&key) {
-                let due = *t + d.pace();
-                let now = tokio::time::Instant::now();
-                if due > now {
-                    let at = now_ms() + (due - now).as_millis() as i64;
-                    match app.db.defer(row.id, at).await {
-                        Ok(()) => {
-                            next_due = Some(next_due.map_or(due, |n| n.min(due)));
-                            continue;
-                        }
-                        // Cannot hand it back: keep the claim, wait, and send it.
-                        Err(e) => {
-                            tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot defer a notice");
-                            tokio::time::sleep_until(due).await;
-                        }
+            let key = channel_key(&row.platform, row.channel.as_deref());
+            let pace = d.pace();
+            if !pace.is_zero()
+                && send
+                    .iter()
+                    .any(|(_, k, _): &(OutboxRow, String, &Deliverer)| *k == key)
+            {
+                later.entry(key).or_default().push(row.id);
+            } else {
+                send.push((row, key, d));
+            }
+        }
+        for (key, ids) in &later {
+            let pace = send
+                .iter()
+                .find(|(_, k, _)| k == key)
+                .map_or(Duration::ZERO, |(_, _, d)| d.pace());
+            if let Err(e) = app.db.defer(ids, now_ms() + pace.as_millis() as i64).await {
+                // They stay claimed: another sender takes them when the claim runs out.
+                tracing::warn!(error = %e, "outbox: cannot hand back notices for later");
+            }
+        }
+
+        let busy = !send.is_empty();
+        for (row, key, d) in send {
+            // A row claimed a while ago (slow sends before it): make sure it is still ours.
+            let claimed_for = row.claim_until.unwrap_or(0) - now_ms();
+            if claimed_for < CLAIM_MS - RENEW_EVERY.as_millis() as i64 {
+                match app.db.renew_claim(row.id, &app.worker_id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            outbox_id = row.id,
+                            "outbox: claim lapsed; another sender has this notice"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
                     }
                 }
             }
-            // Rows wait their turn in the batch: make sure this one is still ours (and keep
-            // it ours while it is being sent).
-            match app.db.renew_claim(row.id, &app.worker_id).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(
-                        outbox_id = row.id,
-                        "outbox: claim lapsed; another sender has this notice"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
-                }
+            if let Some(due) = due_at.get(&key)
+                && *due > Instant::now()
+            {
+                tokio::time::sleep_until(*due).await;
             }
-            busy = true;
+            // Keep the claim while the send is in flight.
             let result = {
                 let delivery = d.deliver(&app, &row);
                 tokio::pin!(delivery);
@@ -396,7 +489,9 @@ pub async fn run_sender(
                     }
                 }
             };
-            last_sent.insert(key, tokio::time::Instant::now());
+            if !d.pace().is_zero() {
+                due_at.insert(key, Instant::now() + d.pace());
+            }
             let done = match &result {
                 Ok(()) => app.db.mark_delivered(row.id).await,
                 Err(DeliveryError::Retry { after, reason }) => {
@@ -424,11 +519,21 @@ pub async fn run_sender(
                 tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot record delivery");
             }
         }
-        if !busy {
-            let idle = tokio::time::Instant::now() + Duration::from_millis(250);
-            let until = next_due.map_or(idle, |d| d.min(idle));
+        if !busy && due_at.is_empty() {
+            // Idle: until new work arrives, or 250 ms.
             tokio::select! {
                 _ = app.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.cancelled() => {}
+            }
+        } else if !busy {
+            // Channels are waiting for their pace: look again when the first is due, or
+            // within 100 ms for other channels, not on every wake-up. (A look passes over
+            // the waiting channels' backlog; a flood of commands to one channel would
+            // otherwise make the sender look thousands of times a second.)
+            let soon = Instant::now() + Duration::from_millis(100);
+            let until = due_at.values().copied().fold(soon, Instant::min);
+            tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
                 _ = stop.cancelled() => {}
             }
