@@ -164,10 +164,20 @@ fn job_id(text: &str) -> i64 {
 }
 
 async fn wait_state(app: &deckhand::app::App, id: i64, want: &str) -> deckhand::queue::JobRow {
-    eventually(30, &format!("job {id} to be {want}"), || async {
-        app.db.job(id).await.unwrap().filter(|j| j.state == want)
-    })
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = app.db.job(id).await.unwrap();
+        match j {
+            Some(j) if j.state == want => return j,
+            // Say what the job did instead, with its log.
+            j if std::time::Instant::now() > deadline => {
+                let log = app.db.job_log(id, 0).await.unwrap_or_default();
+                let log: Vec<&str> = log.iter().map(|l| l.line.as_str()).collect();
+                panic!("job {id} is not {want} after 30 s: {j:?}\nlog: {log:#?}");
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Every message text the fake received for a channel, in order.

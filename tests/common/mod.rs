@@ -116,13 +116,18 @@ pub fn pg_exec(url: &str, sql: &str) {
     .unwrap();
 }
 
-/// A free port on 127.0.0.1 (bound and released: good enough for tests).
+/// A free port on 127.0.0.1 for a server a test starts later (bound and released).
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 on Linux by default): a port the
+/// kernel hands out for `bind(0)` is also one it hands to outgoing connections, and one of
+/// the many connections a test run makes could take it before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 10_000 + (getrandom::u32().unwrap() % 22_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A deckhand folder: `deckhand.toml`, `commands/` (the bundled ones plus extras) and a
