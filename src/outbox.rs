@@ -421,29 +421,24 @@ pub async fn run_sender(
 
         // One message per paced channel now; the rest of the batch for that channel goes
         // back until the channel is due.
-        let mut send = Vec::new();
-        let mut later: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut send: Vec<(OutboxRow, String, &Deliverer)> = Vec::new();
+        let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
         for row in rows {
             let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
                 continue;
             };
             let key = channel_key(&row.platform, row.channel.as_deref());
-            let pace = d.pace();
-            if !pace.is_zero()
-                && send
-                    .iter()
-                    .any(|(_, k, _): &(OutboxRow, String, &Deliverer)| *k == key)
-            {
-                later.entry(key).or_default().push(row.id);
+            if !d.pace().is_zero() && send.iter().any(|(_, k, _)| *k == key) {
+                later
+                    .entry(key)
+                    .or_insert((d.pace(), Vec::new()))
+                    .1
+                    .push(row.id);
             } else {
                 send.push((row, key, d));
             }
         }
-        for (key, ids) in &later {
-            let pace = send
-                .iter()
-                .find(|(_, k, _)| k == key)
-                .map_or(Duration::ZERO, |(_, _, d)| d.pace());
+        for (pace, ids) in later.values() {
             if let Err(e) = app.db.defer(ids, now_ms() + pace.as_millis() as i64).await {
                 // They stay claimed: another sender takes them when the claim runs out.
                 tracing::warn!(error = %e, "outbox: cannot hand back notices for later");
@@ -468,11 +463,6 @@ pub async fn run_sender(
                         tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
                     }
                 }
-            }
-            if let Some(due) = due_at.get(&key)
-                && *due > Instant::now()
-            {
-                tokio::time::sleep_until(*due).await;
             }
             // Keep the claim while the send is in flight.
             let result = {
