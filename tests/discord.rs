@@ -17,16 +17,6 @@ fn slow() -> String {
     deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 2"]"#)
 }
 
-/// A deploy that runs until it is cancelled.
-fn hang() -> String {
-    deploy_command("hang", "everyone", r#"["sleep", "120"]"#)
-}
-
-/// Deploy to a gated environment.
-fn ship() -> String {
-    deploy_command("ship", "deployer", r#"["true"]"#)
-}
-
 struct Discord {
     ws: Workspace,
     fake: FakeApi,
@@ -49,8 +39,8 @@ impl Discord {
             "[environments.qa]\n[environments.gated]\napprovals = 1\n",
             &[
                 ("slow.toml", &slow()),
-                ("hang.toml", &hang()),
-                ("ship.toml", &ship()),
+                ("hang.toml", &hang_command()),
+                ("ship.toml", &gated_ship_command()),
             ],
         )
         .unwrap();
@@ -138,18 +128,6 @@ fn job_id(text: &str) -> i64 {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no job id in {text:?}"))
-}
-
-async fn wait_state(app: &deckhand::app::App, id: i64, want: &str) {
-    eventually(30, &format!("job {id} to be {want}"), || async {
-        app.db
-            .job(id)
-            .await
-            .unwrap()
-            .filter(|j| j.state == want)
-            .map(|_| ())
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

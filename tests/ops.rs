@@ -233,13 +233,6 @@ fn job_id(text: &str) -> i64 {
         .unwrap_or_else(|| panic!("no job id in {text:?}"))
 }
 
-async fn wait_state(app: &deckhand::app::App, id: i64, want: &str) -> deckhand::queue::JobRow {
-    eventually(30, &format!("job {id} to be {want}"), || async {
-        app.db.job(id).await.unwrap().filter(|j| j.state == want)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_commands_jobs_and_deliveries() {
     let bot = Bot::start(

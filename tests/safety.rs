@@ -101,11 +101,6 @@ async fn notices_of(app: &App, id: i64) -> Vec<String> {
         .collect()
 }
 
-/// Deploy to a gated environment.
-fn ship() -> String {
-    deploy_command("ship", "deployer", r#"["true"]"#)
-}
-
 const GATED: &str = r#"
 [environments.gated]
 approvals = 1
@@ -113,7 +108,12 @@ approval_timeout_seconds = 5
 "#;
 
 fn ws() -> Workspace {
-    Workspace::new(Backend::Sqlite, GATED, &[("ship.toml", &ship())]).unwrap()
+    Workspace::new(
+        Backend::Sqlite,
+        GATED,
+        &[("ship.toml", &gated_ship_command())],
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,16 +26,6 @@ fn slow() -> String {
     deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 3"]"#)
 }
 
-/// A deploy that runs until it is cancelled.
-fn hang() -> String {
-    deploy_command("hang", "everyone", r#"["sleep", "120"]"#)
-}
-
-/// Deploy to a gated environment.
-fn ship() -> String {
-    deploy_command("ship", "deployer", r#"["true"]"#)
-}
-
 impl Slack {
     fn start() -> Slack {
         let ws = Workspace::new(
@@ -43,8 +33,8 @@ impl Slack {
             "[environments.qa]\n[environments.gated]\napprovals = 1\n",
             &[
                 ("slow.toml", &slow()),
-                ("hang.toml", &hang()),
-                ("ship.toml", &ship()),
+                ("hang.toml", &hang_command()),
+                ("ship.toml", &gated_ship_command()),
             ],
         )
         .unwrap();
@@ -161,23 +151,6 @@ fn job_id(text: &str) -> i64 {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no job id in {text:?}"))
-}
-
-async fn wait_state(app: &deckhand::app::App, id: i64, want: &str) -> deckhand::queue::JobRow {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = app.db.job(id).await.unwrap();
-        match j {
-            Some(j) if j.state == want => return j,
-            // Say what the job did instead, with its log.
-            j if std::time::Instant::now() > deadline => {
-                let log = app.db.job_log(id, 0).await.unwrap_or_default();
-                let log: Vec<&str> = log.iter().map(|l| l.line.as_str()).collect();
-                panic!("job {id} is not {want} after 30 s: {j:?}\nlog: {log:#?}");
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// Every message text the fake received for a channel, in order.

@@ -470,3 +470,29 @@ argv = {argv}
 "#
     )
 }
+
+/// Wait up to 30 s for job `id` to reach `want`; otherwise fail with the job's row and log.
+pub async fn wait_state(app: &App, id: i64, want: &str) -> deckhand::queue::JobRow {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match app.db.job(id).await.unwrap() {
+            Some(j) if j.state == want => return j,
+            j if Instant::now() > deadline => {
+                let log = app.db.job_log(id, 0).await.unwrap_or_default();
+                let log: Vec<&str> = log.iter().map(|l| l.line.as_str()).collect();
+                panic!("job {id} is not {want} after 30 s: {j:?}\nlog: {log:#?}");
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A deploy that runs until it is cancelled.
+pub fn hang_command() -> String {
+    deploy_command("hang", "everyone", r#"["sleep", "120"]"#)
+}
+
+/// A deploy with no work that needs the deployer role (for gated environments).
+pub fn gated_ship_command() -> String {
+    deploy_command("ship", "deployer", r#"["true"]"#)
+}
