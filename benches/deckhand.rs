@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use deckhand::app::App;
 use deckhand::config::Settings;
-use deckhand::queue::{NewJob, state, transition};
-use deckhand::runner::CancelToken;
+use deckhand::store::jobs::{NewJob, state, transition};
+use deckhand::support::runner::CancelToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deckhand");
 const SECRET: &str = "bench-signing-secret";
@@ -475,7 +475,7 @@ async fn job_overhead(app: &Arc<App>, n: usize) -> (f64, f64) {
             app,
             deckhand::intake::Invocation {
                 platform: "terminal".into(),
-                identity: deckhand::policy::Identity::Operator,
+                identity: deckhand::intake::policy::Identity::Operator,
                 actor: "terminal:bench".into(),
                 channel: None,
                 command: "noop".into(),

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use tokio::sync::Notify;
 
-use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::runner::Redactor;
+use crate::config::catalog::Catalog;
 use crate::store::{Db, now_ms};
+use crate::support::runner::Redactor;
 
 pub struct App {
     pub settings: Settings,

@@ -1,39 +1,45 @@
 //! Deckhand: a chat-ops deploy bot.
 //!
-//! The flow of one command (see `DESIGN.md`): a platform handler ([`platform`]: Slack,
-//! Discord) or the terminal ([`cli`]) builds an [`intake::Invocation`]; [`intake`] checks it
-//! against the [`catalog`] and the rules in [`policy`] and writes a job with [`queue`]; a
-//! [`worker`] claims it and [`jobs`] runs it: [`steps`] through the [`runner`], [`health`]
-//! verification, [`history`]. Every state change writes [`notice`]s into the outbox in the
-//! same transaction, and [`outbox`] delivers them per platform. [`alerts`], [`probes`] and
-//! [`digest`] are the other producers of notices; [`server`] ties it together.
-pub mod alerts;
-pub mod app;
-pub mod builtins;
-pub mod catalog;
-pub mod chart;
-pub mod cli;
-pub mod config;
-pub mod cost;
-pub mod demo;
-pub mod digest;
+//! The modules follow the flow of one command (see `DESIGN.md`), lowest layer first. Each
+//! layer imports only from the layers below it, and no two top-level modules import each
+//! other; `tests/layers.rs` enforces both.
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 0 | [`domain`] | newtypes, job states, platforms, routes, the notice model, text and time helpers |
+//! | 0 | [`support`] | child processes, metrics, schedules, charts, network error reasons |
+//! | 1 | [`config`] | `deckhand.toml` + environment → typed settings (every section), the command catalog |
+//! | 2 | [`store`] | the database: pools, migrations and all SQL, as methods of [`store::Db`] |
+//! | 3 | [`app`] | the shared [`app::App`]: settings, catalog, database, wake-ups, HTTP client |
+//! | 4 | [`outbox`] | notice routing and the delivery loop over the [`outbox::Deliver`] trait |
+//! | 4 | [`jobs`] | workers, steps, health verification, rollback |
+//! | 4 | [`watch`] | alerts, incidents, probes |
+//! | 4 | [`reports`] | digests and cost |
+//! | 4 | [`intake`] | an invocation → accepted job or refusal; policy; built-in commands |
+//! | 5 | [`platform`] | Slack, Discord: verify, client, render, manifest and registration |
+//! | 6 | [`server`] | the HTTP router, limits, alert routes, background loops, shutdown |
+//! | 7 | [`cli`] | the command line and the demo environments; `main.rs` stays thin |
 pub mod domain;
-pub mod health;
-pub mod history;
-pub mod incidents;
-pub mod intake;
-pub mod jobs;
-pub mod limits;
-pub mod metrics;
-pub mod notice;
-pub mod outbox;
-pub mod platform;
-pub mod policy;
-pub mod probes;
-pub mod queue;
-pub mod runner;
-pub mod schedule;
-pub mod server;
-pub mod steps;
+pub mod support;
+
+pub mod config;
+
 pub mod store;
-pub mod worker;
+
+pub mod app;
+
+pub mod outbox;
+
+pub mod jobs;
+
+pub mod watch;
+
+pub mod reports;
+
+pub mod intake;
+
+pub mod platform;
+
+pub mod server;
+
+pub mod cli;

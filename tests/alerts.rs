@@ -180,7 +180,7 @@ async fn alertmanager_alerts_route_update_resolve_and_get_acknowledged() {
         &app,
         deckhand::intake::Invocation {
             platform: "slack".into(),
-            identity: deckhand::policy::Identity::Slack {
+            identity: deckhand::intake::policy::Identity::Slack {
                 user: "UONCALL".into(),
             },
             actor: "slack:UONCALL".into(),
@@ -346,8 +346,8 @@ async fn a_probe_that_goes_down_and_up_makes_one_incident_with_its_downtime() {
     let ws = Workspace::new(Backend::Sqlite, &cfg, &[]).unwrap();
     let app = ws.app(&[]).await;
     // Only probe "web": the demo environments are not running in this test.
-    let stop = deckhand::runner::CancelToken::new();
-    tokio::spawn(deckhand::probes::run(app.clone(), stop.clone()));
+    let stop = deckhand::support::runner::CancelToken::new();
+    tokio::spawn(deckhand::watch::probes::run(app.clone(), stop.clone()));
     eventually(10, "a healthy probe", || async {
         app.db
             .recent_probes("web", 1)

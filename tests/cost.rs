@@ -56,28 +56,28 @@ async fn budget(b: Backend) {
     // November: 14 days at 100 so far, 100 a day to come: 3000 forecast > 2000.
     let nov = t("2026-11-15T12:00:00Z");
     let (x, y) = tokio::join!(
-        deckhand::cost::check_budgets(&a, nov),
-        deckhand::cost::check_budgets(&b2, nov)
+        deckhand::reports::cost::check_budgets(&a, nov),
+        deckhand::reports::cost::check_budgets(&b2, nov)
     );
     let mut alerted: Vec<String> = x.unwrap().into_iter().chain(y.unwrap()).collect();
     assert_eq!(alerted, vec!["api".to_owned()]);
     assert!(
-        deckhand::cost::check_budgets(&a, nov + Duration::hours(5))
+        deckhand::reports::cost::check_budgets(&a, nov + Duration::hours(5))
             .await
             .unwrap()
             .is_empty()
     );
     let rows = digest_rows(&a, "budget:%").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    let n = deckhand::notice::Notice::from_json(&rows[0].2).unwrap();
+    let n = deckhand::domain::notice::Notice::from_json(&rows[0].2).unwrap();
     assert!(n.title.contains("Cost source api is forecast to pass its November 2026 budget: 3,000.00 USD forecast, budget 2,000.00 USD"), "{}", n.title);
     // December: the recent rate alone (100 a day × 31) passes it again: one more alert.
-    alerted = deckhand::cost::check_budgets(&a, t("2026-12-10T12:00:00Z"))
+    alerted = deckhand::reports::cost::check_budgets(&a, t("2026-12-10T12:00:00Z"))
         .await
         .unwrap();
     assert_eq!(alerted, vec!["api".to_owned()]);
     assert!(
-        deckhand::cost::check_budgets(&b2, t("2026-12-11T12:00:00Z"))
+        deckhand::reports::cost::check_budgets(&b2, t("2026-12-11T12:00:00Z"))
             .await
             .unwrap()
             .is_empty()
@@ -95,7 +95,7 @@ fn aws_cost_explorer_example_converts_to_records() {
         deckhand::config::parse_config("embedded", deckhand::config::EMBEDDED_CONFIG, &env)
             .unwrap();
     let text = std::fs::read_to_string(repo.join("aws-cost.toml.example")).unwrap();
-    let cmd = deckhand::catalog::parse_command("aws-cost.toml", &text, &config).unwrap();
+    let cmd = deckhand::config::catalog::parse_command("aws-cost.toml", &text, &config).unwrap();
     assert_eq!(cmd.steps[0].argv[0], "python3");
 
     let sample = std::fs::File::open(repo.join("aws-ce-sample.json")).unwrap();
@@ -115,7 +115,8 @@ fn aws_cost_explorer_example_converts_to_records() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let records = deckhand::cost::parse_records(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let records =
+        deckhand::reports::cost::parse_records(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let got: Vec<(String, &str, f64)> = records
         .iter()
         .map(|r| (r.date.to_string(), r.service.as_str(), r.amount))

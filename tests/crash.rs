@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
-use deckhand::queue::state;
+use deckhand::store::jobs::state;
 
 /// A deploy that takes its time.
 fn slow() -> String {

@@ -11,9 +11,9 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use common::fake::{FakeApi, Scripted};
 use common::*;
 use deckhand::app::App;
-use deckhand::cost::fmt_money;
-use deckhand::digest::{Fired, tick};
-use deckhand::runner::CancelToken;
+use deckhand::reports::cost::fmt_money;
+use deckhand::reports::digest::{Fired, tick};
+use deckhand::support::runner::CancelToken;
 use digest_support::*;
 use serde_json::Value;
 
@@ -146,7 +146,7 @@ fn digest_now_on_the_bundled_demo() {
     );
     let today = Utc::now().date_naive();
     let month = today.with_day(1).unwrap();
-    let mtd: f64 = deckhand::demo::demo_costs(today)
+    let mtd: f64 = deckhand::cli::demo::demo_costs(today)
         .iter()
         .filter(|r| r.0 >= month)
         .map(|r| r.2)
@@ -300,7 +300,7 @@ async fn missed_firing(b: Backend) {
     }
     let rows = digest_rows(&app, "digest:daily:%").await;
     assert_eq!(rows.len(), 1);
-    let n = deckhand::notice::Notice::from_json(&rows[0].2).unwrap();
+    let n = deckhand::domain::notice::Notice::from_json(&rows[0].2).unwrap();
     assert!(n.title.starts_with("Late digest daily"), "{}", n.title);
     let late = n.fields.iter().find(|f| f.label == "Late").unwrap();
     assert!(

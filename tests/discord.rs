@@ -5,7 +5,7 @@ mod common;
 
 use common::fake::{FakeApi, Scripted};
 use common::*;
-use deckhand::queue::state;
+use deckhand::store::jobs::state;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fake::{FakeApi, Scripted};
 use common::*;
-use deckhand::queue::state;
+use deckhand::store::jobs::state;
 use serde_json::Value;
 
 const SECRET: &str = "fault-signing-secret";

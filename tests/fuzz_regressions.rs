@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, HeaderValue};
-use deckhand::catalog::{Catalog, parse_command};
+use deckhand::config::catalog::{Catalog, parse_command};
 use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
 use deckhand::platform::discord::{self, CommandOption};
@@ -154,21 +154,21 @@ fn fuzz_malformed_unknown_fields_are_skipped_known_ones_checked() {
     // alerts crash-fce774a1…: an out-of-range number in an unknown key.
     let body = br#"{"titlt,,,,,,,,,,,,,,,,,,,,,,t,,,,,,,,,,,,,,,,,,,,,,":5555555551e3095555555}"#;
     assert!(
-        deckhand::alerts::parse("alertmanager", body)
+        deckhand::watch::alerts::parse("alertmanager", body)
             .unwrap()
             .is_empty()
     );
-    assert!(deckhand::alerts::parse("generic", body).is_err());
+    assert!(deckhand::watch::alerts::parse("generic", body).is_err());
 
     // Invalid UTF-8 in an unknown field is skipped; in the summary it is refused.
     let mut skipped = br#"{"alerts": [{"status": "firing", "x": ""#.to_vec();
     skipped.extend_from_slice(b"\x8c\xff\"}]}");
-    let p = deckhand::alerts::parse("grafana", &skipped).unwrap();
+    let p = deckhand::watch::alerts::parse("grafana", &skipped).unwrap();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].event.title, "alert");
     let mut read = br#"{"alerts": [{"status": "firing", "annotations": {"summary": ""#.to_vec();
     read.extend_from_slice(b"\x8c\xff\"}}]}");
-    assert!(deckhand::alerts::parse("grafana", &read).is_err());
+    assert!(deckhand::watch::alerts::parse("grafana", &read).is_err());
 }
 
 // ---- command arguments -----------------------------------------------------------------
@@ -634,7 +634,7 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
             &deep_labels,
         ] {
             assert!(
-                deckhand::alerts::parse(source, bad.as_bytes()).is_err(),
+                deckhand::watch::alerts::parse(source, bad.as_bytes()).is_err(),
                 "{source}: {}",
                 &bad[..bad.len().min(80)]
             );
@@ -648,12 +648,12 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
         r#"{"title":"x","severity":1}"#,
     ] {
         assert!(
-            deckhand::alerts::parse("generic", bad.as_bytes()).is_err(),
+            deckhand::watch::alerts::parse("generic", bad.as_bytes()).is_err(),
             "{bad}"
         );
     }
     for source in ["", "Alertmanager", "../generic", "generic\0", "prometheus"] {
-        let e = deckhand::alerts::parse(source, br#"{"title":"x"}"#).unwrap_err();
+        let e = deckhand::watch::alerts::parse(source, br#"{"title":"x"}"#).unwrap_err();
         assert!(e.starts_with("unknown alert source"), "{source:?}: {e}");
     }
 
@@ -672,7 +672,7 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
         "status": "firing",
         "startsAt": "2026-13-45T99:99:99Z",
     }]});
-    let p = deckhand::alerts::parse("alertmanager", body.to_string().as_bytes()).unwrap();
+    let p = deckhand::watch::alerts::parse("alertmanager", body.to_string().as_bytes()).unwrap();
     assert_eq!(p.len(), 3);
     let e = &p[0].event;
     assert!(e.title.chars().count() <= 200);
@@ -684,7 +684,7 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
     assert!(p[2].event.at > 0);
 
     let g = json!({"title": huge, "dedup_key": huge, "description": huge});
-    let p = deckhand::alerts::parse("generic", g.to_string().as_bytes()).unwrap();
+    let p = deckhand::watch::alerts::parse("generic", g.to_string().as_bytes()).unwrap();
     assert!(p[0].event.title.chars().count() <= 200);
     assert!(p[0].event.dedup_key.chars().count() <= "generic:".len() + 200);
 }

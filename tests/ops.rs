@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::fake::{FakeApi, Scripted};
 use common::*;
 use deckhand::platform::slack::signature;
-use deckhand::queue::state;
+use deckhand::store::jobs::state;
 use serde_json::Value;
 
 const SECRET: &str = "ops-signing-secret-5f1e2d";

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use common::*;
 use deckhand::app::App;
+use deckhand::intake::policy::Identity;
 use deckhand::intake::{Invocation, Outcome, submit};
-use deckhand::policy::Identity;
-use deckhand::queue::state;
-use deckhand::runner::CancelToken;
+use deckhand::store::jobs::state;
+use deckhand::support::runner::CancelToken;
 
 /// Run one test body on each backend.
 macro_rules! both {
@@ -63,7 +63,7 @@ fn start_workers(app: &Arc<App>) -> CancelToken {
     stop
 }
 
-async fn wait_final(app: &App, id: i64, secs: u64) -> deckhand::queue::JobRow {
+async fn wait_final(app: &App, id: i64, secs: u64) -> deckhand::store::jobs::JobRow {
     eventually(secs, &format!("job {id} to finish"), || async {
         app.db
             .job(id)
@@ -159,7 +159,7 @@ async fn concurrency(b: Backend) {
     for j in [&j1, &j2, &j3] {
         assert_eq!(j.state, state::SUCCEEDED, "{j:?}");
     }
-    let span = |j: &deckhand::queue::JobRow| (j.started_at.unwrap(), j.finished_at.unwrap());
+    let span = |j: &deckhand::store::jobs::JobRow| (j.started_at.unwrap(), j.finished_at.unwrap());
     let (a, b2, c) = (span(&j1), span(&j2), span(&j3));
     assert!(b2.0 >= a.1, "two jobs on qa overlapped: {a:?} {b2:?}");
     assert!(
@@ -354,7 +354,7 @@ timeout_seconds = 1
 both!(a_busy_channel_does_not_hold_up_another, channel_pacing);
 /// A Slack notice for `channel`, alone in its thread `thread` (also its title).
 fn slack_notice(channel: &str, thread: &str) -> deckhand::store::Write {
-    use deckhand::notice::{Notice, NoticeKind, Tone};
+    use deckhand::domain::notice::{Notice, NoticeKind, Tone};
     deckhand::store::Write::Notice(deckhand::store::NewNotice {
         job_id: None,
         platform: "slack".into(),

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use common::*;
 use deckhand::app::App;
+use deckhand::intake::policy::Identity;
 use deckhand::intake::{Invocation, Outcome, submit};
-use deckhand::policy::Identity;
-use deckhand::queue::{JobRow, state};
-use deckhand::runner::CancelToken;
+use deckhand::store::jobs::{JobRow, state};
+use deckhand::support::runner::CancelToken;
 
 fn who(id: &str) -> (Identity, String) {
     match id {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::fake::{FakeApi, Scripted};
 use common::*;
 use deckhand::platform::slack::signature;
-use deckhand::queue::state;
+use deckhand::store::jobs::state;
 use serde_json::Value;
 
 const SECRET: &str = "test-signing-secret-1234";

@@ -12,7 +12,7 @@
 //!   and labels only from environment/severity/service.
 #![no_main]
 
-use deckhand::alerts::parse;
+use deckhand::watch::alerts::parse;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

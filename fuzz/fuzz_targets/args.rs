@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use deckhand::catalog::{ArgKind, BUILTINS, Catalog, Command, JobKind, parse_command};
+use deckhand::config::catalog::{ArgKind, BUILTINS, Catalog, Command, JobKind, parse_command};
 use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
 use deckhand::platform::split_args;

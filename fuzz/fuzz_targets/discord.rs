@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use deckhand::catalog::Catalog;
+use deckhand::config::catalog::Catalog;
 use deckhand::config::{EMBEDDED_CONFIG, parse_config};
 use deckhand::platform::discord::{SigError, options_to_args, parse, public_key, verify};
 use deckhand::platform::slack::MAX_SKEW_SECS;

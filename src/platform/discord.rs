@@ -25,12 +25,12 @@ use serde_json::{Value, json};
 
 use super::{ack_or_defer, cut, cut_tail};
 use crate::app::App;
-use crate::catalog::{ArgKind, BUILTINS, Catalog};
 use crate::config::Config;
+use crate::config::catalog::{ArgKind, BUILTINS, Catalog};
+use crate::domain::notice::{Notice, Tone};
 use crate::intake::Invocation;
-use crate::notice::{Notice, Tone};
+use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
-use crate::policy::Identity;
 
 pub const MAX_BODY: usize = 64 * 1024;
 const EPHEMERAL: u64 = 64;
@@ -166,7 +166,7 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
         }
     };
     if let Err(e) = verify(&key, &headers, &body, crate::store::now_ms() / 1000) {
-        crate::metrics::command("discord", "bad_signature");
+        crate::support::metrics::command("discord", "bad_signature");
         tracing::warn!(reason = ?e, "refused a Discord request with a bad signature");
         return (StatusCode::UNAUTHORIZED, "invalid request signature").into_response();
     }
@@ -319,7 +319,7 @@ pub fn registration(catalog: &Catalog, config: &Config) -> Value {
                 o
             })
             .collect();
-        if c.kind == crate::catalog::JobKind::Deploy {
+        if c.kind == crate::config::catalog::JobKind::Deploy {
             options.push(json!({"type": 3, "name": "emergency", "description": "Admins only: skip staging-first, with this reason", "required": false}));
         }
         cmds.push(json!({"name": c.name, "type": 1, "description": cut(&c.description, 100), "options": options}));
@@ -685,7 +685,7 @@ impl DiscordClient {
         match sent {
             Ok(v) => Ok(v),
             Err(e @ DeliveryError::Retry { .. })
-                if row.attempts + 1 < crate::digest::CHART_TRIES =>
+                if row.attempts + 1 < crate::reports::digest::CHART_TRIES =>
             {
                 Err(e)
             }
@@ -700,7 +700,7 @@ impl DiscordClient {
 /// A multipart/form-data body of `payload_json` and `files[0]`, built by hand (a few
 /// lines, instead of reqwest's multipart feature). The boundary is random, so it cannot
 /// be predicted into the PNG's bytes.
-fn multipart(payload: &Value, file: &crate::digest::Attachment) -> (String, Vec<u8>) {
+fn multipart(payload: &Value, file: &crate::reports::digest::Attachment) -> (String, Vec<u8>) {
     let mut b = [0u8; 12];
     let _ = getrandom::fill(&mut b);
     let boundary = format!("deckhand-{}", hex::encode(b));
@@ -752,7 +752,7 @@ fn route_bucket(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notice::NoticeKind;
+    use crate::domain::notice::NoticeKind;
     use ed25519_dalek::{Signer, SigningKey};
 
     fn key() -> SigningKey {

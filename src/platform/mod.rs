@@ -1,7 +1,7 @@
 //! Chat platforms: HTTP intake, rendering of notices, and delivery.
 //!
 //! Each platform turns its requests into an [`Invocation`] for the shared intake and renders
-//! the shared [`crate::notice::Notice`] model generically (fields, body, buttons), so rules
+//! the shared [`crate::domain::notice::Notice`] model generically (fields, body, buttons), so rules
 //! and message content live in one place.
 
 pub mod discord;
@@ -16,14 +16,14 @@ use axum::Router;
 use crate::app::App;
 use crate::intake::{Invocation, Outcome};
 use crate::outbox::{Deliverer, DeliveryError};
-use crate::runner::CancelToken;
+use crate::support::runner::CancelToken;
 
 /// Routes of every platform; each answers 404 until its credentials are configured.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .merge(slack::routes())
         .merge(discord::routes())
-        .merge(crate::alerts::routes())
+        .merge(crate::watch::alerts::routes())
 }
 
 /// A deliverer for every platform that can deliver.
@@ -41,8 +41,8 @@ pub fn deliverers(app: &App) -> Vec<Deliverer> {
 /// Background loops: uptime probes and incident reminders; digests and budget checks.
 pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(crate::probes::run(app.clone(), stop.clone())),
-        tokio::spawn(crate::digest::run(app, stop)),
+        tokio::spawn(crate::watch::probes::run(app.clone(), stop.clone())),
+        tokio::spawn(crate::reports::digest::run(app, stop)),
     ]
 }
 

@@ -24,10 +24,10 @@ use sha2::Sha256;
 
 use super::{ack_or_defer, split_args};
 use crate::app::App;
+use crate::domain::notice::Notice;
 use crate::intake::Invocation;
-use crate::notice::Notice;
+use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
-use crate::policy::Identity;
 
 /// Slash-command and interaction bodies are small; anything larger is refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -115,7 +115,7 @@ fn gate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, 
         ));
     };
     if let Err(e) = verify(secret.expose_secret().as_bytes(), headers, body, now_secs()) {
-        crate::metrics::command("slack", "bad_signature");
+        crate::support::metrics::command("slack", "bad_signature");
         tracing::warn!(
             reason = e.as_str(),
             "refused a Slack request with a bad signature"
@@ -579,7 +579,7 @@ impl SlackClient {
                 Ok(())
             }
             Err(e @ DeliveryError::Retry { .. })
-                if !notice.is_reply() && row.attempts + 1 < crate::digest::CHART_TRIES =>
+                if !notice.is_reply() && row.attempts + 1 < crate::reports::digest::CHART_TRIES =>
             {
                 Err(e)
             }
@@ -597,7 +597,7 @@ impl SlackClient {
         token: &str,
         channel: &str,
         thread_ts: Option<&str>,
-        file: &crate::digest::Attachment,
+        file: &crate::reports::digest::Attachment,
         title: &str,
     ) -> Result<String, DeliveryError> {
         let form = |pairs: &[(&str, &str)]| {
@@ -737,7 +737,7 @@ fn escape(s: &str) -> String {
 }
 
 /// `deckhand slack manifest --url URL`: a Slack app manifest for every command.
-pub fn manifest(app_url: &str, catalog: &crate::catalog::Catalog) -> Value {
+pub fn manifest(app_url: &str, catalog: &crate::config::catalog::Catalog) -> Value {
     let base = app_url.trim_end_matches('/');
     let mut commands: Vec<Value> = catalog
         .commands
@@ -752,7 +752,7 @@ pub fn manifest(app_url: &str, catalog: &crate::catalog::Catalog) -> Value {
             })
         })
         .collect();
-    for (name, desc, usage) in crate::catalog::BUILTINS {
+    for (name, desc, usage) in crate::config::catalog::BUILTINS {
         commands.push(json!({
             "command": format!("/{name}"),
             "url": format!("{base}/slack/commands"),
@@ -783,7 +783,7 @@ pub fn manifest(app_url: &str, catalog: &crate::catalog::Catalog) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notice::{Notice, NoticeKind, Tone};
+    use crate::domain::notice::{Notice, NoticeKind, Tone};
 
     #[test]
     fn signature_matches_slacks_documented_example() {

@@ -264,7 +264,7 @@ impl Drop for Workspace {
         // Stop demo apps this workspace started (they also exit once their pid file goes).
         for env in ["staging", "production"] {
             let pid = self.data_dir().join("demo").join(format!("{env}.pid"));
-            deckhand::demo::stop_app(&pid);
+            deckhand::cli::demo::stop_app(&pid);
         }
     }
 }
@@ -472,7 +472,7 @@ argv = {argv}
 }
 
 /// Wait up to 30 s for job `id` to reach `want`; otherwise fail with the job's row and log.
-pub async fn wait_state(app: &App, id: i64, want: &str) -> deckhand::queue::JobRow {
+pub async fn wait_state(app: &App, id: i64, want: &str) -> deckhand::store::jobs::JobRow {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match app.db.job(id).await.unwrap() {

@@ -1,0 +1,378 @@
+//! Intake: one platform-neutral path from "someone typed a command" to a job or a refusal.
+//!
+//! Slack, Discord and the terminal each build an [`Invocation`]; everything after that —
+//! catalog lookup, argument validation, roles, locks, staging-first, approvals, the job row
+//! and its first notice — is the same code, so a rule holds on every platform at once.
+
+pub mod builtins;
+pub mod policy;
+
+use crate::app::App;
+use crate::config::catalog::{BUILTINS, Command, JobKind};
+use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
+use crate::store::history::fmt_time;
+use crate::store::jobs::{JobRow, NewJob, state};
+use crate::store::{AuditEvent, Write, now_ms};
+
+/// What someone asked for, wherever they asked.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `terminal`, `slack` or `discord`.
+    pub platform: String,
+    pub identity: Identity,
+    /// How the person appears in reports and the audit log: `slack:U123`.
+    pub actor: String,
+    pub channel: Option<String>,
+    /// Command name, with or without the leading `/`.
+    pub command: String,
+    pub args: Vec<String>,
+    /// The platform's id of this request: the idempotency key.
+    pub request_id: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted {
+        job_id: i64,
+        /// The same request was seen before; this is the earlier job.
+        duplicate: bool,
+        message: String,
+    },
+    /// Refused with the rule and what would be accepted.
+    Refused(String),
+    /// A built-in's answer (help, status, history, …).
+    Info(String),
+}
+
+impl Outcome {
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Accepted { message, .. } => message,
+            Outcome::Refused(m) | Outcome::Info(m) => m,
+        }
+    }
+}
+
+/// Decide on an invocation: refuse it, answer it, or turn it into a job.
+pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
+    let name = inv.command.trim_start_matches('/').to_owned();
+    let outcome = match decide(app, &inv, &name).await? {
+        Decision::Refuse(r) => Outcome::Refused(r),
+        Decision::Info(i) => Outcome::Info(i),
+        Decision::Job(job, cmd) => return enqueue(app, &inv, *job, cmd).await,
+    };
+    if let Outcome::Refused(reason) = &outcome {
+        crate::support::metrics::command(&inv.platform, "refused");
+        app.db
+            .apply(&[Write::Audit(AuditEvent {
+                actor: inv.actor.clone(),
+                platform: inv.platform.clone(),
+                action: "command_refused".into(),
+                environment: inv
+                    .args
+                    .first()
+                    .cloned()
+                    .filter(|a| app.settings.config.environments.contains_key(a)),
+                job_id: None,
+                detail: format!("/{name}: {reason}"),
+            })])
+            .await?;
+    }
+    Ok(outcome)
+}
+
+pub enum Decision<'a> {
+    Refuse(String),
+    Info(String),
+    Job(Box<NewJob>, &'a Command),
+}
+
+async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Result<Decision<'a>> {
+    let config = &app.settings.config;
+    let held = policy::roles_of(config, &inv.identity);
+    if BUILTINS.iter().any(|b| b.0 == name) {
+        return crate::intake::builtins::run(app, inv, name, &held).await;
+    }
+    let Some(cmd) = app.catalog.get(name) else {
+        return Ok(Decision::Refuse(format!(
+            "unknown command {:?}; accepted: {}",
+            shorten(name),
+            app.catalog.names().join(", ")
+        )));
+    };
+    if !cmd.channels.is_empty()
+        && inv.platform != "terminal"
+        && !inv
+            .channel
+            .as_ref()
+            .is_some_and(|c| cmd.channels.contains(c))
+    {
+        return Ok(Decision::Refuse(format!(
+            "refused by channel rule: /{name} may only be used in these channels: {}",
+            cmd.channels.join(", ")
+        )));
+    }
+    let args = match app.catalog.parse_args(cmd, &inv.args, config) {
+        Ok(a) => a,
+        Err(e) => return Ok(Decision::Refuse(e)),
+    };
+    let env = args.environment.as_ref().map(|e| e.as_str().to_owned());
+    if let Err(e) = policy::check_role(name, env.as_deref(), cmd.role_for(env.as_deref()), &held) {
+        return Ok(Decision::Refuse(e));
+    }
+    let env_cfg = env.as_ref().and_then(|e| config.environments.get(e));
+    if let (Some(e), true) = (&env, cmd.kind.mutating()) {
+        let lock = app.db.lock_of(e).await?.map(|l| LockFacts {
+            locked_by: l.locked_by,
+            reason: l.reason,
+            locked_at: fmt_time(l.locked_at),
+        });
+        if let Err(r) = policy::check_lock(e, lock.as_ref()) {
+            return Ok(Decision::Refuse(r));
+        }
+    }
+    let mut version = args.version.as_ref().map(|v| v.as_str().to_owned());
+    match (cmd.kind, &env, env_cfg) {
+        (JobKind::Deploy, Some(e), Some(ec)) => {
+            if let (Some(src), Some(v)) = (&ec.promote_from, &version) {
+                // What the source runs *now* must be this version, verified: a version
+                // staging has since rolled back from is not proven.
+                let current = app.db.current_deployment(src).await?;
+                let facts = PromotionFacts {
+                    source: src.clone(),
+                    verified_on_source: current
+                        .as_ref()
+                        .is_some_and(|d| d.verified && &d.version == v),
+                    source_current: current.map(|d| d.version),
+                };
+                if let Err(r) = policy::check_promotion(v, &facts, args.emergency.as_deref(), &held)
+                {
+                    return Ok(Decision::Refuse(r));
+                }
+            } else if args.emergency.is_some() {
+                return Ok(Decision::Refuse(format!(
+                    "refused by emergency rule: {e} is not promoted from another environment, so --emergency does not apply; run the deploy without it"
+                )));
+            }
+        }
+        (JobKind::Rollback, Some(e), _) => {
+            let current = app.db.current_deployment(e).await?.map(|d| d.version);
+            match &version {
+                Some(v) => {
+                    if !app.db.verified_on(e, v).await? {
+                        let known = app.db.verified_versions(e, 10).await?;
+                        return Ok(Decision::Refuse(format!(
+                            "refused by rollback rule: {v} is not a verified version in {e}'s history; accepted: {}",
+                            if known.is_empty() {
+                                "none yet".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        )));
+                    }
+                }
+                None => match app.db.previous_verified(e, current.as_deref()).await? {
+                    Some(prev) => version = Some(prev),
+                    None => {
+                        return Ok(Decision::Refuse(format!(
+                            "refused by rollback rule: {e} has no earlier verified version to roll back to{}",
+                            current
+                                .map(|c| format!(" (it runs {c})"))
+                                .unwrap_or_default()
+                        )));
+                    }
+                },
+            }
+        }
+        _ => {}
+    }
+    let approvals = env_cfg.map(|e| e.approvals).unwrap_or(0) as i64;
+    let needs_approval = approvals > 0 && cmd.kind.mutating();
+    let mut values = args.values.clone();
+    if let Some(v) = &version {
+        values.insert("version".into(), v.clone());
+    }
+    Ok(Decision::Job(
+        Box::new(NewJob {
+            command: cmd.name.clone(),
+            kind: cmd.kind.as_str().to_owned(),
+            environment: env.clone(),
+            version,
+            args: serde_json::to_string(&values)?,
+            state: if needs_approval {
+                state::AWAITING_APPROVAL
+            } else {
+                state::QUEUED
+            }
+            .to_owned(),
+            requested_by: inv.actor.clone(),
+            platform: inv.platform.clone(),
+            channel: inv.channel.clone(),
+            reply_to: inv.reply_to.clone(),
+            idempotency_key: inv.request_id.clone(),
+            concurrency_key: match (&env, cmd.kind.mutating()) {
+                (Some(e), true) => Some(format!("env:{e}")),
+                _ => None,
+            },
+            idempotent: cmd.idempotent,
+            approvals_needed: if needs_approval { approvals } else { 0 },
+            approval_deadline: needs_approval.then(|| {
+                now_ms() + env_cfg.map(|e| e.approval_timeout_seconds).unwrap_or(3600) as i64 * 1000
+            }),
+            emergency: args.emergency.clone(),
+        }),
+        cmd,
+    ))
+}
+
+/// Fault injection for tests: `DECKHAND_FAULT=NAME` makes the process die here, as a
+/// `kill -9` would. Compiled into debug builds only.
+pub fn fault_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("DECKHAND_FAULT").is_ok_and(|f| f == name) {
+        eprintln!("DECKHAND_FAULT={name}: aborting");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
+/// Describe a job in one line: "deploy abc1234 → staging".
+pub fn describe(job_command: &str, env: Option<&str>, version: Option<&str>) -> String {
+    match (env, version) {
+        (Some(e), Some(v)) => format!("{job_command} {v} → {e}"),
+        (Some(e), None) => format!("{job_command} on {e}"),
+        _ => job_command.to_owned(),
+    }
+}
+
+async fn enqueue(
+    app: &App,
+    inv: &Invocation,
+    job: NewJob,
+    cmd: &Command,
+) -> anyhow::Result<Outcome> {
+    let what = describe(
+        &cmd.name,
+        job.environment.as_deref(),
+        job.version.as_deref(),
+    );
+    let waiting = job.state == state::AWAITING_APPROVAL;
+    let approvals = job.approvals_needed;
+    let emergency = job.emergency.clone();
+    let res = app
+        .db
+        .enqueue(&job, |id, behind| {
+            let row = pseudo_row(id, &job);
+            let title = if waiting {
+                format!("{what}: job {id} needs {approvals} approval(s) from someone other than {}", job.requested_by)
+            } else {
+                match behind {
+                    Some(b) => format!("Queued {what} as job {id}, queued behind job {b}"),
+                    None => format!("Queued {what} as job {id}"),
+                }
+            };
+            let mut n = Notice::new(
+                if waiting { NoticeKind::AwaitingApproval } else { NoticeKind::JobQueued },
+                if waiting { Tone::Warning } else { Tone::Info },
+                title,
+            )
+            .env(job.environment.as_deref())
+            .version(job.version.as_deref())
+            .job(id)
+            .field("Requested by", &job.requested_by);
+            n = if waiting {
+                n.action("approve", "Approve", id, false).action("reject", "Reject", id, true)
+            } else {
+                n.action("cancel", "Cancel", id, true)
+            };
+            let mut w = crate::jobs::notices(app, &row, &n);
+            if let Some(reason) = &emergency {
+                let loud = Notice::new(
+                    NoticeKind::EmergencyOverride,
+                    Tone::Danger,
+                    format!("EMERGENCY OVERRIDE by {}: {what} skips the staging-first rule. Reason: {reason}", job.requested_by),
+                )
+                .env(job.environment.as_deref())
+                .version(job.version.as_deref())
+                .job(id);
+                w.extend(crate::jobs::notices(app, &row, &loud));
+                w.push(crate::jobs::audit(&row, "emergency_override", reason.clone()));
+            }
+            w.push(crate::jobs::audit(&row, "command_accepted", format!("/{} {}", cmd.name, inv.args.join(" "))));
+            w
+        })
+        .await?;
+    fault_point("abort-after-enqueue");
+    crate::support::metrics::command(
+        &inv.platform,
+        if res.created { "accepted" } else { "duplicate" },
+    );
+    app.poke();
+    let message = if !res.created {
+        format!(
+            "Already received: this request is job {} ({})",
+            res.id, res.state
+        )
+    } else if waiting {
+        format!(
+            "Job {} ({what}) waits for {approvals} approval(s): someone else can run /approve {}",
+            res.id, res.id
+        )
+    } else {
+        match res.behind {
+            Some(b) => format!("Queued {what} as job {}, queued behind job {b}", res.id),
+            None => format!("Queued {what} as job {}", res.id),
+        }
+    };
+    Ok(Outcome::Accepted {
+        job_id: res.id,
+        duplicate: !res.created,
+        message,
+    })
+}
+
+/// A row as it will be stored, for routing the first notices before it is read back.
+fn pseudo_row(id: i64, j: &NewJob) -> JobRow {
+    JobRow {
+        id,
+        command: j.command.clone(),
+        kind: j.kind.clone(),
+        environment: j.environment.clone(),
+        version: j.version.clone(),
+        args: j.args.clone(),
+        state: j.state.clone(),
+        requested_by: j.requested_by.clone(),
+        platform: j.platform.clone(),
+        channel: j.channel.clone(),
+        reply_to: j.reply_to.clone(),
+        idempotency_key: j.idempotency_key.clone(),
+        concurrency_key: j.concurrency_key.clone(),
+        idempotent: j.idempotent,
+        attempts: 0,
+        lease_owner: None,
+        lease_until: None,
+        run_at: 0,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+        result: None,
+        approvals_needed: j.approvals_needed,
+        approval_deadline: j.approval_deadline,
+        emergency: j.emergency.clone(),
+        cancel_requested: false,
+        step_pgid: None,
+    }
+}
+
+/// User text in a message, cut short and without control characters.
+pub fn shorten(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
+    if s.chars().count() > 64 {
+        format!("{clean}…")
+    } else {
+        clean
+    }
+}

@@ -1,0 +1,272 @@
+//! Running a job's steps: the environment they get, their output into the job log, and
+//! the secret a rotate-secret step receives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use crate::app::App;
+use crate::config::catalog::Command;
+use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::jobs::{StepsResult, Stops, env_of, notices};
+use crate::store::jobs::JobRow;
+use crate::support::runner::{self, CancelToken, Redactor, StepOutcome, StepSpec, Stream};
+
+/// Facts a step reports by printing `deckhand-report: KEY=VALUE`.
+const REPORT_PREFIX: &str = "deckhand-report:";
+
+/// Run every step of `cmd` in order, storing redacted output in the job log.
+pub(crate) async fn run_steps(
+    app: &Arc<App>,
+    job: &JobRow,
+    cmd: &Command,
+    version: Option<&str>,
+    redactor: &Redactor,
+    secret: Option<&Zeroizing<String>>,
+    stops: &Stops,
+) -> anyhow::Result<StepsResult> {
+    let cfg = &app.settings.config;
+    let mut facts = BTreeMap::new();
+    let env = step_env(app, job, version);
+    let total = cmd.steps.len();
+    let mut logged = 0usize;
+    for (i, step) in cmd.steps.iter().enumerate() {
+        let n = Notice::new(
+            NoticeKind::StepStarted,
+            Tone::Progress,
+            format!(
+                "{}: step {}/{total} \"{}\" running (job {})",
+                env_of(job),
+                i + 1,
+                step.name,
+                job.id
+            ),
+        )
+        .env(job.environment.as_deref())
+        .version(version)
+        .job(job.id)
+        .action("cancel", "Cancel", job.id, true);
+        // Progress is best effort: a database blip must not fail the deploy itself.
+        if let Err(e) = app.db.apply(&notices(app, job, &n)).await {
+            tracing::warn!(job_id = job.id, error = %e, "cannot record step progress");
+        }
+        app.outbox_wake.notify_one();
+
+        let mut vars = env.clone();
+        vars.extend(step.env.clone());
+        for k in &step.pass_env {
+            if let Some(v) = std::env::var(k).ok().filter(|v| !v.is_empty()) {
+                vars.insert(k.clone(), v);
+            }
+        }
+        let timeout = Duration::from_secs(
+            step.timeout_seconds
+                .unwrap_or(cfg.runner.default_timeout_seconds),
+        );
+        let mut argv = step.argv.clone();
+        if argv.first().is_some_and(|a| a == "deckhand") {
+            argv[0] = app.settings.deckhand_exe.display().to_string();
+        }
+        let spec = StepSpec {
+            argv,
+            env: vars,
+            cwd: step.cwd.as_ref().map(|c| app.settings.resolve(c)),
+            timeout,
+            kill_grace: Duration::from_secs(cfg.runner.kill_grace_seconds),
+            stdin: if step.secret_stdin {
+                secret.map(|s| Zeroizing::new(format!("{}\n", s.as_str())))
+            } else {
+                None
+            },
+            started: None,
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let collector = tokio::spawn(
+            collect_log(app.clone(), job.id, step.name.clone(), rx, logged).in_current_span(),
+        );
+        let either = CancelToken::new();
+        let watcher = {
+            let (a, b, e) = (stops.cancel.clone(), stops.shutdown.clone(), either.clone());
+            tokio::spawn(async move {
+                tokio::select! { _ = a.cancelled() => {}, _ = b.cancelled() => {} }
+                e.cancel();
+            })
+        };
+        let (pg_tx, mut pg_rx) = mpsc::unbounded_channel();
+        let spec = StepSpec {
+            started: Some(pg_tx),
+            ..spec
+        };
+        let record = {
+            let app = app.clone();
+            let id = job.id;
+            tokio::spawn(async move {
+                if let Some(g) = pg_rx.recv().await {
+                    let _ = app.db.set_step_pgid(id, Some(g as i64)).await;
+                }
+            })
+        };
+        let outcome = runner::run_step(spec, redactor, tx, either).await;
+        let _ = record.await;
+        watcher.abort();
+        let (lines, step_facts) = collector.await.unwrap_or_default();
+        logged = lines;
+        facts.extend(step_facts);
+        if stops.shutdown.is_cancelled() {
+            return Ok(StepsResult {
+                failure: Some("stopped by shutdown".into()),
+                abandoned: true,
+                facts,
+            });
+        }
+        if !outcome.success() {
+            let what = if outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
+                "cancelled".to_owned()
+            } else {
+                outcome.describe(timeout)
+            };
+            return Ok(StepsResult {
+                failure: Some(format!("step \"{}\" {what}", step.name)),
+                abandoned: false,
+                facts,
+            });
+        }
+    }
+    Ok(StepsResult {
+        failure: None,
+        abandoned: false,
+        facts,
+    })
+}
+
+/// The arguments a step receives, as `DECKHAND_*` environment variables only.
+fn step_env(app: &App, job: &JobRow, version: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("DECKHAND_JOB_ID".into(), job.id.to_string());
+    env.insert("DECKHAND_COMMAND".into(), job.command.clone());
+    env.insert("DECKHAND_REQUESTED_BY".into(), job.requested_by.clone());
+    env.insert(
+        "DECKHAND_DATA_DIR".into(),
+        app.settings.data_dir().display().to_string(),
+    );
+    if let Some(e) = &job.environment {
+        env.insert("DECKHAND_ENVIRONMENT".into(), e.clone());
+        if let Some(u) = app
+            .settings
+            .config
+            .environments
+            .get(e)
+            .and_then(|c| c.health_url.clone())
+        {
+            env.insert("DECKHAND_HEALTH_URL".into(), u);
+        }
+    }
+    if let Some(v) = version {
+        env.insert("DECKHAND_VERSION".into(), v.to_owned());
+    }
+    for (k, v) in job.args_map() {
+        env.insert(format!("DECKHAND_ARG_{}", k.to_uppercase()), v);
+    }
+    env
+}
+
+/// Store a step's lines in batches; stop storing past the configured limit with a note.
+/// Returns the lines stored so far in the job and the facts the step reported.
+async fn collect_log(
+    app: Arc<App>,
+    job_id: i64,
+    step: String,
+    mut rx: mpsc::Receiver<(Stream, String)>,
+    mut stored: usize,
+) -> (usize, BTreeMap<String, String>) {
+    let max = app.settings.config.runner.max_log_lines;
+    let mut facts = BTreeMap::new();
+    let mut batch: Vec<(String, &'static str, String)> = Vec::new();
+    let mut dropped = 0usize;
+    let mut last_flush = Instant::now();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+        let done = matches!(next, Ok(None));
+        if let Ok(Some((stream, line))) = next {
+            if let Some(fact) = line.strip_prefix(REPORT_PREFIX)
+                && let Some((k, v)) = fact.trim().split_once('=')
+            {
+                facts.insert(k.trim().to_lowercase(), v.trim().to_owned());
+            }
+            if stored + batch.len() < max {
+                batch.push((step.clone(), stream.as_str(), line));
+            } else {
+                dropped += 1;
+            }
+        }
+        if done || batch.len() >= 200 || last_flush.elapsed() > Duration::from_millis(200) {
+            if done && dropped > 0 {
+                batch.push((
+                    step.clone(),
+                    "note",
+                    format!("[log truncated: {dropped} more lines of this step were not stored (limit {max} lines per job)]"),
+                ));
+            }
+            if let Err(e) = app.db.append_log(job_id, &batch).await {
+                tracing::warn!(job_id, error = %e, "cannot store job log lines");
+            }
+            stored += batch.len();
+            batch.clear();
+            last_flush = Instant::now();
+        }
+        if done {
+            return (stored, facts);
+        }
+    }
+}
+
+/// A new secret value: `len` characters of `alphabet` from the OS random source.
+pub fn generate_secret(len: usize, alphabet: &[u8]) -> anyhow::Result<Zeroizing<String>> {
+    anyhow::ensure!(
+        (2..=256).contains(&alphabet.len()),
+        "a secret alphabet needs 2 to 256 characters"
+    );
+    #[allow(non_snake_case)]
+    let ALPHABET = alphabet;
+    let mut out = Zeroizing::new(String::with_capacity(len));
+    let mut buf = Zeroizing::new([0u8; 64]);
+    while out.len() < len {
+        getrandom::fill(&mut buf[..])
+            .map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
+        for b in buf.iter() {
+            // Reject bytes past the largest multiple of the alphabet: no modulo bias.
+            if (*b as usize) < 256 - 256 % ALPHABET.len() && out.len() < len {
+                out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first 8 hex digits of the SHA-256 of a secret: enough to compare, useless to steal.
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(secret.as_bytes())[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_fingerprinted() {
+        let alnum = crate::config::Alphabet::Alnum.chars().as_bytes();
+        let a = generate_secret(32, alnum).unwrap();
+        let b = generate_secret(32, alnum).unwrap();
+        let h = generate_secret(40, crate::config::Alphabet::Hex.chars().as_bytes()).unwrap();
+        assert!(h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.len(), 32);
+        assert_ne!(*a, *b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(fingerprint("abc"), "ba7816bf");
+    }
+}

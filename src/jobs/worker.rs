@@ -1,0 +1,261 @@
+//! Workers: claim jobs and run them; report jobs whose process died; remind old locks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::jobs::{audit, env_of, execute, notices};
+use crate::store::Write;
+use crate::store::jobs::{state, transition};
+use crate::support::runner::{self, CancelToken};
+
+/// Report jobs whose process died: `interrupted`, or back to `queued` when the command
+/// says it is safe to run again. Returns how many were recovered.
+pub async fn recover(app: &App) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for job in app.db.expired_leases().await? {
+        // An orphaned step of a dead process on this host is stopped first.
+        if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner)
+            && owner.split(':').next() == Some(crate::app::hostname().as_str())
+        {
+            runner::kill_group(pgid as i32, libc::SIGKILL);
+        }
+        let requeue = job.idempotent;
+        let (to, title, tone) = if requeue {
+            (
+                state::QUEUED,
+                format!(
+                    "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again",
+                    job.command,
+                    env_of(&job),
+                    job.id,
+                    job.command
+                ),
+                Tone::Warning,
+            )
+        } else {
+            (
+                state::INTERRUPTED,
+                format!(
+                    "{} on {} (job {}) was interrupted when the process running it stopped; it will not be re-run. Check {} and run it again if needed",
+                    job.command,
+                    env_of(&job),
+                    job.id,
+                    env_of(&job)
+                ),
+                Tone::Danger,
+            )
+        };
+        let notice = Notice::new(
+            if requeue {
+                NoticeKind::JobRequeued
+            } else {
+                NoticeKind::JobInterrupted
+            },
+            tone,
+            title.clone(),
+        )
+        .env(job.environment.as_deref())
+        .version(job.version.as_deref())
+        .job(job.id)
+        .field("Environment", env_of(&job))
+        .field("Version", job.version.as_deref().unwrap_or("-"))
+        .field("Requested by", &job.requested_by);
+        let mut writes = vec![transition(
+            job.id,
+            &[state::RUNNING],
+            to,
+            Some(title.clone()),
+            job.lease_owner.as_deref(),
+        )];
+        writes.push(Write::Sql {
+            sql: "UPDATE deployments SET status = 'interrupted', finished_at = $1 WHERE job_id = $2 AND status = 'running'".into(),
+            args: vec![crate::store::Arg::Int(crate::store::now_ms()), crate::store::Arg::Int(job.id)],
+        });
+        if requeue {
+            writes.push(Write::Sql {
+                sql: "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, step_pgid = NULL WHERE id = $1".into(),
+                args: vec![crate::store::Arg::Int(job.id)],
+            });
+        }
+        writes.extend(notices(app, &job, &notice));
+        writes.push(audit(&job, &format!("job_{to}"), title));
+        match app.db.apply(&writes).await {
+            Ok(_) => {
+                n += 1;
+                if !requeue {
+                    crate::support::metrics::job_finished(&job.kind, state::INTERRUPTED, 0.0);
+                }
+                tracing::warn!(
+                    job_id = job.id,
+                    state = to,
+                    "recovered a job whose process died"
+                );
+            }
+            Err(e) if crate::store::jobs::is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for job in app.db.overdue_approvals().await? {
+        let title = format!(
+            "Job {} ({}) expired: no approval arrived in time",
+            job.id,
+            crate::intake::describe(
+                &job.command,
+                job.environment.as_deref(),
+                job.version.as_deref()
+            )
+        );
+        let notice = Notice::new(NoticeKind::ApprovalExpired, Tone::Warning, title.clone())
+            .env(job.environment.as_deref())
+            .version(job.version.as_deref())
+            .job(job.id);
+        let mut writes = vec![transition(
+            job.id,
+            &[state::AWAITING_APPROVAL],
+            state::EXPIRED,
+            Some(title.clone()),
+            None,
+        )];
+        writes.extend(notices(app, &job, &notice));
+        writes.push(audit(&job, "job_expired", title));
+        match app.db.apply(&writes).await {
+            Ok(_) => n += 1,
+            Err(e) if crate::store::jobs::is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if n > 0 {
+        app.poke();
+    }
+    Ok(n)
+}
+
+/// Remind the channel of a lock that has been held for long. The reminder time is
+/// claimed with a guarded update first, so replicas remind once.
+pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
+    let every = app.settings.config.locks.remind_after_seconds as i64 * 1000;
+    let now = crate::store::now_ms();
+    for l in app.db.locks().await? {
+        let due = l.reminded_at.unwrap_or(l.locked_at) + every;
+        if now < due {
+            continue;
+        }
+        let title = format!(
+            "Reminder: {} has been locked by {} for {}: {}. Run `unlock {}` when it is safe",
+            l.environment,
+            l.locked_by,
+            fmt_duration(now - l.locked_at),
+            l.reason,
+            l.environment
+        );
+        let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
+            .env(Some(&l.environment));
+        let routes =
+            crate::jobs::env_routes(app, Some(&l.environment), &l.platform, l.channel.as_deref());
+        let mut writes = vec![Write::Sql {
+            sql: "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3".into(),
+            args: vec![
+                crate::store::Arg::Int(now),
+                crate::store::Arg::Text(l.environment.clone()),
+                crate::store::Arg::Int(l.reminded_at.unwrap_or(l.locked_at)),
+            ],
+        }];
+        for (platform, channel) in routes {
+            writes.push(Write::Notice(crate::store::NewNotice {
+                job_id: None,
+                platform,
+                channel,
+                thread_key: format!("lock:{}", l.environment),
+                body: n.to_json(),
+            }));
+        }
+        // Only the replica whose update matched sends the reminder.
+        app.db.apply_if_first(&writes).await?;
+        app.outbox_wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Claim and run jobs until `stop` fires; then wait for running jobs, which `shutdown`
+/// stops at the grace deadline.
+pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken) {
+    let cfg = &app.settings.config.queue;
+    let sem = Arc::new(tokio::sync::Semaphore::new(cfg.workers));
+    let lease_ms = (cfg.lease_seconds * 1000) as i64;
+    let poll = Duration::from_millis(cfg.poll_ms);
+    let mut running = tokio::task::JoinSet::new();
+    let mut last_recover = Instant::now() - Duration::from_secs(60);
+    app.health
+        .workers_started
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let listener = listen_for_jobs(&app, stop.clone());
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        app.health.worker_tick();
+        if last_recover.elapsed() > Duration::from_millis(1000) {
+            if let Err(e) = recover(&app).await {
+                tracing::warn!(error = %e, "cannot recover expired jobs");
+            }
+            if let Err(e) = remind_locks(&app).await {
+                tracing::warn!(error = %e, "cannot send lock reminders");
+            }
+            last_recover = Instant::now();
+        }
+        while running.try_join_next().is_some() {}
+        let mut claimed = false;
+        if let Ok(permit) = sem.clone().try_acquire_owned() {
+            match app.db.claim(&app.worker_id, lease_ms).await {
+                Ok(Some(job)) => {
+                    claimed = true;
+                    let (a, s) = (app.clone(), shutdown.clone());
+                    running.spawn(async move {
+                        execute(a, job, s).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot claim a job"),
+            }
+        }
+        if !claimed {
+            tokio::select! {
+                _ = app.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.cancelled() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+    if let Some(l) = listener {
+        l.abort();
+    }
+}
+
+/// On PostgreSQL, wake this process's workers when any replica enqueues (`NOTIFY`).
+fn listen_for_jobs(app: &Arc<App>, stop: CancelToken) -> Option<tokio::task::JoinHandle<()>> {
+    let crate::store::Db::Postgres(pool) = &app.db else {
+        return None;
+    };
+    let (pool, app) = (pool.clone(), app.clone());
+    Some(tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut l) => {
+                    if l.listen(crate::store::jobs::PG_CHANNEL).await.is_ok() {
+                        // recv() reconnects by itself after a dropped connection.
+                        while let Ok(_n) = l.recv().await {
+                            app.wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for new jobs; polling"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}

@@ -1,0 +1,301 @@
+//! A digest in words and in a picture: the notice every platform renders (its fields are
+//! the text fallback), a terminal rendering, and the PNG chart.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use super::{Digest, EnvReport, Late, Section};
+use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::reports::cost::{CostSummary, fmt_money};
+use crate::support::chart::DailySeries;
+
+pub(crate) fn local(tz: Tz, t: DateTime<Utc>, fmt: &str) -> String {
+    t.with_timezone(&tz).format(fmt).to_string()
+}
+
+/// The digest as a notice: one field per environment and per cost source, each a few
+/// lines, so every platform shows the whole digest even when the chart does not arrive.
+pub fn notice(d: &Digest, late: Option<Late>) -> Notice {
+    let end = local(d.tz, d.to, "%a %-d %b %Y %H:%M %Z");
+    let days = (d.to - d.from).num_days();
+    let title = match late {
+        Some(_) => format!("Late digest {}: {days} days to {end}", d.name),
+        None => format!("Digest {}: {days} days to {end}", d.name),
+    };
+    let mut n = Notice::new(NoticeKind::Digest, Tone::Info, title).field(
+        "Period",
+        format!(
+            "{} – {} ({})",
+            local(d.tz, d.from, "%Y-%m-%d %H:%M"),
+            local(d.tz, d.to, "%Y-%m-%d %H:%M"),
+            d.tz.name()
+        ),
+    );
+    if let Some(l) = late {
+        let mut s = format!("due {end}, posted {} late", fmt_late(l.now - d.to));
+        if l.missed > 0 {
+            s.push_str(&format!(
+                "; {} earlier firing{} {} missed while Deckhand was down and {} not posted separately",
+                l.missed,
+                if l.missed == 1 { "" } else { "s" },
+                if l.missed == 1 { "was" } else { "were" },
+                if l.missed == 1 { "is" } else { "are" },
+            ));
+        }
+        n = n.field("Late", s);
+    }
+    for e in &d.environments {
+        n = n.field(&e.name, env_lines(d, e).join("\n"));
+    }
+    if d.include.contains(&Section::Cost) {
+        if d.costs.is_empty() {
+            n = n.field(
+                "Cost",
+                "no cost sources configured ([[costs]] in deckhand.toml)",
+            );
+        }
+        for c in &d.costs {
+            n = match c {
+                Ok(s) => n.field(&format!("Cost: {}", s.source), cost_lines(s).join("\n")),
+                Err((source, e)) => {
+                    n.field(&format!("Cost: {source}"), format!("unavailable: {e}"))
+                }
+            };
+        }
+    }
+    n
+}
+
+/// How late, in the largest units that read well: "6 min 0 s", "6 h 0 min", "3 d 2 h".
+fn fmt_late(d: Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
+    match h {
+        0 => fmt_duration(ms),
+        1..=47 => format!("{h} h {m} min"),
+        _ => format!("{} d {} h", h / 24, h % 24),
+    }
+}
+
+fn env_lines(d: &Digest, e: &EnvReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if d.include.contains(&Section::Uptime) {
+        out.push(match e.uptime.percent() {
+            None => "Uptime: no probe results in this period".to_owned(),
+            Some(p) => {
+                let met = if p >= d.slo_percent { "met" } else { "missed" };
+                let budget = match e.uptime.budget_left(d.slo_percent) {
+                    Some(b) if b >= 0.0 => format!("{b:.0}% of the error budget left"),
+                    Some(b) => format!("error budget exhausted, overspent by {:.0}%", -b),
+                    None if p >= 100.0 => "no failures".to_owned(),
+                    None => "no error budget at 100%".to_owned(),
+                };
+                format!(
+                    "Uptime {p:.2}% ({} of {} probes passed); SLO {}% {met}, {budget}",
+                    e.uptime.ok, e.uptime.total, d.slo_percent
+                )
+            }
+        });
+        let total: i64 = e.incidents.values().sum();
+        out.push(if total == 0 {
+            "Incidents 0, downtime 0 s".to_owned()
+        } else {
+            let by: Vec<String> = e
+                .incidents
+                .iter()
+                .map(|(s, c)| format!("{s} {c}"))
+                .collect();
+            format!(
+                "Incidents {total} ({}), downtime {}",
+                by.join(", "),
+                fmt_duration(e.downtime_ms)
+            )
+        });
+    }
+    if d.include.contains(&Section::Deployments) {
+        let s = &e.deploys;
+        let mut line = format!("Deployments {}", s.deploys);
+        if let Some(p) = s.success_percent() {
+            line.push_str(&format!(
+                ": {} of {} verified ({p:.0}%)",
+                s.verified, s.finished
+            ));
+        }
+        line.push_str(&format!(
+            ", {} rollback{}",
+            s.rollbacks,
+            if s.rollbacks == 1 { "" } else { "s" }
+        ));
+        if s.auto_rollbacks > 0 {
+            line.push_str(&format!(" ({} automatic)", s.auto_rollbacks));
+        }
+        if let Some(m) = s.median_ms {
+            line.push_str(&format!(", median {}", fmt_duration(m)));
+        }
+        out.push(line);
+    }
+    out
+}
+
+fn cost_lines(s: &CostSummary) -> Vec<String> {
+    let m = |a: f64| fmt_money(a, &s.currency);
+    let Some(end) = s.data_end else {
+        return vec!["no cost records reported".into()];
+    };
+    let mut out = vec![format!(
+        "Month to date {} (through {})",
+        m(s.month_to_date),
+        end.format("%-d %b")
+    )];
+    let mut forecast = format!("Forecast {} for {}", m(s.forecast), s.month.format("%B"));
+    if let Some(b) = s.budget {
+        let verdict = if s.over_budget() {
+            "over budget"
+        } else {
+            "within budget"
+        };
+        forecast.push_str(&format!(
+            "; budget {} ({:.0}%, {verdict})",
+            m(b),
+            s.forecast * 100.0 / b
+        ));
+    }
+    out.push(forecast);
+    let change = if s.previous_total > 0.0 {
+        format!(
+            " ({:+.0}% on the period before)",
+            (s.period_total / s.previous_total - 1.0) * 100.0
+        )
+    } else {
+        String::new()
+    };
+    out.push(format!(
+        "Last {} days {}{change}",
+        s.daily.len(),
+        m(s.period_total)
+    ));
+    if !s.movers.is_empty() {
+        let movers: Vec<String> = s
+            .movers
+            .iter()
+            .map(|v| {
+                let delta = v.current - v.previous;
+                let sign = if delta >= 0.0 { "+" } else { "" };
+                let pct = if v.previous > 0.0 {
+                    format!(" ({:+.0}%)", (delta / v.previous) * 100.0)
+                } else {
+                    " (new)".to_owned()
+                };
+                format!("{} {sign}{}{pct}", v.service, m(delta))
+            })
+            .collect();
+        out.push(format!("Movers: {}", movers.join(", ")));
+    }
+    out
+}
+
+/// The PNG: uptime per day above cost per day (summed over the sources that share the
+/// first source's currency; a sum source would count its parts twice).
+pub fn chart(
+    d: &Digest,
+    costs: &[crate::reports::cost::CostSource],
+) -> std::result::Result<Vec<u8>, String> {
+    let uptime = DailySeries {
+        label: "Uptime, all environments".into(),
+        unit: "%".into(),
+        points: d.uptime_daily.clone(),
+    };
+    let mut currency = None;
+    let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
+    for s in d.costs.iter().flatten() {
+        let summed = costs.iter().any(|c| {
+            c.name == s.source && matches!(c.origin, crate::reports::cost::Origin::Sum(_))
+        });
+        if summed || currency.get_or_insert_with(|| s.currency.clone()) != &s.currency {
+            continue;
+        }
+        for (day, v) in &s.daily {
+            *per_day.entry(*day).or_default() += v;
+        }
+    }
+    let cost = DailySeries {
+        label: "Cost per day".into(),
+        unit: currency.unwrap_or_default(),
+        points: per_day.into_iter().collect(),
+    };
+    let title = format!(
+        "{}: {} – {}",
+        d.name,
+        local(d.tz, d.from, "%-d %b"),
+        local(d.tz, d.to, "%-d %b %Y")
+    );
+    crate::support::chart::digest_chart(&title, &uptime, &cost)
+}
+
+/// Plain text for a terminal: like [`Notice::render_text`], with a field's later lines
+/// indented under its first.
+pub fn render_terminal(n: &Notice) -> String {
+    let width = n
+        .fields
+        .iter()
+        .map(|f| f.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut out = format!("{} {}", n.tone.symbol(), n.title);
+    for f in &n.fields {
+        for (i, line) in f.value.lines().enumerate() {
+            let label = if i == 0 {
+                format!("{}:", f.label)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("\n    {label:<width$}  {line}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_digests_say_how_late_and_what_was_missed() {
+        let to: DateTime<Utc> = "2026-11-23T08:00:00Z".parse().unwrap();
+        let d = Digest {
+            name: "weekly".into(),
+            from: to - Duration::days(7),
+            to,
+            tz: "Europe/Amsterdam".parse().unwrap(),
+            slo_percent: 99.5,
+            include: vec![Section::Cost],
+            environments: vec![],
+            costs: vec![Err(("aws".into(), "GET answered HTTP 500".into()))],
+            uptime_daily: vec![],
+        };
+        let n = notice(
+            &d,
+            Some(Late {
+                now: to + Duration::hours(50),
+                missed: 1,
+            }),
+        );
+        assert_eq!(
+            n.title,
+            "Late digest weekly: 7 days to Mon 23 Nov 2026 09:00 CET"
+        );
+        let text = render_terminal(&n);
+        assert!(
+            text.contains("posted 2 d 2 h late; 1 earlier firing was missed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Cost: aws:  unavailable: GET answered HTTP 500"),
+            "{text}"
+        );
+        assert_eq!(fmt_late(Duration::seconds(90)), "1 min 30 s");
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP server and the background loops of `deckhand serve`.
+//!
+//! Shutdown (SIGTERM or SIGINT) drains in order: new commands get 503 at once, workers
+//! stop claiming, running jobs get the configured grace period to finish, then their step
+//! process groups are stopped and the jobs are left for the next start to report as
+//! interrupted; the outbox is flushed as far as the platforms allow; the process exits 0.
+//!
+//! Every route passes [`crate::server::limits`] (per-client rate on the command and alert
+//! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
+//! carry the security headers too.
+
+pub mod limits;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::App;
+use crate::outbox::{Deliverer, run_sender};
+use crate::server::limits::{Limits, enforce};
+use crate::store::now_ms;
+use crate::support::runner::CancelToken;
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The router: public endpoints and (unless served apart) `/metrics`.
+pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
+    let mut r = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    if with_metrics {
+        r = r.route("/metrics", get(metrics));
+    }
+    harden(&app, r.merge(crate::platform::routes())).with_state(app)
+}
+
+/// The router of the separate metrics listener (`[server] metrics_listen`).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    harden(&app, Router::new().route("/metrics", get(metrics))).with_state(app)
+}
+
+/// What every route gets, outermost first: latency metrics and security headers, the
+/// inbound limits (rate, size, deadline), and a body cap for the extractors (routes may
+/// set a smaller one, as Slack's do).
+fn harden(app: &App, r: Router<Arc<App>>) -> Router<Arc<App>> {
+    let limits = Arc::new(Limits::new(&app.settings.config.server));
+    r.layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn_with_state(limits, enforce))
+        .layer(axum::middleware::from_fn(observe))
+}
+
+/// Latency by route, and the headers every response carries.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let mut resp = next.run(req).await;
+    crate::support::metrics::http(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = app.db.ready().await {
+        problems.push(e);
+    }
+    let stale = |t: i64| now_ms() - t > 10_000;
+    if !app.health.workers_started.load(Ordering::Relaxed)
+        || stale(app.health.worker_tick.load(Ordering::Relaxed))
+    {
+        problems.push("job workers are not running".into());
+    }
+    if !app.health.outbox_started.load(Ordering::Relaxed)
+        || stale(app.health.outbox_tick.load(Ordering::Relaxed))
+    {
+        problems.push("the outbox sender is not running".into());
+    }
+    if let Some(e) = app.health.outbox_error() {
+        problems.push(format!("outbox: {e}"));
+    }
+    if app.health.draining() {
+        problems.push("shutting down".into());
+    }
+    if problems.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready", "database": app.db.backend()})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "reasons": problems})),
+        )
+            .into_response()
+    }
+}
+
+/// Non-final job states, reported even at zero so a dashboard sees the series drop.
+const QUEUE_STATES: &[&str] = &[
+    crate::store::jobs::state::QUEUED,
+    crate::store::jobs::state::AWAITING_APPROVAL,
+    crate::store::jobs::state::RUNNING,
+];
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut gauges = Vec::new();
+    match app.db.job_counts().await {
+        Ok(counts) => {
+            let mut depth: Vec<(String, i64)> =
+                QUEUE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
+            for (s, n) in counts {
+                if crate::store::jobs::state::is_final(&s) {
+                    continue;
+                }
+                match depth.iter_mut().find(|d| d.0 == s) {
+                    Some(d) => d.1 = n,
+                    None => depth.push((s, n)),
+                }
+            }
+            for (s, n) in depth {
+                gauges.push((
+                    "deckhand_queue_depth",
+                    "Jobs not yet finished, by state.",
+                    vec![("state", s)],
+                    n as f64,
+                ));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
+    }
+    match app.db.outbox_depth().await {
+        Ok(found) => {
+            let mut depth: Vec<(String, i64)> = ["terminal", "slack", "discord"]
+                .into_iter()
+                .filter(|p| *p == "terminal" || app.settings.platform_enabled(p))
+                .map(|p| (p.to_owned(), 0))
+                .collect();
+            for (p, n) in found {
+                match depth.iter_mut().find(|d| d.0 == p) {
+                    Some(d) => d.1 = n,
+                    None => depth.push((p, n)),
+                }
+            }
+            for (p, n) in depth {
+                gauges.push((
+                    "deckhand_outbox_depth",
+                    "Notices waiting for delivery, by platform.",
+                    vec![("platform", p)],
+                    n as f64,
+                ));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count pending notices"),
+    }
+    gauges.push((
+        "deckhand_draining",
+        "1 while the process shuts down and refuses new commands.",
+        vec![],
+        if app.health.draining() { 1.0 } else { 0.0 },
+    ));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::support::metrics::render(&gauges),
+    )
+        .into_response()
+}
+
+/// The deliverers this process runs: the terminal (its own stdout), plus every platform
+/// with credentials.
+pub fn deliverers(app: &App, print_terminal: bool) -> Vec<Deliverer> {
+    let mut d = vec![Deliverer::Terminal {
+        print: print_terminal,
+    }];
+    d.extend(crate::platform::deliverers(app));
+    d
+}
+
+/// Keep this process visible as a live `serve` to `deckhand run`.
+async fn presence(app: Arc<App>, stop: CancelToken) {
+    loop {
+        if let Err(e) = app.db.worker_heartbeat(&app.worker_id, "serve").await {
+            tracing::warn!(error = %e, "cannot record the server's heartbeat");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    let _ = app.db.worker_gone(&app.worker_id).await;
+}
+
+/// Run the server on `listener` until `shutdown` resolves, then drain. Returns when done.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop_claiming = CancelToken::new();
+    let kill_steps = CancelToken::new();
+    let stop_sender = CancelToken::new();
+    let stop_http = CancelToken::new();
+
+    let workers = tokio::spawn(crate::jobs::run_workers(
+        app.clone(),
+        stop_claiming.clone(),
+        kill_steps.clone(),
+    ));
+    app.health.outbox_started.store(true, Ordering::Relaxed);
+    let sender = tokio::spawn(run_sender(
+        app.clone(),
+        deliverers(&app, true),
+        stop_sender.clone(),
+    ));
+    let presence = tokio::spawn(presence(app.clone(), stop_sender.clone()));
+    let background = crate::platform::background(app.clone(), stop_sender.clone());
+
+    let metrics_apart = app.settings.config.server.metrics_listen.clone();
+    let mut extra = None;
+    if let Some(addr) = metrics_apart {
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let r = metrics_router(app.clone());
+        let stop = stop_http.clone();
+        extra = Some(tokio::spawn(async move {
+            let _ = axum::serve(l, r)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        }));
+    }
+    let router = router(
+        app.clone(),
+        app.settings.config.server.metrics_listen.is_none(),
+    );
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = app.db.backend(), "deckhand is listening");
+
+    let http = {
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        })
+    };
+
+    shutdown.await;
+    let grace = Duration::from_secs(app.settings.config.server.shutdown_grace_seconds);
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "shutting down: refusing new commands, finishing running jobs"
+    );
+    app.health.draining.store(true, Ordering::Relaxed);
+    stop_claiming.cancel();
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut workers = workers;
+    if tokio::time::timeout_at(deadline, &mut workers)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "grace period over: stopping running steps; the next start reports their jobs as interrupted"
+        );
+        kill_steps.cancel();
+        let _ = workers.await;
+    }
+    // Give the outbox a few seconds to deliver what the jobs reported.
+    let flush_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < flush_until {
+        let pending: i64 = app
+            .db
+            .outbox_depth()
+            .await
+            .map(|d| d.iter().map(|x| x.1).sum())
+            .unwrap_or(0);
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_sender.cancel();
+    let _ = sender.await;
+    let _ = presence.await;
+    for b in background {
+        let _ = b.await;
+    }
+    stop_http.cancel();
+    let _ = http.await;
+    if let Some(e) = extra {
+        let _ = e.await;
+    }
+    app.db.close().await;
+    tracing::info!("deckhand stopped");
+    Ok(())
+}

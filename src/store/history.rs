@@ -1,0 +1,127 @@
+//! Deployment history and environment locks: the facts policy decides from.
+
+use crate::on_db;
+use crate::store::{Db, DeploymentRow, Result};
+
+/// Statuses of a deployment row.
+pub mod status {
+    pub const RUNNING: &str = "running";
+    /// Steps succeeded and the health check passed.
+    pub const VERIFIED: &str = "verified";
+    /// Steps succeeded but the health check failed: installed, not trusted.
+    pub const UNHEALTHY: &str = "unhealthy";
+    /// A step failed: what runs is unknown.
+    pub const FAILED: &str = "failed";
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockRow {
+    pub environment: String,
+    pub locked_by: String,
+    pub platform: String,
+    pub channel: Option<String>,
+    pub reason: String,
+    pub locked_at: i64,
+    pub reminded_at: Option<i64>,
+}
+
+impl Db {
+    /// What an environment runs now: the newest deployment whose steps completed.
+    pub async fn current_deployment(&self, env: &str) -> Result<Option<DeploymentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT * FROM deployments WHERE environment = $1 AND status IN ('verified', 'unhealthy') \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(env)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    /// Was this exact version deployed to `env` and verified healthy there?
+    pub async fn verified_on(&self, env: &str, version: &str) -> Result<bool> {
+        let n: i64 = on_db!(self, p => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deployments WHERE environment = $1 AND version = $2 AND status = 'verified'",
+            )
+            .bind(env)
+            .bind(version)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
+    /// The newest verified version of `env` other than `not`: where a rollback goes.
+    pub async fn previous_verified(&self, env: &str, not: Option<&str>) -> Result<Option<String>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_scalar(
+                "SELECT version FROM deployments WHERE environment = $1 AND status = 'verified' \
+                 AND ($2 IS NULL OR version <> $2) ORDER BY id DESC LIMIT 1",
+            )
+            .bind(env)
+            .bind(not)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    /// Verified versions of `env`, newest first, each once.
+    pub async fn verified_versions(&self, env: &str, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String, i64)> = on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT version, MAX(id) AS last FROM deployments WHERE environment = $1 AND status = 'verified' \
+                 GROUP BY version ORDER BY last DESC LIMIT $2",
+            )
+            .bind(env)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Who approved a job so far.
+    pub async fn approvals(&self, job_id: i64) -> Result<Vec<String>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_scalar("SELECT approver FROM approvals WHERE job_id = $1 AND decision = 'approve' ORDER BY at")
+                .bind(job_id)
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    /// Jobs waiting for approval past their deadline.
+    pub async fn overdue_approvals(&self) -> Result<Vec<crate::store::jobs::JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM jobs WHERE state = 'awaiting_approval' AND approval_deadline < $1 ORDER BY id")
+                .bind(crate::store::now_ms())
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    pub async fn lock_of(&self, env: &str) -> Result<Option<LockRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM locks WHERE environment = $1")
+                .bind(env)
+                .fetch_optional(p)
+                .await?
+        }))
+    }
+
+    pub async fn locks(&self) -> Result<Vec<LockRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM locks ORDER BY environment").fetch_all(p).await?
+        }))
+    }
+}
+
+/// A timestamp in milliseconds as people read it, in UTC.
+pub fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}

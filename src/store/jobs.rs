@@ -1,0 +1,326 @@
+//! The durable job queue.
+//!
+//! A job is one row in `jobs`, written before the request is acknowledged, together with
+//! its first notice and audit event. Workers claim jobs with a lease that a heartbeat
+//! extends; a job whose lease runs out (its process died) is reported `interrupted`, and
+//! re-queued only when its command says re-running is safe. One mutating job per
+//! environment runs at a time: the claim skips environments that have a running job, and a
+//! partial unique index makes that hold even between replicas.
+
+use sqlx::FromRow;
+
+use crate::on_db;
+use crate::store::{Db, NewNotice, Result, StoreError, Write, exec_write, now_ms};
+
+/// Job states. `awaiting_approval` jobs are not claimable until approved.
+pub mod state {
+    pub const QUEUED: &str = "queued";
+    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const INTERRUPTED: &str = "interrupted";
+    pub const REJECTED: &str = "rejected";
+    pub const EXPIRED: &str = "expired";
+
+    pub fn is_final(s: &str) -> bool {
+        matches!(
+            s,
+            SUCCEEDED | FAILED | CANCELLED | INTERRUPTED | REJECTED | EXPIRED
+        )
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub command: String,
+    pub kind: String,
+    pub environment: Option<String>,
+    pub version: Option<String>,
+    /// Validated arguments by name, as a JSON object.
+    pub args: String,
+    pub state: String,
+    pub requested_by: String,
+    pub platform: String,
+    pub channel: Option<String>,
+    /// Where to answer the requester (a Slack `response_url`, a Discord token), if any.
+    pub reply_to: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub concurrency_key: Option<String>,
+    pub idempotent: bool,
+    pub attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub run_at: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub result: Option<String>,
+    pub approvals_needed: i64,
+    pub approval_deadline: Option<i64>,
+    pub emergency: Option<String>,
+    pub cancel_requested: bool,
+    pub step_pgid: Option<i64>,
+}
+
+impl JobRow {
+    pub fn args_map(&self) -> std::collections::BTreeMap<String, String> {
+        serde_json::from_str(&self.args).unwrap_or_default()
+    }
+}
+
+/// A job to enqueue. `state` is `queued` or `awaiting_approval`.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub command: String,
+    pub kind: String,
+    pub environment: Option<String>,
+    pub version: Option<String>,
+    pub args: String,
+    pub state: String,
+    pub requested_by: String,
+    pub platform: String,
+    pub channel: Option<String>,
+    pub reply_to: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub concurrency_key: Option<String>,
+    pub idempotent: bool,
+    pub approvals_needed: i64,
+    pub approval_deadline: Option<i64>,
+    pub emergency: Option<String>,
+}
+
+/// What enqueueing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    /// False when the idempotency key was seen before: `id` is the earlier job.
+    pub created: bool,
+    /// The job on the same environment this one waits for, if any.
+    pub behind: Option<i64>,
+    pub state: String,
+}
+
+/// Channel PostgreSQL workers LISTEN on.
+pub const PG_CHANNEL: &str = "deckhand_jobs";
+
+impl Db {
+    /// Insert a job and, in the same transaction, the writes `extra` makes for it (its
+    /// first notices and audit event), given the new id and the job it is queued behind.
+    pub async fn enqueue(
+        &self,
+        job: &NewJob,
+        extra: impl FnOnce(i64, Option<i64>) -> Vec<Write>,
+    ) -> Result<Enqueued> {
+        let now = now_ms();
+        on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO jobs (command, kind, environment, version, args, state, requested_by, platform, \
+                 channel, reply_to, idempotency_key, concurrency_key, idempotent, approvals_needed, \
+                 approval_deadline, emergency, run_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            )
+            .bind(&job.command)
+            .bind(&job.kind)
+            .bind(&job.environment)
+            .bind(&job.version)
+            .bind(&job.args)
+            .bind(&job.state)
+            .bind(&job.requested_by)
+            .bind(&job.platform)
+            .bind(&job.channel)
+            .bind(&job.reply_to)
+            .bind(&job.idempotency_key)
+            .bind(&job.concurrency_key)
+            .bind(job.idempotent)
+            .bind(job.approvals_needed)
+            .bind(job.approval_deadline)
+            .bind(&job.emergency)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = inserted else {
+                tx.rollback().await?;
+                let (id, state): (i64, String) =
+                    sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
+                        .bind(&job.idempotency_key)
+                        .fetch_one(p)
+                        .await?;
+                return Ok(Enqueued { id, created: false, behind: None, state });
+            };
+            let behind: Option<i64> = match &job.concurrency_key {
+                Some(k) => sqlx::query_scalar(
+                    "SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
+                     AND state IN ('queued', 'running')",
+                )
+                .bind(k)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?,
+                None => None,
+            };
+            for w in extra(id, behind) {
+                exec_write!(self, tx, &w)?;
+            }
+            if matches!(self, Db::Postgres(_)) {
+                sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Enqueued { id, created: true, behind, state: job.state.clone() })
+        })
+    }
+
+    /// Claim the oldest runnable job: queued, due, and on an environment with nothing
+    /// running. `None` when there is nothing to do (or another worker won the race).
+    pub async fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<JobRow>> {
+        let now = now_ms();
+        let pick = "SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_at <= $3 \
+                    AND (j.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r \
+                    WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running')) \
+                    ORDER BY j.id LIMIT 1";
+        let lock = match self {
+            Db::Postgres(_) => " FOR UPDATE OF j SKIP LOCKED",
+            Db::Sqlite(_) => "",
+        };
+        // started_at from the database's clock once the row is locked (see `Db::now_sql`):
+        // never before the end of the environment's previous job.
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, \
+             started_at = COALESCE(started_at, {now}), attempts = attempts + 1 \
+             WHERE id = ({pick}{lock}) RETURNING *",
+            now = self.now_sql()
+        );
+        let r: std::result::Result<Option<JobRow>, sqlx::Error> = on_db!(self, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(now + lease_ms)
+                .bind(now)
+                .fetch_optional(p)
+                .await
+        });
+        match r {
+            Ok(j) => Ok(j),
+            // Two replicas picked jobs of one environment at once: the index kept one out.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Extend a lease. Returns `Some(cancel_requested)`, or `None` when the lease is lost.
+    pub async fn heartbeat(&self, id: i64, owner: &str, lease_ms: i64) -> Result<Option<bool>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_scalar(
+                "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running' \
+                 RETURNING cancel_requested",
+            )
+            .bind(now_ms() + lease_ms)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    /// Remember the running step's process group (see [`JobRow::step_pgid`]).
+    pub async fn set_step_pgid(&self, id: i64, pgid: Option<i64>) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query("UPDATE jobs SET step_pgid = $1 WHERE id = $2")
+                .bind(pgid)
+                .bind(id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Running jobs whose lease ran out: their process died.
+    pub async fn expired_leases(&self) -> Result<Vec<JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM jobs WHERE state = 'running' AND lease_until < $1 ORDER BY id")
+                .bind(now_ms())
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_optional(p).await?
+        }))
+    }
+
+    pub async fn recent_jobs(&self, limit: i64) -> Result<Vec<JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM jobs ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(p).await?
+        }))
+    }
+
+    /// Queued, waiting and running jobs, oldest first.
+    pub async fn open_jobs(&self, env: Option<&str>) -> Result<Vec<JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT * FROM jobs WHERE state IN ('queued', 'awaiting_approval', 'running') \
+                 AND ($1 IS NULL OR environment = $1) ORDER BY id",
+            )
+            .bind(env)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Count of jobs by state (for `/status` and metrics).
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(p)
+                .await?
+        }))
+    }
+}
+
+/// A state change of a job that the given owner holds.
+pub fn transition(
+    id: i64,
+    from: &'static [&'static str],
+    to: &str,
+    result: Option<String>,
+    owner: Option<&str>,
+) -> Write {
+    Write::JobState {
+        id,
+        from,
+        to: to.to_owned(),
+        result,
+        owner: owner.map(str::to_owned),
+    }
+}
+
+/// Notices of one job go to its thread on each platform.
+pub fn job_thread(id: i64) -> String {
+    format!("job:{id}")
+}
+
+/// An outbox row for a notice about a job.
+pub fn job_notice(
+    job_id: i64,
+    platform: &str,
+    channel: Option<&str>,
+    n: &crate::domain::notice::Notice,
+) -> Write {
+    Write::Notice(NewNotice {
+        job_id: Some(job_id),
+        platform: platform.to_owned(),
+        channel: channel.map(str::to_owned),
+        thread_key: job_thread(job_id),
+        body: n.to_json(),
+    })
+}
+
+/// Is this error a guarded update that lost its race?
+pub fn is_conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict(_))
+}

@@ -1,0 +1,551 @@
+//! Storage: one [`Db`] over a SQLite or a PostgreSQL pool, chosen from the URL scheme.
+//!
+//! Queries are written once with `$1` placeholders (SQLite accepts them) and run on either
+//! pool through [`on_db!`]; only the claim query differs. Every write that reports a state
+//! change goes through [`Db::apply`], which runs a list of [`Write`]s in one transaction, so
+//! a notice is on disk exactly when the state it reports is.
+
+pub mod history;
+pub mod jobs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    /// A guarded update found the row in another state (someone else moved it first).
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run the same body on whichever pool `db` holds; `$p` is `&SqlitePool` or `&PgPool`.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($p) => $body,
+            $crate::store::Db::Postgres($p) => $body,
+        }
+    };
+}
+
+/// How long a readiness check waits for the database.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the Unix epoch with a fraction, for latency measurements.
+pub fn now_ms_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// Milliseconds since the Unix epoch: the one time format in the database.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Execute one [`Write`] on an open transaction `$tx` of `$db`; evaluates to `Result<i64>`.
+macro_rules! exec_write {
+    ($db:expr, $tx:ident, $w:expr) => {{
+let id: i64 = match $w {
+            $crate::store::Write::Notice(n) => sqlx::query_scalar(
+                "INSERT INTO outbox (job_id, platform, channel, thread_key, body, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            )
+            .bind(n.job_id)
+            .bind(&n.platform)
+            .bind(&n.channel)
+            .bind(&n.thread_key)
+            .bind(&n.body)
+            .bind($crate::store::now_ms())
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::Audit(a) => sqlx::query_scalar(
+                "INSERT INTO audit_events (at, actor, platform, action, environment, job_id, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind($crate::store::now_ms())
+            .bind(&a.actor)
+            .bind(&a.platform)
+            .bind(&a.action)
+            .bind(&a.environment)
+            .bind(a.job_id)
+            .bind(&a.detail)
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::JobState { id, from, to, result, owner } => {
+                let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 5)).collect::<Vec<_>>().join(", ");
+                let terminal = ["succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"].contains(&to.as_str());
+                // The database's clock, read once the row is locked: the next job of the
+                // environment can only be claimed after this commits, so its start is never
+                // recorded before this end.
+                let sql = format!(
+                    "UPDATE jobs SET state = $1, result = COALESCE($2, result), \
+                     finished_at = CASE WHEN $3 THEN {now} ELSE finished_at END, \
+                     lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
+                     lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END \
+                     WHERE id = $4 AND state IN ({placeholders}){}",
+                    if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 5) } else { String::new() },
+                    now = $db.now_sql(),
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(to)
+                    .bind(result)
+                    .bind(terminal)
+                    .bind(id);
+                for f in from.iter() {
+                    q = q.bind(*f);
+                }
+                if let Some(o) = owner {
+                    q = q.bind(o);
+                }
+                let n = q.execute(&mut *$tx).await?.rows_affected();
+                if n == 0 {
+                    return Err($crate::store::StoreError::Conflict(format!("job {id} is no longer {}", from.join(" or "))));
+                }
+                0
+            }
+            $crate::store::Write::DeploymentStart { job_id, environment, version, kind, requested_by } => sqlx::query_scalar(
+                "INSERT INTO deployments (job_id, environment, version, kind, requested_by, status, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
+            )
+            .bind(job_id)
+            .bind(environment)
+            .bind(version)
+            .bind(kind)
+            .bind(requested_by)
+            .bind($crate::store::now_ms())
+            .fetch_one(&mut *$tx)
+            .await?,
+            $crate::store::Write::DeploymentFinish { id, status, verified, health, migration } => {
+                let now = $crate::store::now_ms();
+                sqlx::query(
+                    "UPDATE deployments SET status = $1, verified = $2, health = $3, migration = $4, \
+                     finished_at = $5, duration_ms = $5 - started_at WHERE id = $6",
+                )
+                .bind(status)
+                .bind(verified)
+                .bind(health)
+                .bind(migration)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *$tx)
+                .await?;
+                0
+            }
+            $crate::store::Write::Sql { sql, args } => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for a in args {
+                    q = match a {
+                        $crate::store::Arg::Int(i) => q.bind(*i),
+                        $crate::store::Arg::Text(s) => q.bind(s.clone()),
+                        $crate::store::Arg::Null => q.bind(None::<String>),
+                    };
+                }
+                q.execute(&mut *$tx).await?.rows_affected() as i64
+            }
+        };
+        Ok::<i64, $crate::store::StoreError>(id)
+    }};
+}
+pub(crate) use exec_write;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Connect; a missing SQLite file is created, in WAL mode.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &crate::config::StorageConfig::default()).await
+    }
+
+    /// Connect with storage tuning; see [`crate::config::StorageConfig`].
+    pub async fn connect_with(url: &str, cfg: &crate::config::StorageConfig) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            let sync = if cfg.sqlite_synchronous == "normal" {
+                sqlx::sqlite::SqliteSynchronous::Normal
+            } else {
+                sqlx::sqlite::SqliteSynchronous::Full
+            };
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(StoreError::BadUrl(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Postgres(p) => PG_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// The database answers within [`READY_TIMEOUT`] and every bundled migration is applied.
+    /// The bound matters: while the database is down, the pool keeps trying to connect for
+    /// its whole acquire timeout, and a readiness check must say "down" before that.
+    pub async fn ready(&self) -> Result<(), String> {
+        let expected = match self {
+            Db::Sqlite(_) => SQLITE_MIGRATIONS.iter().count() as i64,
+            Db::Postgres(_) => PG_MIGRATIONS.iter().count() as i64,
+        };
+        let applied = tokio::time::timeout(READY_TIMEOUT, async {
+            on_db!(self, p => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(p)
+                    .await
+            })
+        })
+        .await;
+        match applied {
+            Ok(Ok(n)) if n >= expected => Ok(()),
+            Ok(Ok(n)) => Err(format!("migrations applied: {n} of {expected}")),
+            Ok(Err(e)) => Err(format!("database unreachable: {}", short_err(&e))),
+            Err(_) => Err(format!(
+                "database unreachable: no answer within {} s",
+                READY_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, p => p.close().await)
+    }
+
+    /// Run writes in one transaction. Returns the id of each inserted row, in order
+    /// (rows affected for updates).
+    pub async fn apply(&self, writes: &[Write]) -> Result<Vec<i64>> {
+        on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut ids = Vec::with_capacity(writes.len());
+            for w in writes {
+                ids.push(exec_write!(self, tx, w)?);
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
+    }
+}
+
+impl Db {
+    /// SQL for "now" in milliseconds since the epoch, read from the database server's clock
+    /// when the statement runs (after it has its locks), unlike [`now_ms`] which is read
+    /// before the statement is sent.
+    pub fn now_sql(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Db::Postgres(_) => "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        }
+    }
+
+    /// Like [`Db::apply`], but the first write is a guarded update: when it matches no row
+    /// (another replica got there first) nothing is written. Returns whether it applied.
+    pub async fn apply_if_first(&self, writes: &[Write]) -> Result<bool> {
+        on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut first = true;
+            for w in writes {
+                let n = exec_write!(self, tx, w)?;
+                if first && n == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                first = false;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+}
+
+impl Db {
+    /// Claim something that must happen once across replicas (a probe round, a digest
+    /// firing): true for the one caller whose row went in.
+    pub async fn claim_once(&self, kind: &str, key: &str, owner: &str) -> Result<bool> {
+        let n = on_db!(self, p => {
+            sqlx::query("INSERT INTO claims (kind, key, at, owner) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO NOTHING")
+                .bind(kind)
+                .bind(key)
+                .bind(now_ms())
+                .bind(owner)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
+/// One write in a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Notice(NewNotice),
+    Audit(AuditEvent),
+    /// Move a job from one of `from` to `to`; the transaction fails with
+    /// [`StoreError::Conflict`] when the job is in none of them (or another worker owns it).
+    JobState {
+        id: i64,
+        from: &'static [&'static str],
+        to: String,
+        result: Option<String>,
+        owner: Option<String>,
+    },
+    DeploymentStart {
+        job_id: i64,
+        environment: String,
+        version: String,
+        kind: String,
+        requested_by: String,
+    },
+    DeploymentFinish {
+        id: i64,
+        status: String,
+        verified: bool,
+        health: Option<String>,
+        migration: Option<String>,
+    },
+    /// A statement with fixed SQL text (never user text) and bound arguments.
+    Sql {
+        sql: String,
+        args: Vec<Arg>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+/// A row for the outbox: one rendered-later notice for one platform and channel.
+#[derive(Debug, Clone)]
+pub struct NewNotice {
+    pub job_id: Option<i64>,
+    pub platform: String,
+    pub channel: Option<String>,
+    /// Notices with the same key update one message (`job:42`, `incident:…`).
+    pub thread_key: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub actor: String,
+    pub platform: String,
+    pub action: String,
+    pub environment: Option<String>,
+    pub job_id: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub platform: String,
+    pub action: String,
+    pub environment: Option<String>,
+    pub job_id: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub job_id: i64,
+    pub environment: String,
+    pub version: String,
+    pub kind: String,
+    pub requested_by: String,
+    pub status: String,
+    pub verified: bool,
+    pub health: Option<String>,
+    pub migration: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogRow {
+    pub id: i64,
+    pub job_id: i64,
+    pub step: String,
+    pub stream: String,
+    pub line: String,
+    pub at: i64,
+}
+
+impl Db {
+    pub async fn audit(&self, env: Option<&str>, limit: i64) -> Result<Vec<AuditRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT * FROM (SELECT * FROM audit_events WHERE ($1 IS NULL OR environment = $1) ORDER BY id DESC LIMIT $2) a ORDER BY id",
+            )
+            .bind(env)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    pub async fn deployments(&self, env: &str, limit: i64) -> Result<Vec<DeploymentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM deployments WHERE environment = $1 ORDER BY id DESC LIMIT $2")
+                .bind(env)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    pub async fn job_log(&self, job_id: i64, after: i64) -> Result<Vec<LogRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM job_logs WHERE job_id = $1 AND id > $2 ORDER BY id")
+                .bind(job_id)
+                .bind(after)
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    /// Append log lines in one statement per batch.
+    pub async fn append_log(
+        &self,
+        job_id: i64,
+        lines: &[(String, &'static str, String)],
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        on_db!(self, p => {
+            let mut qb = sqlx::QueryBuilder::new("INSERT INTO job_logs (job_id, step, stream, line, at) ");
+            qb.push_values(lines, |mut b, (step, stream, line)| {
+                b.push_bind(job_id).push_bind(step.clone()).push_bind(*stream).push_bind(line.clone()).push_bind(now);
+            });
+            qb.build().execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Register or refresh this process as a live worker.
+    pub async fn worker_heartbeat(&self, id: &str, role: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self, p => {
+            sqlx::query(
+                "INSERT INTO workers (id, role, started_at, heartbeat_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = $3",
+            )
+            .bind(id)
+            .bind(role)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn worker_gone(&self, id: &str) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Is a `serve` process alive (heartbeat newer than `within_ms`)?
+    pub async fn live_server(&self, within_ms: i64) -> Result<bool> {
+        let n: i64 = on_db!(self, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM workers WHERE role = 'serve' AND heartbeat_at > $1")
+                .bind(now_ms() - within_ms)
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n > 0)
+    }
+}
+
+/// A database URL with any password removed, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A database error in one line, without query text or parameters.
+pub fn short_err(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".into(),
+        sqlx::Error::Io(io) => format!("I/O: {io}"),
+        other => other.to_string().lines().next().unwrap_or("").to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://deckhand.db"),
+            "sqlite://deckhand.db"
+        );
+    }
+}

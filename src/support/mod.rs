@@ -1,0 +1,6 @@
+//! Parts with no knowledge of deploys: child processes, metrics, schedules, charts.
+
+pub mod chart;
+pub mod metrics;
+pub mod runner;
+pub mod schedule;

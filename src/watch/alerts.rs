@@ -1,0 +1,362 @@
+//! Alert intake: Alertmanager (webhook v4), Grafana and a small generic JSON, into
+//! incidents. Alert senders do not sign their requests, so the endpoints take a bearer
+//! token (`DECKHAND_ALERT_TOKEN`, compared in constant time).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `[alerts]`: where incidents go and how loud they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Incident channel per platform when no route matches.
+    pub channels: BTreeMap<String, String>,
+    /// First match wins.
+    pub routes: Vec<AlertRoute>,
+    /// While a P0/P1 fires unacknowledged, remind this often (seconds, by severity).
+    pub reminder_seconds: BTreeMap<String, u64>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            channels: BTreeMap::new(),
+            routes: Vec::new(),
+            reminder_seconds: BTreeMap::from([("P0".into(), 900), ("P1".into(), 1800)]),
+        }
+    }
+}
+
+/// A routing rule: every label given must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRoute {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Severity to use instead of the one mapped from the alert's labels (P0–P3).
+    pub severity: Option<String>,
+    /// Incident channel per platform.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+}
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::app::App;
+use crate::watch::incidents::{Event, severity_of};
+
+/// Alertmanager groups can be large; anything past this is refused with 413.
+pub const MAX_BODY: usize = 512 * 1024;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/alerts/{source}", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// An alert with the labels routing looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub event: Event,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookV4 {
+    #[serde(default)]
+    alerts: Vec<WebhookAlert>,
+    #[serde(default, rename = "groupKey")]
+    group_key: Option<String>,
+    /// Grafana adds a title and a message for the group.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookAlert {
+    status: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default, rename = "startsAt")]
+    starts_at: Option<String>,
+    #[serde(default, rename = "endsAt")]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+/// The small documented JSON of `POST /alerts/generic`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generic {
+    title: String,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    dedup_key: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    link: Option<String>,
+}
+
+fn ms(ts: Option<&str>) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts?).ok()?;
+    // Alertmanager's zero time means "not set".
+    (t.timestamp() > 0).then(|| t.timestamp_millis())
+}
+
+fn fingerprint_of(labels: &BTreeMap<String, String>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (k, v) in labels {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Parse a webhook body from `source` (alertmanager, grafana or generic).
+pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
+    let now = crate::store::now_ms();
+    match source {
+        "alertmanager" | "grafana" => {
+            let p: WebhookV4 = serde_json::from_slice(body)
+                .map_err(|e| format!("malformed {source} payload: {e}"))?;
+            let _ = &p.group_key;
+            Ok(p.alerts
+                .into_iter()
+                .map(|a| {
+                    let fp = a
+                        .fingerprint
+                        .clone()
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or_else(|| fingerprint_of(&a.labels));
+                    let resolved = a.status == "resolved";
+                    let title = a
+                        .annotations
+                        .get("summary")
+                        .or_else(|| a.labels.get("alertname"))
+                        .cloned()
+                        .unwrap_or_else(|| "alert".into());
+                    let event = Event {
+                        dedup_key: format!("{source}:{fp}"),
+                        source: source.into(),
+                        title: crate::platform::cut(&title, 200),
+                        severity: severity_of(
+                            a.labels
+                                .get("severity")
+                                .or_else(|| a.labels.get("priority"))
+                                .map(String::as_str),
+                        ),
+                        environment: a
+                            .labels
+                            .get("environment")
+                            .or_else(|| a.labels.get("env"))
+                            .cloned(),
+                        service: a
+                            .labels
+                            .get("service")
+                            .or_else(|| a.labels.get("job"))
+                            .cloned(),
+                        description: a
+                            .annotations
+                            .get("description")
+                            .cloned()
+                            .or_else(|| p.message.clone())
+                            .map(|d| crate::platform::cut(&d, 2000)),
+                        link: a.generator_url.clone().filter(|u| !u.is_empty()),
+                        resolved,
+                        at: if resolved {
+                            ms(a.ends_at.as_deref())
+                        } else {
+                            ms(a.starts_at.as_deref())
+                        }
+                        .unwrap_or(now),
+                    };
+                    Parsed {
+                        event,
+                        labels: a.labels,
+                    }
+                })
+                .collect())
+        }
+        "generic" => {
+            let g: Generic = serde_json::from_slice(body).map_err(|e| format!("malformed generic alert: {e}; expected {{\"title\", \"severity\", \"environment\", \"service\", \"description\", \"dedup_key\", \"status\": \"firing\"|\"resolved\", \"link\"}}"))?;
+            let resolved = match g.status.as_deref() {
+                None | Some("firing") | Some("triggered") => false,
+                Some("resolved") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "status {other:?} is not accepted; expected \"firing\" or \"resolved\""
+                    ));
+                }
+            };
+            if g.title.trim().is_empty() {
+                return Err("title must not be empty".into());
+            }
+            let mut labels = BTreeMap::new();
+            for (k, v) in [
+                ("environment", &g.environment),
+                ("severity", &g.severity),
+                ("service", &g.service),
+            ] {
+                if let Some(v) = v {
+                    labels.insert(k.to_owned(), v.clone());
+                }
+            }
+            let key = g.dedup_key.clone().unwrap_or_else(|| {
+                let mut l = labels.clone();
+                l.insert("title".into(), g.title.clone());
+                fingerprint_of(&l)
+            });
+            Ok(vec![Parsed {
+                event: Event {
+                    dedup_key: format!("generic:{}", crate::platform::cut(&key, 200)),
+                    source: "generic".into(),
+                    title: crate::platform::cut(&g.title, 200),
+                    severity: severity_of(g.severity.as_deref()),
+                    environment: g.environment,
+                    service: g.service,
+                    description: g.description.map(|d| crate::platform::cut(&d, 2000)),
+                    link: g.link,
+                    resolved,
+                    at: now,
+                },
+                labels,
+            }])
+        }
+        other => Err(format!(
+            "unknown alert source {other:?}; accepted: alertmanager, grafana, generic"
+        )),
+    }
+}
+
+/// Where an incident goes and how severe it is: the first route whose labels all match.
+pub fn route(
+    cfg: &AlertsConfig,
+    labels: &BTreeMap<String, String>,
+    severity: &str,
+) -> (String, BTreeMap<String, String>) {
+    for r in &cfg.routes {
+        if r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            let channels = if r.channels.is_empty() {
+                cfg.channels.clone()
+            } else {
+                r.channels.clone()
+            };
+            return (
+                r.severity.clone().unwrap_or_else(|| severity.to_owned()),
+                channels,
+            );
+        }
+    }
+    (severity.to_owned(), cfg.channels.clone())
+}
+
+/// The (platform, channel) pairs an incident's message goes to: its routed channels on
+/// enabled platforms, and always the server's terminal.
+pub fn destinations(
+    app: &App,
+    channels: &BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut out = vec![("terminal".to_owned(), None)];
+    for (p, c) in channels {
+        if p != "terminal" && app.settings.platform_enabled(p) {
+            out.push((p.clone(), Some(c.clone())));
+        }
+    }
+    out
+}
+
+/// Record every alert of a payload; returns how many.
+pub async fn ingest(app: &App, parsed: Vec<Parsed>) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for mut p in parsed {
+        let (severity, channels) = route(&app.settings.config.alerts, &p.labels, &p.event.severity);
+        p.event.severity = severity;
+        let dest = destinations(app, &channels);
+        crate::watch::incidents::record(app, &p.event, &dest).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn receive(
+    State(app): State<Arc<App>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = &app.settings.secrets.alert_token else {
+        return (
+            StatusCode::NOT_FOUND,
+            "alert intake is off (DECKHAND_ALERT_TOKEN is unset)",
+        )
+            .into_response();
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !crate::platform::slack::constant_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+        crate::support::metrics::command("alerts", "bad_signature");
+        tracing::warn!(%source, "refused an alert without the right bearer token");
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    if app.health.draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Deckhand is restarting; Alertmanager will retry",
+        )
+            .into_response();
+    }
+    let parsed = match parse(&source, &body) {
+        Ok(p) => p,
+        Err(e) if e.starts_with("unknown alert source") => {
+            return (StatusCode::NOT_FOUND, e).into_response();
+        }
+        Err(e) => {
+            crate::support::metrics::command("alerts", "refused");
+            return (StatusCode::BAD_REQUEST, e).into_response();
+        }
+    };
+    match ingest(&app, parsed).await {
+        Ok(n) => {
+            crate::support::metrics::command("alerts", "accepted");
+            axum::Json(json!({"accepted": n})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot record alerts");
+            // 5xx makes Alertmanager retry: nothing is lost.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the alert right now; retry",
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Incidents: one message per incident, updated in place.
+//!
+//! An alert or a failing probe becomes an incident row while it fires; repeats update the
+//! row and the same chat message (firing count, last seen). Resolution turns the message
+//! into "resolved after 12 min" and posts a *blocker resolved* reply under it. Someone
+//! acknowledges with a button; P0/P1 incidents that nobody acknowledged are reminded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::on_db;
+use crate::store::history::fmt_time;
+use crate::store::{Arg, AuditEvent, NewNotice, Result, Write, now_ms};
+
+/// What an alert or a probe says about one thing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Same key, same incident: `alertmanager:<fingerprint>`, `probe:<target>`.
+    pub dedup_key: String,
+    pub source: String,
+    pub title: String,
+    /// P0–P3.
+    pub severity: String,
+    pub environment: Option<String>,
+    pub service: Option<String>,
+    pub description: Option<String>,
+    pub link: Option<String>,
+    pub resolved: bool,
+    /// When it started (or resolved), ms; now when the source does not say.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IncidentRow {
+    pub id: i64,
+    pub dedup_key: String,
+    pub source: String,
+    pub title: String,
+    pub severity: String,
+    pub environment: Option<String>,
+    pub service: Option<String>,
+    pub description: Option<String>,
+    pub link: Option<String>,
+    pub channels: String,
+    pub status: String,
+    pub firing_count: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub resolved_at: Option<i64>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<i64>,
+    pub reminded_at: Option<i64>,
+}
+
+impl IncidentRow {
+    fn routes(&self) -> Vec<(String, Option<String>)> {
+        serde_json::from_str(&self.channels).unwrap_or_default()
+    }
+    pub fn thread(&self) -> String {
+        format!("incident:{}", self.id)
+    }
+    /// The incident's message, as it should look now.
+    pub fn notice(&self) -> Notice {
+        let firing = self.status == "firing";
+        let place = self.environment.as_deref().unwrap_or("-");
+        let title = if firing {
+            format!("[{}] {}: {}", self.severity, place, self.title)
+        } else {
+            format!(
+                "Resolved after {}: [{}] {}: {}",
+                fmt_duration(self.resolved_at.unwrap_or(self.last_seen) - self.first_seen),
+                self.severity,
+                place,
+                self.title
+            )
+        };
+        let tone = match (firing, self.severity.as_str()) {
+            (false, _) => Tone::Success,
+            (true, "P0" | "P1") => Tone::Danger,
+            _ => Tone::Warning,
+        };
+        let mut n = Notice::new(NoticeKind::InfrastructureIssue, tone, title)
+            .env(self.environment.as_deref())
+            .field("Severity", &self.severity)
+            .field("Environment", place)
+            .field("Status", if firing { "firing" } else { "resolved" })
+            .field("Firing count", self.firing_count.to_string())
+            .field("First seen", fmt_time(self.first_seen))
+            .field("Last seen", fmt_time(self.last_seen))
+            .field("Source", &self.source);
+        if let Some(s) = &self.service {
+            n = n.field("Service", s);
+        }
+        if let Some(l) = &self.link {
+            n = n.field("Link", l);
+        }
+        n = n.field(
+            "Acknowledged by",
+            self.acked_by.clone().unwrap_or_else(|| "nobody yet".into()),
+        );
+        if let Some(d) = &self.description {
+            n = n.body(d.clone());
+        }
+        if firing && self.acked_by.is_none() {
+            n = n.action("ack", "Acknowledge", self.id, false);
+        }
+        n
+    }
+}
+
+fn notice_writes(row: &IncidentRow, n: &Notice) -> Vec<Write> {
+    row.routes()
+        .into_iter()
+        .map(|(platform, channel)| {
+            Write::Notice(NewNotice {
+                job_id: None,
+                platform,
+                channel,
+                thread_key: row.thread(),
+                body: n.to_json(),
+            })
+        })
+        .collect()
+}
+
+impl crate::store::Db {
+    pub async fn open_incident(&self, key: &str) -> Result<Option<IncidentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM incidents WHERE dedup_key = $1 AND status = 'firing'")
+                .bind(key)
+                .fetch_optional(p)
+                .await?
+        }))
+    }
+
+    pub async fn incident(&self, id: i64) -> Result<Option<IncidentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM incidents WHERE id = $1").bind(id).fetch_optional(p).await?
+        }))
+    }
+
+    pub async fn firing_incidents(&self) -> Result<Vec<IncidentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as("SELECT * FROM incidents WHERE status = 'firing' ORDER BY id").fetch_all(p).await?
+        }))
+    }
+
+    async fn insert_incident(&self, e: &Event, channels: &str) -> Result<Option<i64>> {
+        let r: std::result::Result<i64, sqlx::Error> = on_db!(self, p => {
+            sqlx::query_scalar(
+                "INSERT INTO incidents (dedup_key, source, title, severity, environment, service, description, link, \
+                 channels, status, firing_count, first_seen, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', 1, $10, $11) RETURNING id",
+            )
+            .bind(&e.dedup_key)
+            .bind(&e.source)
+            .bind(&e.title)
+            .bind(&e.severity)
+            .bind(&e.environment)
+            .bind(&e.service)
+            .bind(&e.description)
+            .bind(&e.link)
+            .bind(channels)
+            .bind(e.at.min(now_ms()))
+            .bind(now_ms())
+            .fetch_one(p)
+            .await
+        });
+        match r {
+            Ok(id) => Ok(Some(id)),
+            // Another replica (or request) opened it a moment ago: update that one.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What recording an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Opened(i64),
+    Updated(i64),
+    Resolved(i64),
+    /// A resolution for nothing open: nothing to do.
+    Ignored,
+}
+
+/// Record one event: open, update or resolve its incident and write the notices, each
+/// state change with its notices in one transaction.
+pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -> Result<Recorded> {
+    let now = now_ms();
+    for _ in 0..3 {
+        match app.db.open_incident(&e.dedup_key).await? {
+            None if e.resolved => return Ok(Recorded::Ignored),
+            None => {
+                let channels = serde_json::to_string(routes).unwrap_or_else(|_| "[]".into());
+                let Some(id) = app.db.insert_incident(e, &channels).await? else {
+                    continue;
+                };
+                let row = app.db.incident(id).await?.expect("just inserted");
+                let mut w = notice_writes(&row, &row.notice());
+                w.push(audit(&row, "incident_opened", &e.title));
+                app.db.apply(&w).await?;
+                app.outbox_wake.notify_one();
+                return Ok(Recorded::Opened(id));
+            }
+            Some(mut row) if e.resolved => {
+                row.status = "resolved".into();
+                row.resolved_at = Some(e.at.clamp(row.first_seen, now));
+                row.last_seen = now;
+                let took = fmt_duration(row.resolved_at.unwrap_or(now) - row.first_seen);
+                let reply = Notice::new(
+                    NoticeKind::BlockerResolved,
+                    Tone::Success,
+                    format!(
+                        "Blocker resolved: {} on {} after {took}",
+                        row.title,
+                        row.environment.as_deref().unwrap_or("-")
+                    ),
+                )
+                .env(row.environment.as_deref())
+                .as_reply();
+                let mut w = vec![Write::Sql {
+                    sql: "UPDATE incidents SET status = 'resolved', resolved_at = $1, last_seen = $2 WHERE id = $3 AND status = 'firing'".into(),
+                    args: vec![Arg::Int(row.resolved_at.unwrap_or(now)), Arg::Int(now), Arg::Int(row.id)],
+                }];
+                w.extend(notice_writes(&row, &row.notice()));
+                w.extend(notice_writes(&row, &reply));
+                w.push(audit(&row, "incident_resolved", &format!("after {took}")));
+                if app.db.apply_if_first(&w).await? {
+                    app.outbox_wake.notify_one();
+                    return Ok(Recorded::Resolved(row.id));
+                }
+            }
+            Some(mut row) => {
+                row.firing_count += 1;
+                row.last_seen = now;
+                row.title = e.title.clone();
+                if e.description.is_some() {
+                    row.description = e.description.clone();
+                }
+                let mut w = vec![Write::Sql {
+                    sql: "UPDATE incidents SET firing_count = firing_count + 1, last_seen = $1, title = $2, \
+                          description = COALESCE($3, description) WHERE id = $4 AND status = 'firing'"
+                        .into(),
+                    args: vec![
+                        Arg::Int(now),
+                        Arg::Text(e.title.clone()),
+                        e.description.clone().map(Arg::Text).unwrap_or(Arg::Null),
+                        Arg::Int(row.id),
+                    ],
+                }];
+                w.extend(notice_writes(&row, &row.notice()));
+                if app.db.apply_if_first(&w).await? {
+                    app.outbox_wake.notify_one();
+                    return Ok(Recorded::Updated(row.id));
+                }
+            }
+        }
+    }
+    Ok(Recorded::Ignored)
+}
+
+fn audit(row: &IncidentRow, action: &str, detail: &str) -> Write {
+    Write::Audit(AuditEvent {
+        actor: row.source.clone(),
+        platform: "alerts".into(),
+        action: action.into(),
+        environment: row.environment.clone(),
+        job_id: None,
+        detail: format!(
+            "incident {} [{}] {}: {detail}",
+            row.id, row.severity, row.title
+        ),
+    })
+}
+
+/// Someone takes the incident: record who, and show it on the message.
+pub async fn acknowledge(
+    app: &App,
+    id: i64,
+    actor: &str,
+    platform: &str,
+) -> anyhow::Result<String> {
+    let Some(mut row) = app.db.incident(id).await? else {
+        return Ok(format!("✖ there is no incident {id}"));
+    };
+    if let Some(by) = &row.acked_by {
+        return Ok(format!("Incident {id} was already acknowledged by {by}"));
+    }
+    if row.status != "firing" {
+        return Ok(format!("Incident {id} is already resolved"));
+    }
+    let now = now_ms();
+    row.acked_by = Some(actor.to_owned());
+    row.acked_at = Some(now);
+    let mut w = vec![Write::Sql {
+        sql: "UPDATE incidents SET acked_by = $1, acked_at = $2 WHERE id = $3 AND acked_by IS NULL"
+            .into(),
+        args: vec![Arg::Text(actor.into()), Arg::Int(now), Arg::Int(id)],
+    }];
+    w.extend(notice_writes(&row, &row.notice()));
+    w.push(Write::Audit(AuditEvent {
+        actor: actor.into(),
+        platform: platform.into(),
+        action: "incident_acknowledged".into(),
+        environment: row.environment.clone(),
+        job_id: None,
+        detail: format!("incident {id}: {}", row.title),
+    }));
+    if !app.db.apply_if_first(&w).await? {
+        return Ok(format!(
+            "Incident {id} was acknowledged by someone else a moment ago"
+        ));
+    }
+    app.outbox_wake.notify_one();
+    Ok(format!("You took incident {id}: {}", row.title))
+}
+
+/// Remind P0/P1 incidents that fire unacknowledged, once per interval across replicas.
+pub async fn remind(app: &App) -> anyhow::Result<usize> {
+    let now = now_ms();
+    let mut sent = 0;
+    for row in app.db.firing_incidents().await? {
+        let Some(every) = app
+            .settings
+            .config
+            .alerts
+            .reminder_seconds
+            .get(&row.severity)
+        else {
+            continue;
+        };
+        if row.acked_by.is_some() {
+            continue;
+        }
+        let last = row.reminded_at.unwrap_or(row.first_seen);
+        if now < last + *every as i64 * 1000 {
+            continue;
+        }
+        let n = Notice::new(
+            NoticeKind::InfrastructureIssue,
+            Tone::Danger,
+            format!(
+                "Reminder: [{}] {} on {} has been firing for {} and nobody has acknowledged it",
+                row.severity,
+                row.title,
+                row.environment.as_deref().unwrap_or("-"),
+                fmt_duration(now - row.first_seen)
+            ),
+        )
+        .env(row.environment.as_deref())
+        .as_reply();
+        let mut w = vec![Write::Sql {
+            sql: "UPDATE incidents SET reminded_at = $1 WHERE id = $2 AND COALESCE(reminded_at, first_seen) = $3 AND acked_by IS NULL".into(),
+            args: vec![Arg::Int(now), Arg::Int(row.id), Arg::Int(last)],
+        }];
+        w.extend(notice_writes(&row, &n));
+        if app.db.apply_if_first(&w).await? {
+            sent += 1;
+        }
+    }
+    if sent > 0 {
+        app.outbox_wake.notify_one();
+    }
+    Ok(sent)
+}
+
+/// Map a severity label to P0–P3: PagerDuty's words, common synonyms, or P-levels as is.
+pub fn severity_of(label: Option<&str>) -> String {
+    match label.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Some("p0" | "critical" | "crit" | "page" | "sev0" | "sev1") => "P0",
+        Some("p1" | "error" | "high" | "major" | "sev2") => "P1",
+        Some("p2" | "warning" | "warn" | "medium" | "minor" | "sev3") => "P2",
+        _ => "P3",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_map_to_p_levels() {
+        assert_eq!(severity_of(Some("critical")), "P0");
+        assert_eq!(severity_of(Some("ERROR")), "P1");
+        assert_eq!(severity_of(Some("warning")), "P2");
+        assert_eq!(severity_of(Some("info")), "P3");
+        assert_eq!(severity_of(Some("P1")), "P1");
+        assert_eq!(severity_of(None), "P3");
+    }
+}
