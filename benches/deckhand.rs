@@ -266,7 +266,7 @@ async fn ingress(s: &Serve, rate: u32, secs: u64, run: &str) -> Ingress {
         let body = format!(
             "command=%2Fpark&text=bench+v{i}&user_id=UBENCH&channel_id=CBENCH&trigger_id={run}.{i}&response_url=http%3A%2F%2F127.0.0.1%3A9%2Fr"
         );
-        let ts = (deckhand::store::now_ms() / 1000).to_string();
+        let ts = (deckhand::domain::time::now_ms() / 1000).to_string();
         let sig = deckhand::platform::slack::signature(SECRET.as_bytes(), &ts, body.as_bytes());
         let req = client
             .post(&url)
@@ -395,7 +395,7 @@ async fn enqueue_to_start(app: &Arc<App>, n: usize) -> (f64, f64) {
             while !stop.is_cancelled() {
                 match app.db.claim("latency-worker", 30_000).await.unwrap() {
                     Some(j) => {
-                        let started = deckhand::store::now_ms_f64();
+                        let started = deckhand::domain::time::now_ms_f64();
                         // The enqueuer records the ack right after its commit; wait for it.
                         let at = loop {
                             if let Some(t) = acked.lock().unwrap().get(&j.id) {
@@ -432,7 +432,7 @@ async fn enqueue_to_start(app: &Arc<App>, n: usize) -> (f64, f64) {
         acked
             .lock()
             .unwrap()
-            .insert(e.id, deckhand::store::now_ms_f64());
+            .insert(e.id, deckhand::domain::time::now_ms_f64());
         app.wake.notify_one();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

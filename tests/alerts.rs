@@ -359,13 +359,13 @@ async fn a_probe_that_goes_down_and_up_makes_one_incident_with_its_downtime() {
     })
     .await;
     up.store(false, Ordering::SeqCst);
-    let down_at = deckhand::store::now_ms();
+    let down_at = deckhand::domain::time::now_ms();
     let opened = eventually(20, "the infrastructure issue", || async {
         app.db.open_incident("probe:web").await.unwrap()
     })
     .await;
     up.store(true, Ordering::SeqCst);
-    let up_at = deckhand::store::now_ms();
+    let up_at = deckhand::domain::time::now_ms();
     let resolved = eventually(20, "the resolution", || async {
         app.db
             .incident(opened.id)

@@ -46,7 +46,7 @@ fn start(ws: &Workspace, env: &[(&'static str, String)]) -> Server {
 }
 
 fn now() -> i64 {
-    deckhand::store::now_ms() / 1000
+    deckhand::domain::time::now_ms() / 1000
 }
 
 /// A signed slash command: (HTTP status, text), or None when the connection failed.

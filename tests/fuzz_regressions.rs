@@ -13,7 +13,7 @@ use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
 use deckhand::platform::discord::{self, CommandOption};
 use deckhand::platform::slack::{self, SigError};
-use deckhand::platform::split_args;
+use deckhand::domain::text::split_args;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 

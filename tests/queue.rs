@@ -173,7 +173,7 @@ async fn concurrency(b: Backend) {
             .await
             .unwrap()
     });
-    let ours = deckhand::store::now_ms();
+    let ours = deckhand::domain::time::now_ms();
     assert!(
         (db_now - ours).abs() < 1_000,
         "database {db_now}, ours {ours}"
@@ -440,7 +440,7 @@ async fn claim_renewal(b: Backend) {
         .unwrap();
     assert_eq!(first.len(), 1);
     let until = first[0].claim_until.unwrap();
-    let ahead = until - deckhand::store::now_ms();
+    let ahead = until - deckhand::domain::time::now_ms();
     assert!(
         ahead > 15_000 && ahead <= deckhand::outbox::CLAIM_MS,
         "a claim lasts CLAIM_MS: {ahead} ms"

@@ -23,7 +23,7 @@ fn who(id: &str) -> (Identity, String) {
 async fn say(app: &App, user: &str, line: &str) -> Outcome {
     let (identity, actor) = who(user);
     // The same splitting Slack's text gets.
-    let mut words = deckhand::platform::split_args(line).unwrap();
+    let mut words = deckhand::domain::text::split_args(line).unwrap();
     let command = words.remove(0);
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap();

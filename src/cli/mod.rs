@@ -238,9 +238,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
                 println!(
                     "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  {}",
                     j.id,
-                    crate::store::history::fmt_time(j.created_at).trim_end_matches(" UTC"),
+                    crate::domain::time::fmt_time(j.created_at).trim_end_matches(" UTC"),
                     j.command,
-                    crate::intake::describe("", j.environment.as_deref(), j.version.as_deref())
+                    crate::domain::text::describe("", j.environment.as_deref(), j.version.as_deref())
                         .trim(),
                     j.state,
                     crate::jobs::job_duration(&j),
@@ -261,7 +261,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             println!(
                 "job {} {} — {}",
                 j.id,
-                crate::intake::describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
+                crate::domain::text::describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
                 j.state
             );
             for l in app.db.job_log(id, 0).await? {
@@ -286,7 +286,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             for a in app.db.audit(env.as_deref(), limit).await? {
                 println!(
                     "{}  {:<22} {:<9} {:<18} {:<11} {:<6} {}",
-                    crate::store::history::fmt_time(a.at),
+                    crate::domain::time::fmt_time(a.at),
                     a.actor,
                     a.platform,
                     a.action,
@@ -447,7 +447,7 @@ async fn run(app: Arc<App>, command: String, args: Vec<String>) -> anyhow::Resul
     let inv = Invocation {
         platform: "terminal".into(),
         identity: Identity::Operator,
-        actor: format!("terminal:{}", crate::intake::shorten(&user)),
+        actor: format!("terminal:{}", crate::domain::text::shorten(&user)),
         channel: None,
         command,
         args,

@@ -145,10 +145,10 @@ pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
                 format!("cost source {:?} is defined twice", s.name),
             ));
         }
-        if let crate::reports::cost::Origin::Sum(parts) = &s.origin {
+        if let crate::config::cost::Origin::Sum(parts) = &s.origin {
             for p in parts {
                 let ok = c.costs.iter().any(|o| {
-                    &o.name == p && !matches!(o.origin, crate::reports::cost::Origin::Sum(_))
+                    &o.name == p && !matches!(o.origin, crate::config::cost::Origin::Sum(_))
                 });
                 if !ok {
                     out.push((

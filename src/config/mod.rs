@@ -6,8 +6,11 @@
 //! `DECKHAND__SECTION__KEY` (double underscores separate the path), for example
 //! `DECKHAND__QUEUE__LEASE_SECONDS=5`.
 
+pub mod alerts;
 pub mod catalog;
+pub mod cost;
 pub mod digest;
+pub mod probes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,16 +65,16 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Alert intake: routing of labels to incident channels and severities.
     #[serde(default)]
-    pub alerts: crate::watch::alerts::AlertsConfig,
+    pub alerts: crate::config::alerts::AlertsConfig,
     /// Uptime probes of every environment's health URL, plus extra endpoints.
     #[serde(default)]
-    pub probes: crate::watch::probes::ProbesConfig,
+    pub probes: crate::config::probes::ProbesConfig,
     /// Scheduled digests.
     #[serde(default)]
     pub digests: Vec<crate::reports::digest::DigestConfig>,
     /// Where cost figures come from.
     #[serde(default)]
-    pub costs: Vec<crate::reports::cost::CostSource>,
+    pub costs: Vec<crate::config::cost::CostSource>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,8 @@
 //! version or secret name.
 
 pub mod notice;
+pub mod text;
+pub mod time;
 
 use std::fmt;
 

@@ -6,6 +6,7 @@
 //! without platform code changes.
 
 use serde::{Deserialize, Serialize};
+use crate::domain::time::fmt_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,16 +263,6 @@ impl Report {
             n = n.field(k, v);
         }
         n
-    }
-}
-
-pub fn fmt_duration(ms: i64) -> String {
-    if ms < 1000 {
-        format!("{ms} ms")
-    } else if ms < 60_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else {
-        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
     }
 }
 

@@ -6,12 +6,15 @@ use std::collections::BTreeSet;
 use crate::app::App;
 use crate::config::catalog::BUILTINS;
 use crate::domain::JobId;
-use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::intake::policy;
-use crate::intake::{Decision, Invocation, describe};
-use crate::store::history::fmt_time;
+use crate::intake::{Decision, Invocation};
+use crate::domain::time::fmt_time;
 use crate::store::jobs::{JobRow, state, transition};
-use crate::store::{Arg, AuditEvent, NewNotice, Write, now_ms};
+use crate::store::{Arg, AuditEvent, NewNotice, Write};
+use crate::domain::time::fmt_duration;
+use crate::domain::text::describe;
+use crate::domain::time::now_ms;
 
 pub async fn run<'a>(
     app: &'a App,
@@ -110,7 +113,7 @@ fn known_env(app: &App, e: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "unknown environment {:?}; accepted: {}",
-            crate::intake::shorten(e),
+            crate::domain::text::shorten(e),
             app.settings
                 .config
                 .environments

@@ -11,9 +11,11 @@ use crate::app::App;
 use crate::config::catalog::{BUILTINS, Command, JobKind};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
-use crate::store::history::fmt_time;
+use crate::domain::time::fmt_time;
 use crate::store::jobs::{JobRow, NewJob, state};
-use crate::store::{AuditEvent, Write, now_ms};
+use crate::store::{AuditEvent, Write};
+use crate::domain::time::now_ms;
+use crate::domain::text::{describe, shorten};
 
 /// What someone asked for, wherever they asked.
 #[derive(Debug, Clone)]
@@ -239,15 +241,6 @@ pub fn fault_point(name: &str) {
     let _ = name;
 }
 
-/// Describe a job in one line: "deploy abc1234 → staging".
-pub fn describe(job_command: &str, env: Option<&str>, version: Option<&str>) -> String {
-    match (env, version) {
-        (Some(e), Some(v)) => format!("{job_command} {v} → {e}"),
-        (Some(e), None) => format!("{job_command} on {e}"),
-        _ => job_command.to_owned(),
-    }
-}
-
 async fn enqueue(
     app: &App,
     inv: &Invocation,
@@ -364,15 +357,5 @@ fn pseudo_row(id: i64, j: &NewJob) -> JobRow {
         emergency: j.emergency.clone(),
         cancel_requested: false,
         step_pgid: None,
-    }
-}
-
-/// User text in a message, cut short and without control characters.
-pub fn shorten(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
-    if s.chars().count() > 64 {
-        format!("{clean}…")
-    } else {
-        clean
     }
 }

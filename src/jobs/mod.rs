@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::config::catalog::{Command, JobKind};
-use crate::domain::notice::{Notice, NoticeKind, Report, Tone, fmt_duration};
+use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
 use crate::jobs::health::HealthOutcome;
 use crate::jobs::steps::run_steps;
 use crate::store::history::status as dstatus;
@@ -609,3 +609,4 @@ pub fn job_duration(job: &JobRow) -> String {
 
 pub use crate::jobs::steps::{fingerprint, generate_secret};
 pub use crate::jobs::worker::{recover, remind_locks, run_workers};
+use crate::domain::time::fmt_duration;

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::jobs::{audit, env_of, execute, notices};
 use crate::store::Write;
 use crate::store::jobs::{state, transition};
 use crate::support::runner::{self, CancelToken};
+use crate::domain::time::fmt_duration;
 
 /// Report jobs whose process died: `interrupted`, or back to `queued` when the command
 /// says it is safe to run again. Returns how many were recovered.
@@ -71,7 +72,7 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
         )];
         writes.push(Write::Sql {
             sql: "UPDATE deployments SET status = 'interrupted', finished_at = $1 WHERE job_id = $2 AND status = 'running'".into(),
-            args: vec![crate::store::Arg::Int(crate::store::now_ms()), crate::store::Arg::Int(job.id)],
+            args: vec![crate::store::Arg::Int(crate::domain::time::now_ms()), crate::store::Arg::Int(job.id)],
         });
         if requeue {
             writes.push(Write::Sql {
@@ -101,7 +102,7 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
         let title = format!(
             "Job {} ({}) expired: no approval arrived in time",
             job.id,
-            crate::intake::describe(
+            crate::domain::text::describe(
                 &job.command,
                 job.environment.as_deref(),
                 job.version.as_deref()
@@ -136,7 +137,7 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
 /// claimed with a guarded update first, so replicas remind once.
 pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
     let every = app.settings.config.locks.remind_after_seconds as i64 * 1000;
-    let now = crate::store::now_ms();
+    let now = crate::domain::time::now_ms();
     for l in app.db.locks().await? {
         let due = l.reminded_at.unwrap_or(l.locked_at) + every;
         if now < due {

@@ -15,7 +15,8 @@ use sqlx::FromRow;
 use crate::app::App;
 use crate::domain::notice::Notice;
 use crate::on_db;
-use crate::store::{Db, Result, now_ms};
+use crate::store::{Db, Result};
+use crate::domain::time::now_ms;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OutboxRow {

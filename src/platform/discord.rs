@@ -23,7 +23,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ack_or_defer, cut, cut_tail};
+use super::ack_or_defer;
 use crate::app::App;
 use crate::config::Config;
 use crate::config::catalog::{ArgKind, BUILTINS, Catalog};
@@ -31,6 +31,8 @@ use crate::domain::notice::{Notice, Tone};
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
+use crate::domain::text::cut;
+use crate::domain::text::cut_tail;
 
 pub const MAX_BODY: usize = 64 * 1024;
 const EPHEMERAL: u64 = 64;
@@ -165,7 +167,7 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
                 .into_response();
         }
     };
-    if let Err(e) = verify(&key, &headers, &body, crate::store::now_ms() / 1000) {
+    if let Err(e) = verify(&key, &headers, &body, crate::domain::time::now_ms() / 1000) {
         crate::support::metrics::command("discord", "bad_signature");
         tracing::warn!(reason = ?e, "refused a Discord request with a bad signature");
         return (StatusCode::UNAUTHORIZED, "invalid request signature").into_response();
@@ -270,7 +272,7 @@ pub fn options_to_args(catalog: &Catalog, name: &str, opts: &[CommandOption]) ->
     } else {
         for n in builtin_options(name).iter().map(|o| o.0) {
             if let Some(v) = get(n) {
-                out.extend(super::split_args(&v).unwrap_or_else(|_| vec![v]));
+                out.extend(crate::domain::text::split_args(&v).unwrap_or_else(|_| vec![v]));
             }
         }
     }
@@ -359,7 +361,7 @@ pub async fn register(
         .json(body)
         .send()
         .await
-        .map_err(|e| format!("cannot reach Discord: {}", super::net_reason(&e)))?;
+        .map_err(|e| format!("cannot reach Discord: {}", crate::support::net::net_reason(&e)))?;
     let status = r.status();
     if !status.is_success() {
         let text = r.text().await.unwrap_or_default();
@@ -600,7 +602,7 @@ impl DiscordClient {
         let what = bucket.clone();
         let resp = req.send().await.map_err(|e| DeliveryError::Retry {
             after: None,
-            reason: format!("{what}: {}", super::net_reason(&e)),
+            reason: format!("{what}: {}", crate::support::net::net_reason(&e)),
         })?;
         let status = resp.status().as_u16();
         let h = resp.headers();

@@ -22,12 +22,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{ack_or_defer, split_args};
+use super::ack_or_defer;
 use crate::app::App;
 use crate::domain::notice::Notice;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
+use crate::domain::text::split_args;
 
 /// Slash-command and interaction bodies are small; anything larger is refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -103,7 +104,7 @@ pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn now_secs() -> i64 {
-    crate::store::now_ms() / 1000
+    crate::domain::time::now_ms() / 1000
 }
 
 /// The gate every Slack request passes: enabled, not draining, correctly signed.
@@ -287,7 +288,7 @@ async fn post_response_url(app: &App, url: &str, text: &str) -> Result<(), Deliv
         .await
         .map_err(|e| DeliveryError::Retry {
             after: None,
-            reason: format!("response_url: {}", super::net_reason(&e)),
+            reason: format!("response_url: {}", crate::support::net::net_reason(&e)),
         })?;
     super::classify(
         r.status().as_u16(),
@@ -472,7 +473,7 @@ impl SlackClient {
             .await
             .map_err(|e| DeliveryError::Retry {
                 after: None,
-                reason: super::net_reason(&e),
+                reason: crate::support::net::net_reason(&e),
             })?;
         super::classify(
             r.status().as_u16(),
@@ -500,7 +501,7 @@ impl SlackClient {
     ) -> Result<Value, DeliveryError> {
         let resp = req.send().await.map_err(|e| DeliveryError::Retry {
             after: None,
-            reason: format!("{method}: {}", super::net_reason(&e)),
+            reason: format!("{method}: {}", crate::support::net::net_reason(&e)),
         })?;
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers());
@@ -632,11 +633,11 @@ impl SlackClient {
             .await
             .map_err(|e| DeliveryError::Retry {
                 after: None,
-                reason: format!("file upload: {}", super::net_reason(&e)),
+                reason: format!("file upload: {}", crate::support::net::net_reason(&e)),
             })?;
         super::classify(r.status().as_u16(), retry_after(r.headers()), "file upload")?;
         let method = "files.completeUploadExternal";
-        let files = json!([{"id": file_id, "title": super::cut(title, 250)}]).to_string();
+        let files = json!([{"id": file_id, "title": crate::domain::text::cut(title, 250)}]).to_string();
         let mut pairs = vec![("files", files.as_str()), ("channel_id", channel)];
         if let Some(ts) = thread_ts {
             pairs.push(("thread_ts", ts));
@@ -664,14 +665,14 @@ pub fn render(n: &Notice) -> (String, Value) {
     let title = format!("{} {}", n.tone.symbol(), n.title);
     let mut blocks = vec![json!({
         "type": "section",
-        "text": {"type": "mrkdwn", "text": super::cut(&format!("*{}*", escape(&title)), SECTION_TEXT)}
+        "text": {"type": "mrkdwn", "text": crate::domain::text::cut(&format!("*{}*", escape(&title)), SECTION_TEXT)}
     })];
     let mut used = title.len();
     for chunk in n.fields.chunks(FIELDS_PER_SECTION) {
         let fields: Vec<Value> = chunk
             .iter()
             .map(|f| {
-                let t = super::cut(
+                let t = crate::domain::text::cut(
                     &format!("*{}*\n{}", escape(&f.label), escape(&f.value)),
                     FIELD_TEXT,
                 );
@@ -686,7 +687,7 @@ pub fn render(n: &Notice) -> (String, Value) {
             .min(TOTAL_BUDGET.saturating_sub(used))
             .saturating_sub(8);
         if room > 100 {
-            let text = super::cut_tail(body, room);
+            let text = crate::domain::text::cut_tail(body, room);
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{}```", text)}}));
         }
     }
@@ -698,7 +699,7 @@ pub fn render(n: &Notice) -> (String, Value) {
             .map(|a| {
                 let mut b = json!({
                     "type": "button",
-                    "text": {"type": "plain_text", "text": super::cut(&a.label, 75)},
+                    "text": {"type": "plain_text", "text": crate::domain::text::cut(&a.label, 75)},
                     "action_id": a.action,
                     "value": a.job_id.to_string(),
                 });
@@ -723,7 +724,7 @@ pub fn render(n: &Notice) -> (String, Value) {
     if !context.is_empty() {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]}));
     }
-    (super::cut(&title, 3000), Value::Array(blocks))
+    (crate::domain::text::cut(&title, 3000), Value::Array(blocks))
 }
 
 /// Message metadata marking Deckhand's posts, so a crashed delivery can find its message.
@@ -746,8 +747,8 @@ pub fn manifest(app_url: &str, catalog: &crate::config::catalog::Catalog) -> Val
             json!({
                 "command": format!("/{}", c.name),
                 "url": format!("{base}/slack/commands"),
-                "description": super::cut(&c.description, 100),
-                "usage_hint": super::cut(c.usage.split_once(' ').map(|x| x.1).unwrap_or(""), 100),
+                "description": crate::domain::text::cut(&c.description, 100),
+                "usage_hint": crate::domain::text::cut(c.usage.split_once(' ').map(|x| x.1).unwrap_or(""), 100),
                 "should_escape": false,
             })
         })

@@ -26,7 +26,7 @@ use axum::routing::get;
 use crate::app::App;
 use crate::outbox::{Deliverer, run_sender};
 use crate::server::limits::{Limits, enforce};
-use crate::store::now_ms;
+use crate::domain::time::now_ms;
 use crate::support::runner::CancelToken;
 
 /// Resolves on SIGTERM or SIGINT.

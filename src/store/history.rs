@@ -97,7 +97,7 @@ impl Db {
     pub async fn overdue_approvals(&self) -> Result<Vec<crate::store::jobs::JobRow>> {
         Ok(on_db!(self, p => {
             sqlx::query_as("SELECT * FROM jobs WHERE state = 'awaiting_approval' AND approval_deadline < $1 ORDER BY id")
-                .bind(crate::store::now_ms())
+                .bind(crate::domain::time::now_ms())
                 .fetch_all(p)
                 .await?
         }))
@@ -117,11 +117,4 @@ impl Db {
             sqlx::query_as("SELECT * FROM locks ORDER BY environment").fetch_all(p).await?
         }))
     }
-}
-
-/// A timestamp in milliseconds as people read it, in UTC.
-pub fn fmt_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }

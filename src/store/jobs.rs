@@ -10,7 +10,8 @@
 use sqlx::FromRow;
 
 use crate::on_db;
-use crate::store::{Db, NewNotice, Result, StoreError, Write, exec_write, now_ms};
+use crate::store::{Db, NewNotice, Result, StoreError, Write, exec_write};
+use crate::domain::time::now_ms;
 
 /// Job states. `awaiting_approval` jobs are not claimable until approved.
 pub mod state {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use crate::domain::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -49,22 +50,6 @@ macro_rules! on_db {
 /// How long a readiness check waits for the database.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Milliseconds since the Unix epoch with a fraction, for latency measurements.
-pub fn now_ms_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
-
-/// Milliseconds since the Unix epoch: the one time format in the database.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Execute one [`Write`] on an open transaction `$tx` of `$db`; evaluates to `Result<i64>`.
 macro_rules! exec_write {
     ($db:expr, $tx:ident, $w:expr) => {{
@@ -78,14 +63,14 @@ let id: i64 = match $w {
             .bind(&n.channel)
             .bind(&n.thread_key)
             .bind(&n.body)
-            .bind($crate::store::now_ms())
+            .bind($crate::domain::time::now_ms())
             .fetch_one(&mut *$tx)
             .await?,
             $crate::store::Write::Audit(a) => sqlx::query_scalar(
                 "INSERT INTO audit_events (at, actor, platform, action, environment, job_id, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
-            .bind($crate::store::now_ms())
+            .bind($crate::domain::time::now_ms())
             .bind(&a.actor)
             .bind(&a.platform)
             .bind(&a.action)
@@ -135,11 +120,11 @@ let id: i64 = match $w {
             .bind(version)
             .bind(kind)
             .bind(requested_by)
-            .bind($crate::store::now_ms())
+            .bind($crate::domain::time::now_ms())
             .fetch_one(&mut *$tx)
             .await?,
             $crate::store::Write::DeploymentFinish { id, status, verified, health, migration } => {
-                let now = $crate::store::now_ms();
+                let now = $crate::domain::time::now_ms();
                 sqlx::query(
                     "UPDATE deployments SET status = $1, verified = $2, health = $3, migration = $4, \
                      finished_at = $5, duration_ms = $5 - started_at WHERE id = $6",

@@ -2,5 +2,6 @@
 
 pub mod chart;
 pub mod metrics;
+pub mod net;
 pub mod runner;
 pub mod schedule;

@@ -6,41 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// `[alerts]`: where incidents go and how loud they are.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// Incident channel per platform when no route matches.
-    pub channels: BTreeMap<String, String>,
-    /// First match wins.
-    pub routes: Vec<AlertRoute>,
-    /// While a P0/P1 fires unacknowledged, remind this often (seconds, by severity).
-    pub reminder_seconds: BTreeMap<String, u64>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            channels: BTreeMap::new(),
-            routes: Vec::new(),
-            reminder_seconds: BTreeMap::from([("P0".into(), 900), ("P1".into(), 1800)]),
-        }
-    }
-}
-
-/// A routing rule: every label given must match.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertRoute {
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Severity to use instead of the one mapped from the alert's labels (P0–P3).
-    pub severity: Option<String>,
-    /// Incident channel per platform.
-    #[serde(default)]
-    pub channels: BTreeMap<String, String>,
-}
-
 use std::sync::Arc;
 
 use axum::Router;
@@ -53,6 +18,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::app::App;
+use crate::config::alerts::AlertsConfig;
 use crate::watch::incidents::{Event, severity_of};
 
 /// Alertmanager groups can be large; anything past this is refused with 413.
@@ -140,7 +106,7 @@ fn fingerprint_of(labels: &BTreeMap<String, String>) -> String {
 
 /// Parse a webhook body from `source` (alertmanager, grafana or generic).
 pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
-    let now = crate::store::now_ms();
+    let now = crate::domain::time::now_ms();
     match source {
         "alertmanager" | "grafana" => {
             let p: WebhookV4 = serde_json::from_slice(body)
@@ -164,7 +130,7 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
                     let event = Event {
                         dedup_key: format!("{source}:{fp}"),
                         source: source.into(),
-                        title: crate::platform::cut(&title, 200),
+                        title: crate::domain::text::cut(&title, 200),
                         severity: severity_of(
                             a.labels
                                 .get("severity")
@@ -186,7 +152,7 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
                             .get("description")
                             .cloned()
                             .or_else(|| p.message.clone())
-                            .map(|d| crate::platform::cut(&d, 2000)),
+                            .map(|d| crate::domain::text::cut(&d, 2000)),
                         link: a.generator_url.clone().filter(|u| !u.is_empty()),
                         resolved,
                         at: if resolved {
@@ -234,13 +200,13 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
             });
             Ok(vec![Parsed {
                 event: Event {
-                    dedup_key: format!("generic:{}", crate::platform::cut(&key, 200)),
+                    dedup_key: format!("generic:{}", crate::domain::text::cut(&key, 200)),
                     source: "generic".into(),
-                    title: crate::platform::cut(&g.title, 200),
+                    title: crate::domain::text::cut(&g.title, 200),
                     severity: severity_of(g.severity.as_deref()),
                     environment: g.environment,
                     service: g.service,
-                    description: g.description.map(|d| crate::platform::cut(&d, 2000)),
+                    description: g.description.map(|d| crate::domain::text::cut(&d, 2000)),
                     link: g.link,
                     resolved,
                     at: now,

@@ -8,10 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::on_db;
-use crate::store::history::fmt_time;
-use crate::store::{Arg, AuditEvent, NewNotice, Result, Write, now_ms};
+use crate::domain::time::fmt_time;
+use crate::store::{Arg, AuditEvent, NewNotice, Result, Write};
+use crate::domain::time::fmt_duration;
+use crate::domain::time::now_ms;
 
 /// What an alert or a probe says about one thing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use serde::Deserialize;
 use serde_json::Value;
 
 pub use summary::{
@@ -28,121 +27,7 @@ pub use summary::{
 };
 
 use crate::app::App;
-
-/// One configured cost source (`[[costs]]` in deckhand.toml).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawSource")]
-pub struct CostSource {
-    pub name: String,
-    pub origin: Origin,
-    /// Alert when the month-end forecast passes this (in the source's currency).
-    pub budget_monthly: Option<f64>,
-    /// The currency every record must be in; unset: the first record's, else USD.
-    pub currency: Option<String>,
-    /// Where budget alerts go, per platform; unset: the channels of the digests that
-    /// include cost.
-    pub channels: BTreeMap<String, String>,
-    /// Longest a command or a request may take.
-    pub timeout: Duration,
-}
-
-/// Where a source's figures come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Origin {
-    /// A command from `commands/` whose steps print records on stdout.
-    Command(String),
-    /// GET this URL; with `token_env`, the bearer token is read from that variable.
-    Url {
-        url: String,
-        token_env: Option<String>,
-    },
-    /// The sum of other sources: a budget over several of them ("in total").
-    Sum(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    name: String,
-    command: Option<String>,
-    url: Option<String>,
-    token_env: Option<String>,
-    sources: Option<Vec<String>>,
-    budget_monthly: Option<f64>,
-    currency: Option<String>,
-    #[serde(default)]
-    channels: BTreeMap<String, String>,
-    #[serde(default = "default_timeout")]
-    timeout_seconds: u64,
-}
-
-fn default_timeout() -> u64 {
-    120
-}
-
-impl TryFrom<RawSource> for CostSource {
-    type Error = String;
-    fn try_from(r: RawSource) -> Result<Self, String> {
-        let n = &r.name;
-        if !crate::domain::valid_name(n) {
-            return Err(format!(
-                "cost source name {n:?} is invalid; expected lowercase letters, digits, '-' or '_'"
-            ));
-        }
-        let origin = match (r.command, r.url, r.sources) {
-            (Some(c), None, None) => Origin::Command(c),
-            (None, Some(url), None)
-                if url.starts_with("http://") || url.starts_with("https://") =>
-            {
-                Origin::Url {
-                    url,
-                    token_env: r.token_env,
-                }
-            }
-            (None, Some(_), None) => {
-                return Err(format!(
-                    "costs {n}: url must start with http:// or https://"
-                ));
-            }
-            (None, None, Some(s)) if !s.is_empty() && !s.contains(n) => Origin::Sum(s),
-            (None, None, Some(_)) => {
-                return Err(format!(
-                    "costs {n}: sources must name other cost sources, e.g. [\"aws\", \"gcp\"]"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "costs {n}: set exactly one of command = \"NAME\" (a command in commands/), \
-                     url = \"https://…\" or sources = [\"a\", \"b\"] (a budget over their sum)"
-                ));
-            }
-        };
-        if let Some(b) = r.budget_monthly
-            && !(b.is_finite() && b > 0.0)
-        {
-            return Err(format!(
-                "costs {n}: budget_monthly must be a positive amount"
-            ));
-        }
-        if let Some(p) = r
-            .channels
-            .keys()
-            .find(|p| !["slack", "discord", "terminal"].contains(&p.as_str()))
-        {
-            return Err(format!(
-                "costs {n}: unknown platform {p:?} in channels; accepted: slack, discord, terminal"
-            ));
-        }
-        Ok(CostSource {
-            name: r.name,
-            origin,
-            budget_monthly: r.budget_monthly,
-            currency: r.currency.map(|c| c.to_ascii_uppercase()),
-            channels: r.channels,
-            timeout: Duration::from_secs(r.timeout_seconds.clamp(1, 3600)),
-        })
-    }
-}
+use crate::config::cost::{CostSource, Origin};
 
 /// One day of one service's spend.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +87,7 @@ fn record(v: &Value) -> Result<CostRecord, String> {
     .ok_or_else(|| format!("missing or bad \"amount\"; {SHAPE}"))?;
     Ok(CostRecord {
         date,
-        service: crate::platform::cut(service.trim(), 80),
+        service: crate::domain::text::cut(service.trim(), 80),
         amount,
         currency: v
             .get("currency")
@@ -244,13 +129,13 @@ pub async fn fetch(app: &App, source: &CostSource) -> Result<Vec<CostRecord>, St
             let resp = req
                 .send()
                 .await
-                .map_err(|e| format!("GET failed: {}", crate::platform::net_reason(&e)))?;
+                .map_err(|e| format!("GET failed: {}", crate::support::net::net_reason(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("GET answered HTTP {}", resp.status().as_u16()));
             }
             resp.text()
                 .await
-                .map_err(|e| format!("GET body: {}", crate::platform::net_reason(&e)))?
+                .map_err(|e| format!("GET body: {}", crate::support::net::net_reason(&e)))?
         }
         Origin::Sum(_) => return Ok(Vec::new()),
     };
@@ -319,7 +204,7 @@ async fn run_command(app: &App, source: &CostSource, command: &str) -> Result<St
             let why = if last_err.is_empty() {
                 String::new()
             } else {
-                format!(": {}", crate::platform::cut(&last_err, 200))
+                format!(": {}", crate::domain::text::cut(&last_err, 200))
             };
             return Err(format!(
                 "step \"{}\" {}{why}",

@@ -26,7 +26,8 @@ use stats::{DeployStats, Uptime};
 use crate::app::App;
 use crate::on_db;
 use crate::reports::cost::CostSummary;
-use crate::store::{Arg, Db, Result, Write, now_ms};
+use crate::store::{Arg, Db, Result, Write};
+use crate::domain::time::now_ms;
 
 /// The terminal always, plus each configured channel on a platform that can deliver.
 pub fn destinations(
@@ -302,7 +303,7 @@ pub async fn cli(
             .schedule_last(&scheduler::state_key(&cfg.name))
             .await?
         {
-            println!("  last handled: {}", crate::store::history::fmt_time(last));
+            println!("  last handled: {}", crate::domain::time::fmt_time(last));
         }
         println!("(`deckhand digest {} --now` prints one now)", cfg.name);
         return Ok(crate::cli::exit::OK);

@@ -7,9 +7,10 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use super::{Digest, EnvReport, Late, Section};
-use crate::domain::notice::{Notice, NoticeKind, Tone, fmt_duration};
+use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::reports::cost::{CostSummary, fmt_money};
 use crate::support::chart::DailySeries;
+use crate::domain::time::fmt_duration;
 
 pub(crate) fn local(tz: Tz, t: DateTime<Utc>, fmt: &str) -> String {
     t.with_timezone(&tz).format(fmt).to_string()
@@ -200,7 +201,7 @@ fn cost_lines(s: &CostSummary) -> Vec<String> {
 /// first source's currency; a sum source would count its parts twice).
 pub fn chart(
     d: &Digest,
-    costs: &[crate::reports::cost::CostSource],
+    costs: &[crate::config::cost::CostSource],
 ) -> std::result::Result<Vec<u8>, String> {
     let uptime = DailySeries {
         label: "Uptime, all environments".into(),
@@ -211,7 +212,7 @@ pub fn chart(
     let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
     for s in d.costs.iter().flatten() {
         let summed = costs.iter().any(|c| {
-            c.name == s.source && matches!(c.origin, crate::reports::cost::Origin::Sum(_))
+            c.name == s.source && matches!(c.origin, crate::config::cost::Origin::Sum(_))
         });
         if summed || currency.get_or_insert_with(|| s.currency.clone()) != &s.currency {
             continue;

@@ -1,0 +1,106 @@
+//! Text helpers: splitting command text, cutting to platform limits, short descriptions.
+
+/// Split command text into words; "double quotes" (straight or curly, as Slack sends them)
+/// keep a phrase together. Nothing here is ever given to a shell.
+pub fn split_args(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            '"' | '“' | '”' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unbalanced quote in the command text; close the \" around the phrase".into());
+    }
+    if any {
+        out.push(cur);
+    }
+    if out.len() > 32 {
+        return Err("too many words in the command text".into());
+    }
+    Ok(out)
+}
+
+/// At most `max` characters; a cut says so.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let note = " … (truncated)";
+    let keep = max.saturating_sub(note.chars().count());
+    s.chars().take(keep).collect::<String>() + note
+}
+
+/// The last `max` characters (for logs, where the end matters most); a cut says so.
+pub fn cut_tail(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let note = "(earlier output truncated) … ";
+    let keep = max.saturating_sub(note.chars().count());
+    note.to_owned() + &s.chars().skip(n - keep).collect::<String>()
+}
+
+/// Describe a job in one line: "deploy abc1234 → staging".
+pub fn describe(job_command: &str, env: Option<&str>, version: Option<&str>) -> String {
+    match (env, version) {
+        (Some(e), Some(v)) => format!("{job_command} {v} → {e}"),
+        (Some(e), None) => format!("{job_command} on {e}"),
+        _ => job_command.to_owned(),
+    }
+}
+
+/// User text in a message, cut short and without control characters.
+pub fn shorten(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
+    if s.chars().count() > 64 {
+        format!("{clean}…")
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_quoted_phrases() {
+        assert_eq!(
+            split_args("production abc1234 --emergency \"INC-7 db down\"").unwrap(),
+            vec!["production", "abc1234", "--emergency", "INC-7 db down"]
+        );
+        assert_eq!(split_args("  a   “b c”  ").unwrap(), vec!["a", "b c"]);
+        assert_eq!(split_args("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_args("a \"\"").unwrap(), vec!["a", ""]);
+        assert!(split_args("a \"b").is_err());
+    }
+
+    #[test]
+    fn cuts_say_so() {
+        assert_eq!(cut("abc", 5), "abc");
+        let c = cut(&"x".repeat(100), 20);
+        assert_eq!(c.chars().count(), 20);
+        assert!(c.ends_with("(truncated)"));
+        let t = cut_tail(&format!("{}END", "x".repeat(100)), 40);
+        assert_eq!(t.chars().count(), 40);
+        assert!(t.ends_with("END") && t.starts_with("(earlier"));
+    }
+}
