@@ -320,7 +320,7 @@ async fn missed_firing(b: Backend) {
 
 /// Deliver what the outbox holds with the real platform clients against the fake.
 fn sender(app: &Arc<App>, stop: &CancelToken) -> tokio::task::JoinHandle<()> {
-    let mut d = vec![deckhand::outbox::Deliverer::Terminal { print: false }];
+    let mut d = vec![deckhand::outbox::Terminal::boxed(false)];
     d.extend(deckhand::platform::deliverers(app));
     tokio::spawn(deckhand::outbox::run_sender(app.clone(), d, stop.clone()))
 }

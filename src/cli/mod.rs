@@ -1,6 +1,7 @@
 //! The command line: `deckhand serve | run | jobs | logs | audit | check | …`.
 
 pub mod demo;
+mod digest;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -278,7 +279,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
         // --- digests ---
         Cmd::Digest { name, now, chart } => {
             let app = App::build(settings).await?;
-            crate::reports::digest::cli(&app, &name, now, chart.as_deref()).await
+            digest::run(&app, &name, now, chart.as_deref()).await
         }
         // --- end digests ---
         Cmd::Audit { env, limit } => {

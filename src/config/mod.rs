@@ -71,7 +71,7 @@ pub struct Config {
     pub probes: crate::config::probes::ProbesConfig,
     /// Scheduled digests.
     #[serde(default)]
-    pub digests: Vec<crate::reports::digest::DigestConfig>,
+    pub digests: Vec<crate::config::digest::DigestConfig>,
     /// Where cost figures come from.
     #[serde(default)]
     pub costs: Vec<crate::config::cost::CostSource>,
@@ -636,7 +636,7 @@ pub fn validate_config(name: &str, text: &str, c: &Config) -> Result<(), ConfigE
 
 /// Every problem found, as (line, message).
 pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = crate::reports::digest::config_problems(c)
+    let mut out: Vec<(usize, String)> = crate::config::digest::config_problems(c)
         .into_iter()
         .map(|(needle, message)| (line_of_str(text, &needle), message))
         .collect();

@@ -236,7 +236,7 @@ async fn history(app: &App, env: &str) -> anyhow::Result<String> {
 }
 
 fn job_notice(app: &App, job: &JobRow, n: Notice) -> Vec<Write> {
-    crate::jobs::notices(
+    crate::outbox::routes::notices(
         app,
         job,
         &n.env(job.environment.as_deref())
@@ -474,7 +474,7 @@ async fn reject<'a>(
 }
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let routes = crate::jobs::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
+    let routes = crate::outbox::routes::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
     routes
         .into_iter()
         .map(|(platform, channel)| {

@@ -281,7 +281,7 @@ async fn enqueue(
             } else {
                 n.action("cancel", "Cancel", id, true)
             };
-            let mut w = crate::jobs::notices(app, &row, &n);
+            let mut w = crate::outbox::routes::notices(app, &row, &n);
             if let Some(reason) = &emergency {
                 let loud = Notice::new(
                     NoticeKind::EmergencyOverride,
@@ -291,10 +291,10 @@ async fn enqueue(
                 .env(job.environment.as_deref())
                 .version(job.version.as_deref())
                 .job(id);
-                w.extend(crate::jobs::notices(app, &row, &loud));
-                w.push(crate::jobs::audit(&row, "emergency_override", reason.clone()));
+                w.extend(crate::outbox::routes::notices(app, &row, &loud));
+                w.push(crate::store::jobs::audit(&row, "emergency_override", reason.clone()));
             }
-            w.push(crate::jobs::audit(&row, "command_accepted", format!("/{} {}", cmd.name, inv.args.join(" "))));
+            w.push(crate::store::jobs::audit(&row, "command_accepted", format!("/{} {}", cmd.name, inv.args.join(" "))));
             w
         })
         .await?;

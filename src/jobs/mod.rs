@@ -17,67 +17,9 @@ use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
 use crate::jobs::health::HealthOutcome;
 use crate::jobs::steps::run_steps;
 use crate::store::history::status as dstatus;
-use crate::store::jobs::{JobRow, job_notice, state, transition};
-use crate::store::{AuditEvent, Write};
+use crate::store::jobs::{JobRow, state, transition};
+use crate::store::Write;
 use crate::support::runner::{CancelToken, Redactor};
-
-/// Where notices about an environment go, for something asked on `platform` in `channel`:
-/// that platform, in the environment's channel there if it names one (else the asking
-/// channel), plus the environment's channels on the other enabled platforms. Job notices,
-/// lock notices and lock reminders all route through here.
-pub fn env_routes(
-    app: &App,
-    env: Option<&str>,
-    platform: &str,
-    channel: Option<&str>,
-) -> Vec<(String, Option<String>)> {
-    let env_channels = env
-        .and_then(|e| app.settings.config.environments.get(e))
-        .map(|e| e.channels.clone())
-        .unwrap_or_default();
-    let mut out = vec![(
-        platform.to_owned(),
-        env_channels
-            .get(platform)
-            .cloned()
-            .or_else(|| channel.map(str::to_owned)),
-    )];
-    for (p, ch) in env_channels {
-        if p != platform && app.settings.platform_enabled(&p) {
-            out.push((p, Some(ch)));
-        }
-    }
-    out
-}
-
-/// Where a job's notices go: see [`env_routes`].
-pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
-    env_routes(
-        app,
-        job.environment.as_deref(),
-        &job.platform,
-        job.channel.as_deref(),
-    )
-}
-
-/// Outbox rows for one notice on every route of a job.
-pub fn notices(app: &App, job: &JobRow, n: &Notice) -> Vec<Write> {
-    routes(app, job)
-        .into_iter()
-        .map(|(p, c)| job_notice(job.id, &p, c.as_deref(), n))
-        .collect()
-}
-
-pub fn audit(job: &JobRow, action: &str, detail: impl Into<String>) -> Write {
-    Write::Audit(AuditEvent {
-        actor: job.requested_by.clone(),
-        platform: job.platform.clone(),
-        action: action.to_owned(),
-        environment: job.environment.clone(),
-        job_id: Some(job.id),
-        detail: detail.into(),
-    })
-}
 
 /// What running a job's steps produced.
 pub(crate) struct StepsResult {
@@ -610,3 +552,5 @@ pub fn job_duration(job: &JobRow) -> String {
 pub use crate::jobs::steps::{fingerprint, generate_secret};
 pub use crate::jobs::worker::{recover, remind_locks, run_workers};
 use crate::domain::time::fmt_duration;
+use crate::outbox::routes::notices;
+use crate::store::jobs::audit;

@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
-use crate::jobs::{audit, env_of, execute, notices};
+use crate::jobs::{env_of, execute};
 use crate::store::Write;
 use crate::store::jobs::{state, transition};
 use crate::support::runner::{self, CancelToken};
 use crate::domain::time::fmt_duration;
+use crate::store::jobs::audit;
+use crate::outbox::routes::notices;
 
 /// Report jobs whose process died: `interrupted`, or back to `queued` when the command
 /// says it is safe to run again. Returns how many were recovered.
@@ -154,7 +156,7 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
         let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
             .env(Some(&l.environment));
         let routes =
-            crate::jobs::env_routes(app, Some(&l.environment), &l.platform, l.channel.as_deref());
+            crate::outbox::routes::env_routes(app, Some(&l.environment), &l.platform, l.channel.as_deref());
         let mut writes = vec![Write::Sql {
             sql: "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3".into(),
             args: vec![

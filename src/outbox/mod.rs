@@ -6,6 +6,8 @@
 //! crash between the two can at worst resend the one row in flight; platforms that allow
 //! it make even that harmless (an update of the job's one message is idempotent).
 
+pub mod routes;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,47 +339,50 @@ impl Db {
     }
 }
 
-/// Where notices of one platform go.
-pub enum Deliverer {
-    /// The terminal of `deckhand serve`: the notice is printed on stdout. With `print`
-    /// false (an in-process `deckhand run`, which prints what it follows) it is only marked.
-    Terminal {
-        print: bool,
-    },
-    Slack(crate::platform::slack::SlackClient),
-    Discord(crate::platform::discord::DiscordClient),
+/// A delivery in flight.
+pub type Delivery<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), DeliveryError>> + Send + 'a>>;
+
+/// Where notices of one platform go. Each platform implements this; the sender knows
+/// nothing else about them.
+pub trait Deliver: Send + Sync {
+    /// The platform name on outbox rows this delivers.
+    fn platform(&self) -> &'static str;
+    /// Minimum time between two messages to one channel.
+    fn pace(&self) -> Duration;
+    /// Send one notice (post, update or reply).
+    fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> Delivery<'a>;
 }
 
-impl Deliverer {
-    pub fn platform(&self) -> &'static str {
-        match self {
-            Deliverer::Terminal { .. } => "terminal",
-            Deliverer::Slack(_) => "slack",
-            Deliverer::Discord(_) => "discord",
-        }
-    }
+/// Any platform's deliverer.
+pub type Deliverer = Box<dyn Deliver>;
 
-    async fn deliver(&self, app: &App, row: &OutboxRow) -> std::result::Result<(), DeliveryError> {
-        match self {
-            Deliverer::Terminal { print } => {
-                if *print && let Some(n) = row.notice() {
-                    println!("{}", n.render_text());
-                }
-                Ok(())
-            }
-            Deliverer::Slack(c) => c.deliver(app, row).await,
-            Deliverer::Discord(c) => c.deliver(app, row).await,
-        }
-    }
+/// The terminal of `deckhand serve`: the notice is printed on stdout. With `print` false
+/// (an in-process `deckhand run`, which prints what it follows) it is only marked.
+pub struct Terminal {
+    pub print: bool,
+}
 
-    /// Minimum time between two messages to one channel.
+impl Terminal {
+    pub fn boxed(print: bool) -> Deliverer {
+        Box::new(Terminal { print })
+    }
+}
+
+impl Deliver for Terminal {
+    fn platform(&self) -> &'static str {
+        "terminal"
+    }
     fn pace(&self) -> Duration {
-        match self {
-            Deliverer::Terminal { .. } => Duration::ZERO,
-            Deliverer::Slack(_) => Duration::from_millis(1000),
-            // Discord's buckets are honoured from its headers; this only smooths bursts.
-            Deliverer::Discord(_) => Duration::from_millis(100),
+        Duration::ZERO
+    }
+    fn deliver<'a>(&'a self, _app: &'a App, row: &'a OutboxRow) -> Delivery<'a> {
+        if self.print
+            && let Some(n) = row.notice()
+        {
+            println!("{}", n.render_text());
         }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -422,7 +427,7 @@ pub async fn run_sender(
 
         // One message per paced channel now; the rest of the batch for that channel goes
         // back until the channel is due.
-        let mut send: Vec<(OutboxRow, String, &Deliverer)> = Vec::new();
+        let mut send: Vec<(OutboxRow, String, &dyn Deliver)> = Vec::new();
         let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
         for row in rows {
             let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
@@ -436,7 +441,7 @@ pub async fn run_sender(
                     .1
                     .push(row.id);
             } else {
-                send.push((row, key, d));
+                send.push((row, key, d.as_ref()));
             }
         }
         for (pace, ids) in later.values() {

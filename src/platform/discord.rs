@@ -751,6 +751,18 @@ fn route_bucket(path: &str) -> String {
         .join("/")
 }
 
+impl crate::outbox::Deliver for DiscordClient {
+    fn platform(&self) -> &'static str {
+        "discord"
+    }
+    fn pace(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+    fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> crate::outbox::Delivery<'a> {
+        Box::pin(DiscordClient::deliver(self, app, row))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,12 +28,12 @@ pub fn routes() -> Router<Arc<App>> {
 
 /// A deliverer for every platform that can deliver.
 pub fn deliverers(app: &App) -> Vec<Deliverer> {
-    let mut d = Vec::new();
+    let mut d: Vec<Deliverer> = Vec::new();
     if app.settings.platform_enabled("slack") {
-        d.push(Deliverer::Slack(slack::SlackClient::new(app)));
+        d.push(Box::new(slack::SlackClient::new(app)));
     }
     if app.settings.platform_enabled("discord") {
-        d.push(Deliverer::Discord(discord::DiscordClient::new(app)));
+        d.push(Box::new(discord::DiscordClient::new(app)));
     }
     d
 }

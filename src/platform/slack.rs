@@ -87,20 +87,14 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Resu
     if now.abs_diff(t) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SigError::Stale);
     }
-    let want = signature(secret, ts, body);
-    if constant_eq(want.as_bytes(), sig.as_bytes()) {
-        Ok(())
-    } else {
-        Err(SigError::Mismatch)
-    }
-}
-
-/// Compare without an early exit, so timing says nothing about where bytes differ.
-pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let given = hex::decode(&sig[3..]).map_err(|_| SigError::Malformed)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"v0:");
+    mac.update(ts.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&given).map_err(|_| SigError::Mismatch)
 }
 
 fn now_secs() -> i64 {
@@ -779,6 +773,18 @@ pub fn manifest(app_url: &str, catalog: &crate::config::catalog::Catalog) -> Val
             "token_rotation_enabled": false,
         },
     })
+}
+
+impl crate::outbox::Deliver for SlackClient {
+    fn platform(&self) -> &'static str {
+        "slack"
+    }
+    fn pace(&self) -> Duration {
+        Duration::from_millis(1000)
+    }
+    fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> crate::outbox::Delivery<'a> {
+        Box::pin(SlackClient::deliver(self, app, row))
+    }
 }
 
 #[cfg(test)]

@@ -215,9 +215,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// The deliverers this process runs: the terminal (its own stdout), plus every platform
 /// with credentials.
 pub fn deliverers(app: &App, print_terminal: bool) -> Vec<Deliverer> {
-    let mut d = vec![Deliverer::Terminal {
-        print: print_terminal,
-    }];
+    let mut d = vec![crate::outbox::Terminal::boxed(print_terminal)];
     d.extend(crate::platform::deliverers(app));
     d
 }

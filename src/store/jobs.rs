@@ -10,7 +10,7 @@
 use sqlx::FromRow;
 
 use crate::on_db;
-use crate::store::{Db, NewNotice, Result, StoreError, Write, exec_write};
+use crate::store::{AuditEvent, Db, NewNotice, Result, StoreError, Write, exec_write};
 use crate::domain::time::now_ms;
 
 /// Job states. `awaiting_approval` jobs are not claimable until approved.
@@ -324,4 +324,15 @@ pub fn job_notice(
 /// Is this error a guarded update that lost its race?
 pub fn is_conflict(e: &StoreError) -> bool {
     matches!(e, StoreError::Conflict(_))
+}
+
+pub fn audit(job: &JobRow, action: &str, detail: impl Into<String>) -> Write {
+    Write::Audit(AuditEvent {
+        actor: job.requested_by.clone(),
+        platform: job.platform.clone(),
+        action: action.to_owned(),
+        environment: job.environment.clone(),
+        job_id: Some(job.id),
+        detail: detail.into(),
+    })
 }

@@ -5,3 +5,4 @@ pub mod metrics;
 pub mod net;
 pub mod runner;
 pub mod schedule;
+pub mod secret;

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::config::alerts::AlertsConfig;
 use crate::watch::incidents::{Event, severity_of};
+use crate::outbox::routes::destinations;
 
 /// Alertmanager groups can be large; anything past this is refused with 413.
 pub const MAX_BODY: usize = 512 * 1024;
@@ -242,21 +243,6 @@ pub fn route(
     (severity.to_owned(), cfg.channels.clone())
 }
 
-/// The (platform, channel) pairs an incident's message goes to: its routed channels on
-/// enabled platforms, and always the server's terminal.
-pub fn destinations(
-    app: &App,
-    channels: &BTreeMap<String, String>,
-) -> Vec<(String, Option<String>)> {
-    let mut out = vec![("terminal".to_owned(), None)];
-    for (p, c) in channels {
-        if p != "terminal" && app.settings.platform_enabled(p) {
-            out.push((p.clone(), Some(c.clone())));
-        }
-    }
-    out
-}
-
 /// Record every alert of a payload; returns how many.
 pub async fn ingest(app: &App, parsed: Vec<Parsed>) -> anyhow::Result<usize> {
     let mut n = 0;
@@ -288,7 +274,7 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !crate::platform::slack::constant_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+    if !crate::support::secret::constant_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
         crate::support::metrics::command("alerts", "bad_signature");
         tracing::warn!(%source, "refused an alert without the right bearer token");
         return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();

@@ -225,7 +225,7 @@ pub async fn round(app: &App) -> anyhow::Result<()> {
         crate::watch::incidents::record(
             app,
             &event,
-            &crate::watch::alerts::destinations(app, &channels),
+            &crate::outbox::routes::destinations(app, &channels),
         )
         .await?;
     }

@@ -12,13 +12,11 @@ pub mod scheduler;
 pub mod stats;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 pub use crate::config::digest::{DigestConfig, Section, config_problems, cost_channels};
-use render::local;
 pub use render::{chart, notice, render_terminal};
 pub use scheduler::{Fired, run, tick};
 use stats::{DeployStats, Uptime};
@@ -28,14 +26,6 @@ use crate::on_db;
 use crate::reports::cost::CostSummary;
 use crate::store::{Arg, Db, Result, Write};
 use crate::domain::time::now_ms;
-
-/// The terminal always, plus each configured channel on a platform that can deliver.
-pub fn destinations(
-    app: &App,
-    channels: &BTreeMap<String, String>,
-) -> Vec<(String, Option<String>)> {
-    crate::watch::alerts::destinations(app, channels)
-}
 
 /// A once-only claim as a write, so it commits or rolls back with the notices it guards
 /// (`Db::claim_once` in a transaction): put it first in [`Db::apply_if_first`].
@@ -261,65 +251,4 @@ async fn deployments(
         )
         .bind(env).bind(from).bind(to).fetch_all(p).await?
     }))
-}
-
-/// `deckhand digest NAME [--now] [--chart PATH]`: with `--now`, print the digest for this
-/// instant and write its chart; without, show when it fires.
-pub async fn cli(
-    app: &App,
-    name: &str,
-    now: bool,
-    chart_path: Option<&Path>,
-) -> anyhow::Result<i32> {
-    let digests = &app.settings.config.digests;
-    let Some(cfg) = digests.iter().find(|d| d.name == name) else {
-        let known: Vec<&str> = digests.iter().map(|d| d.name.as_str()).collect();
-        eprintln!(
-            "deckhand: there is no digest {name:?}; configured: {}",
-            if known.is_empty() {
-                "none ([[digests]] in deckhand.toml)".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
-        return Ok(crate::cli::exit::REFUSED);
-    };
-    if !now {
-        let t = Utc::now();
-        println!(
-            "{}: \"{}\" in {}",
-            cfg.name,
-            cfg.schedule.expression(),
-            cfg.schedule.time_zone().name()
-        );
-        for f in cfg.schedule.firings_between(t, t + Duration::days(400), 3) {
-            println!(
-                "  next: {}",
-                local(cfg.schedule.time_zone(), f, "%a %Y-%m-%d %H:%M %Z")
-            );
-        }
-        if let Some(last) = app
-            .db
-            .schedule_last(&scheduler::state_key(&cfg.name))
-            .await?
-        {
-            println!("  last handled: {}", crate::domain::time::fmt_time(last));
-        }
-        println!("(`deckhand digest {} --now` prints one now)", cfg.name);
-        return Ok(crate::cli::exit::OK);
-    }
-    let d = build(app, cfg, Utc::now()).await?;
-    println!("{}", render_terminal(&notice(&d, None)));
-    let path: PathBuf = chart_path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| format!("digest-{}.png", cfg.name).into());
-    match chart(&d, &app.settings.config.costs) {
-        Ok(png) => {
-            std::fs::write(&path, &png)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            println!("chart: {} ({} bytes)", path.display(), png.len());
-        }
-        Err(e) => eprintln!("deckhand: no chart: {e}"),
-    }
-    Ok(crate::cli::exit::OK)
 }

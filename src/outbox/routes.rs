@@ -1,0 +1,70 @@
+//! The one place that decides where notices go: a job's, an environment's, an incident's.
+
+use std::collections::BTreeMap;
+
+use crate::app::App;
+use crate::domain::notice::Notice;
+use crate::store::Write;
+use crate::store::jobs::{JobRow, job_notice};
+
+/// Where notices about an environment go, for something asked on `platform` in `channel`:
+/// that platform, in the environment's channel there if it names one (else the asking
+/// channel), plus the environment's channels on the other enabled platforms. Job notices,
+/// lock notices and lock reminders all route through here.
+pub fn env_routes(
+    app: &App,
+    env: Option<&str>,
+    platform: &str,
+    channel: Option<&str>,
+) -> Vec<(String, Option<String>)> {
+    let env_channels = env
+        .and_then(|e| app.settings.config.environments.get(e))
+        .map(|e| e.channels.clone())
+        .unwrap_or_default();
+    let mut out = vec![(
+        platform.to_owned(),
+        env_channels
+            .get(platform)
+            .cloned()
+            .or_else(|| channel.map(str::to_owned)),
+    )];
+    for (p, ch) in env_channels {
+        if p != platform && app.settings.platform_enabled(&p) {
+            out.push((p, Some(ch)));
+        }
+    }
+    out
+}
+
+/// Where a job's notices go: see [`env_routes`].
+pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
+    env_routes(
+        app,
+        job.environment.as_deref(),
+        &job.platform,
+        job.channel.as_deref(),
+    )
+}
+
+/// Outbox rows for one notice on every route of a job.
+pub fn notices(app: &App, job: &JobRow, n: &Notice) -> Vec<Write> {
+    routes(app, job)
+        .into_iter()
+        .map(|(p, c)| job_notice(job.id, &p, c.as_deref(), n))
+        .collect()
+}
+
+/// The (platform, channel) pairs an incident's message goes to: its routed channels on
+/// enabled platforms, and always the server's terminal.
+pub fn destinations(
+    app: &App,
+    channels: &BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut out = vec![("terminal".to_owned(), None)];
+    for (p, c) in channels {
+        if p != "terminal" && app.settings.platform_enabled(p) {
+            out.push((p.clone(), Some(c.clone())));
+        }
+    }
+    out
+}
