@@ -654,7 +654,7 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
     }
     for source in ["", "Alertmanager", "../generic", "generic\0", "prometheus"] {
         let e = deckhand::watch::alerts::parse(source, br#"{"title":"x"}"#).unwrap_err();
-        assert!(e.starts_with("unknown alert source"), "{source:?}: {e}");
+        assert!(e.to_string().starts_with("unknown alert source"), "{source:?}: {e}");
     }
 
     // Huge text is cut; absurd times fall back to now; no severity is P3.

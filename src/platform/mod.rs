@@ -11,20 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 
 use crate::app::App;
 use crate::intake::{Invocation, Outcome};
 use crate::outbox::{Deliverer, DeliveryError};
-use crate::support::runner::CancelToken;
-
-/// Routes of every platform; each answers 404 until its credentials are configured.
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .merge(slack::routes())
-        .merge(discord::routes())
-        .merge(crate::watch::alerts::routes())
-}
 
 /// A deliverer for every platform that can deliver.
 pub fn deliverers(app: &App) -> Vec<Deliverer> {
@@ -36,14 +26,6 @@ pub fn deliverers(app: &App) -> Vec<Deliverer> {
         d.push(Box::new(discord::DiscordClient::new(app)));
     }
     d
-}
-
-/// Background loops: uptime probes and incident reminders; digests and budget checks.
-pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![
-        tokio::spawn(crate::watch::probes::run(app.clone(), stop.clone())),
-        tokio::spawn(crate::reports::digest::run(app, stop)),
-    ]
 }
 
 /// How long intake may take before the platform's 3-second deadline is in danger.

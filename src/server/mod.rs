@@ -9,6 +9,7 @@
 //! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
 //! carry the security headers too.
 
+pub mod alerts;
 pub mod limits;
 
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
-    harden(&app, r.merge(crate::platform::routes())).with_state(app)
+    harden(&app, r.merge(routes())).with_state(app)
 }
 
 /// The router of the separate metrics listener (`[server] metrics_listen`).
@@ -257,7 +258,7 @@ pub async fn serve(
         stop_sender.clone(),
     ));
     let presence = tokio::spawn(presence(app.clone(), stop_sender.clone()));
-    let background = crate::platform::background(app.clone(), stop_sender.clone());
+    let background = background(app.clone(), stop_sender.clone());
 
     let metrics_apart = app.settings.config.server.metrics_listen.clone();
     let mut extra = None;
@@ -340,4 +341,20 @@ pub async fn serve(
     app.db.close().await;
     tracing::info!("deckhand stopped");
     Ok(())
+}
+
+/// Routes of every platform; each answers 404 until its credentials are configured.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .merge(crate::platform::slack::routes())
+        .merge(crate::platform::discord::routes())
+        .merge(alerts::routes())
+}
+
+/// Background loops: uptime probes and incident reminders; digests and budget checks.
+pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(crate::watch::probes::run(app.clone(), stop.clone())),
+        tokio::spawn(crate::reports::digest::run(app, stop)),
+    ]
 }

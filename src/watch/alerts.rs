@@ -6,30 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use secrecy::ExposeSecret;
-use serde_json::json;
 
 use crate::app::App;
 use crate::config::alerts::AlertsConfig;
 use crate::watch::incidents::{Event, severity_of};
 use crate::outbox::routes::destinations;
-
-/// Alertmanager groups can be large; anything past this is refused with 413.
-pub const MAX_BODY: usize = 512 * 1024;
-
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/alerts/{source}", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-}
 
 /// An alert with the labels routing looks at.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,13 +87,24 @@ fn fingerprint_of(labels: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// Why an alert body was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    /// Not one of the endpoints: 404.
+    #[error("unknown alert source {0:?}; accepted: alertmanager, grafana, generic")]
+    UnknownSource(String),
+    /// The body does not have the source's shape: 400.
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// Parse a webhook body from `source` (alertmanager, grafana or generic).
-pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
+pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, AlertError> {
     let now = crate::domain::time::now_ms();
     match source {
         "alertmanager" | "grafana" => {
             let p: WebhookV4 = serde_json::from_slice(body)
-                .map_err(|e| format!("malformed {source} payload: {e}"))?;
+                .map_err(|e| AlertError::Malformed(format!("malformed {source} payload: {e}")))?;
             let _ = &p.group_key;
             Ok(p.alerts
                 .into_iter()
@@ -171,18 +164,18 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
                 .collect())
         }
         "generic" => {
-            let g: Generic = serde_json::from_slice(body).map_err(|e| format!("malformed generic alert: {e}; expected {{\"title\", \"severity\", \"environment\", \"service\", \"description\", \"dedup_key\", \"status\": \"firing\"|\"resolved\", \"link\"}}"))?;
+            let g: Generic = serde_json::from_slice(body).map_err(|e| AlertError::Malformed(format!("malformed generic alert: {e}; expected {{\"title\", \"severity\", \"environment\", \"service\", \"description\", \"dedup_key\", \"status\": \"firing\"|\"resolved\", \"link\"}}")))?;
             let resolved = match g.status.as_deref() {
                 None | Some("firing") | Some("triggered") => false,
                 Some("resolved") => true,
                 Some(other) => {
-                    return Err(format!(
+                    return Err(AlertError::Malformed(format!(
                         "status {other:?} is not accepted; expected \"firing\" or \"resolved\""
-                    ));
+                    )));
                 }
             };
             if g.title.trim().is_empty() {
-                return Err("title must not be empty".into());
+                return Err(AlertError::Malformed("title must not be empty".into()));
             }
             let mut labels = BTreeMap::new();
             for (k, v) in [
@@ -215,9 +208,7 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, String> {
                 labels,
             }])
         }
-        other => Err(format!(
-            "unknown alert source {other:?}; accepted: alertmanager, grafana, generic"
-        )),
+        other => Err(AlertError::UnknownSource(other.to_owned())),
     }
 }
 
@@ -254,61 +245,4 @@ pub async fn ingest(app: &App, parsed: Vec<Parsed>) -> anyhow::Result<usize> {
         n += 1;
     }
     Ok(n)
-}
-
-async fn receive(
-    State(app): State<Arc<App>>,
-    Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(token) = &app.settings.secrets.alert_token else {
-        return (
-            StatusCode::NOT_FOUND,
-            "alert intake is off (DECKHAND_ALERT_TOKEN is unset)",
-        )
-            .into_response();
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !crate::support::secret::constant_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
-        crate::support::metrics::command("alerts", "bad_signature");
-        tracing::warn!(%source, "refused an alert without the right bearer token");
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    }
-    if app.health.draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Deckhand is restarting; Alertmanager will retry",
-        )
-            .into_response();
-    }
-    let parsed = match parse(&source, &body) {
-        Ok(p) => p,
-        Err(e) if e.starts_with("unknown alert source") => {
-            return (StatusCode::NOT_FOUND, e).into_response();
-        }
-        Err(e) => {
-            crate::support::metrics::command("alerts", "refused");
-            return (StatusCode::BAD_REQUEST, e).into_response();
-        }
-    };
-    match ingest(&app, parsed).await {
-        Ok(n) => {
-            crate::support::metrics::command("alerts", "accepted");
-            axum::Json(json!({"accepted": n})).into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "cannot record alerts");
-            // 5xx makes Alertmanager retry: nothing is lost.
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot record the alert right now; retry",
-            )
-                .into_response()
-        }
-    }
 }
