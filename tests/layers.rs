@@ -148,7 +148,7 @@ fn problems(src: &Path) -> Vec<String> {
     for e in &all {
         if reaches(&graph, &e.to, &e.from) {
             out.push(format!(
-                "{}:{}: `{}` imports `{}`, which imports `{}` back (a cycle): {}",
+                "{}:{}: `{}` imports `{}`, which leads back to `{}` (a cycle): {}",
                 e.file.display(),
                 e.line,
                 e.from,
@@ -211,6 +211,6 @@ fn the_checker_sees_a_back_edge_and_a_cycle() {
     let p = problems(src);
     let has = |s: &str| p.iter().any(|l| l.contains(s));
     assert!(has("config/mod.rs:1: `config` (layer 1) imports `app` (layer 3)"), "{p:#?}");
-    assert!(has("jobs/mod.rs:1: `jobs` imports `intake`, which imports `jobs` back"), "{p:#?}");
+    assert!(has("jobs/mod.rs:1: `jobs` imports `intake`, which leads back to `jobs`"), "{p:#?}");
     assert!(!p.iter().any(|l| l.contains("domain")), "{p:#?}");
 }
