@@ -8,9 +8,9 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::config::catalog::Catalog;
+use crate::domain::time::now_ms;
 use crate::store::Db;
 use crate::support::runner::Redactor;
-use crate::domain::time::now_ms;
 
 pub struct App {
     pub settings: Settings,

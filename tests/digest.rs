@@ -62,7 +62,7 @@ async fn digest_now(b: Backend) {
         120,
     ));
     w.push(deployment("production", "deploy", "failed", n - 10 * d, 1));
-    app.db.apply(&w).await.unwrap();
+    seed(&app.db, &w).await;
 
     let chart = ws.dir.path().join("weekly.png");
     let out = ws

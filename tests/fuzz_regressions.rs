@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderMap, HeaderValue};
 use deckhand::config::catalog::{Catalog, parse_command};
 use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
+use deckhand::domain::text::split_args;
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
 use deckhand::platform::discord::{self, CommandOption};
 use deckhand::platform::slack::{self, SigError};
-use deckhand::domain::text::split_args;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 
@@ -654,7 +654,10 @@ fn alert_payloads_refuse_garbage_and_bound_text() {
     }
     for source in ["", "Alertmanager", "../generic", "generic\0", "prometheus"] {
         let e = deckhand::watch::alerts::parse(source, br#"{"title":"x"}"#).unwrap_err();
-        assert!(e.to_string().starts_with("unknown alert source"), "{source:?}: {e}");
+        assert!(
+            e.to_string().starts_with("unknown alert source"),
+            "{source:?}: {e}"
+        );
     }
 
     // Huge text is cut; absurd times fall back to now; no severity is P3.

@@ -120,7 +120,11 @@ fn edges(src: &Path) -> Vec<Edge> {
 }
 
 fn layer(m: &str) -> u8 {
-    LAYERS.iter().find(|(n, _)| *n == m).map(|(_, l)| *l).unwrap()
+    LAYERS
+        .iter()
+        .find(|(n, _)| *n == m)
+        .map(|(_, l)| *l)
+        .unwrap()
 }
 
 /// Problems with the import graph, each naming a file and line.
@@ -202,7 +206,10 @@ fn the_checker_sees_a_back_edge_and_a_cycle() {
         ("app.rs", "use crate::config::Settings;\n"),
         ("jobs/mod.rs", "fn f() { crate::intake::x(); }\n"),
         ("intake/mod.rs", "use crate::{jobs, store::Db};\n"),
-        ("domain/mod.rs", "// crate::store is mentioned in a comment only\n"),
+        (
+            "domain/mod.rs",
+            "// crate::store is mentioned in a comment only\n",
+        ),
     ] {
         let p = src.join(file);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -210,7 +217,13 @@ fn the_checker_sees_a_back_edge_and_a_cycle() {
     }
     let p = problems(src);
     let has = |s: &str| p.iter().any(|l| l.contains(s));
-    assert!(has("config/mod.rs:1: `config` (layer 1) imports `app` (layer 3)"), "{p:#?}");
-    assert!(has("jobs/mod.rs:1: `jobs` imports `intake`, which leads back to `jobs`"), "{p:#?}");
+    assert!(
+        has("config/mod.rs:1: `config` (layer 1) imports `app` (layer 3)"),
+        "{p:#?}"
+    );
+    assert!(
+        has("jobs/mod.rs:1: `jobs` imports `intake`, which leads back to `jobs`"),
+        "{p:#?}"
+    );
     assert!(!p.iter().any(|l| l.contains("domain")), "{p:#?}");
 }

@@ -202,30 +202,8 @@ pub async fn serve_app(version: String, port: u16, pid_file: Option<PathBuf>) ->
     Ok(())
 }
 
-const DEMO_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_create_users",
-        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE)",
-    ),
-    (
-        "0002_create_orders",
-        "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), total_cents INTEGER NOT NULL)",
-    ),
-];
-
 fn app_db(env: &str) -> Result<PathBuf> {
     Ok(demo_dir()?.join(format!("{env}-app.db")))
-}
-
-async fn open(path: &Path) -> Result<sqlx::SqlitePool> {
-    use std::str::FromStr;
-    let opts =
-        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true);
-    Ok(sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await?)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -243,18 +221,7 @@ fn backup() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let target = dir.join(format!("{env}-{stamp}.db"));
-    block_on(async {
-        let pool = open(&db).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "VACUUM INTO '{}'",
-            target.display().to_string().replace('\'', "''")
-        )))
-        .execute(&pool)
-        .await
-        .context("backup failed")?;
-        pool.close().await;
-        anyhow::Ok(())
-    })?;
+    block_on(crate::store::demo::backup(&db, &target))?;
     let size = std::fs::metadata(&target)?.len();
     println!(
         "backed up {} to {} ({size} bytes)",
@@ -269,20 +236,18 @@ fn migrate(check_only: bool) -> Result<()> {
     let env = env_name()?;
     let db = app_db(&env)?;
     block_on(async {
-        let pool = open(&db).await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&pool)
-            .await?;
-        let done: Vec<String> = sqlx::query_scalar("SELECT name FROM schema_migrations")
-            .fetch_all(&pool)
-            .await?;
-        let pending: Vec<_> = DEMO_MIGRATIONS
+        let pool = crate::store::demo::open(&db).await?;
+        let done = crate::store::demo::applied(&pool).await?;
+        let pending: Vec<_> = crate::store::demo::DEMO_MIGRATIONS
             .iter()
             .filter(|(n, _)| !done.iter().any(|d| d == n))
             .collect();
         if check_only {
             if pending.is_empty() {
-                println!("no drift: all {} migrations applied", DEMO_MIGRATIONS.len());
+                println!(
+                    "no drift: all {} migrations applied",
+                    crate::store::demo::DEMO_MIGRATIONS.len()
+                );
                 return Ok(());
             }
             bail!("drift: {} migration(s) not applied", pending.len());
@@ -293,17 +258,7 @@ fn migrate(check_only: bool) -> Result<()> {
         }
         let mut names = Vec::new();
         for (name, sql) in pending {
-            let mut tx = pool.begin().await?;
-            sqlx::query(sqlx::AssertSqlSafe(*sql))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (name, applied_at) VALUES ($1, datetime('now'))",
-            )
-            .bind(*name)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            crate::store::demo::apply(&pool, name, sql).await?;
             println!("applied {name}");
             names.push(*name);
         }

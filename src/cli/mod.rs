@@ -241,8 +241,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
                     j.id,
                     crate::domain::time::fmt_time(j.created_at).trim_end_matches(" UTC"),
                     j.command,
-                    crate::domain::text::describe("", j.environment.as_deref(), j.version.as_deref())
-                        .trim(),
+                    crate::domain::text::describe(
+                        "",
+                        j.environment.as_deref(),
+                        j.version.as_deref()
+                    )
+                    .trim(),
                     j.state,
                     crate::jobs::job_duration(&j),
                     j.requested_by
@@ -262,7 +266,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             println!(
                 "job {} {} — {}",
                 j.id,
-                crate::domain::text::describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
+                crate::domain::text::describe(
+                    &j.command,
+                    j.environment.as_deref(),
+                    j.version.as_deref()
+                ),
                 j.state
             );
             for l in app.db.job_log(id, 0).await? {

@@ -5,8 +5,8 @@
 //! embeds) walks the same fields generically, so a field added here shows on every platform
 //! without platform code changes.
 
-use serde::{Deserialize, Serialize};
 use crate::domain::time::fmt_duration;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,14 +7,14 @@ use crate::app::App;
 use crate::config::catalog::BUILTINS;
 use crate::domain::JobId;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::text::describe;
+use crate::domain::time::fmt_duration;
+use crate::domain::time::fmt_time;
+use crate::domain::time::now_ms;
 use crate::intake::policy;
 use crate::intake::{Decision, Invocation};
-use crate::domain::time::fmt_time;
 use crate::store::jobs::{JobRow, state, transition};
-use crate::store::{Arg, AuditEvent, NewNotice, Write};
-use crate::domain::time::fmt_duration;
-use crate::domain::text::describe;
-use crate::domain::time::now_ms;
+use crate::store::{AuditEvent, NewNotice, Write};
 
 pub async fn run<'a>(
     app: &'a App,
@@ -334,11 +334,14 @@ async fn cancel<'a>(
         state::RUNNING => {
             app.db
                 .apply(&[
-                    Write::Sql {
-                        sql: "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running'".into(),
-                        args: vec![Arg::Int(job.id)],
-                    },
-                    actor_audit(inv, "cancel_requested", job.environment.as_deref(), Some(job.id), what.clone()),
+                    crate::store::jobs::request_cancel(job.id),
+                    actor_audit(
+                        inv,
+                        "cancel_requested",
+                        job.environment.as_deref(),
+                        Some(job.id),
+                        what.clone(),
+                    ),
                 ])
                 .await?;
             Ok(Decision::Info(format!(
@@ -391,10 +394,12 @@ async fn approve<'a>(
         job.environment.as_deref(),
         job.version.as_deref(),
     );
-    let mut w = vec![Write::Sql {
-        sql: "INSERT INTO approvals (job_id, approver, platform, decision, at) VALUES ($1, $2, $3, 'approve', $4)".into(),
-        args: vec![Arg::Int(job.id), Arg::Text(inv.actor.clone()), Arg::Text(inv.platform.clone()), Arg::Int(now_ms())],
-    }];
+    let mut w = vec![crate::store::history::approve(
+        job.id,
+        &inv.actor,
+        &inv.platform,
+        now_ms(),
+    )];
     let title = if count >= job.approvals_needed {
         w.push(transition(
             job.id,
@@ -474,7 +479,8 @@ async fn reject<'a>(
 }
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let routes = crate::outbox::routes::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
+    let routes =
+        crate::outbox::routes::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
     routes
         .into_iter()
         .map(|(platform, channel)| {
@@ -505,17 +511,14 @@ async fn lock<'a>(
     }
     let title = format!("{env} locked by {}: {reason}", inv.actor);
     let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title.clone()).env(Some(env));
-    let mut w = vec![Write::Sql {
-        sql: "INSERT INTO locks (environment, locked_by, platform, channel, reason, locked_at) VALUES ($1, $2, $3, $4, $5, $6)".into(),
-        args: vec![
-            Arg::Text(env.into()),
-            Arg::Text(inv.actor.clone()),
-            Arg::Text(inv.platform.clone()),
-            inv.channel.clone().map(Arg::Text).unwrap_or(Arg::Null),
-            Arg::Text(reason.into()),
-            Arg::Int(now_ms()),
-        ],
-    }];
+    let mut w = vec![crate::store::history::lock(
+        env,
+        &inv.actor,
+        &inv.platform,
+        inv.channel.as_deref(),
+        reason,
+        now_ms(),
+    )];
     w.extend(env_notice(app, inv, env, &n));
     w.push(actor_audit(inv, "lock", Some(env), None, reason.to_owned()));
     match app.db.apply(&w).await {
@@ -525,11 +528,9 @@ async fn lock<'a>(
                 "{title}. Deploys, rollbacks and migrations to {env} are refused until `unlock {env}`"
             )))
         }
-        Err(crate::store::StoreError::Sql(sqlx::Error::Database(d))) if d.is_unique_violation() => {
-            Ok(Decision::Refuse(format!(
-                "{env} was locked by someone else a moment ago; see `status {env}`"
-            )))
-        }
+        Err(e) if e.is_unique_violation() => Ok(Decision::Refuse(format!(
+            "{env} was locked by someone else a moment ago; see `status {env}`"
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -545,10 +546,7 @@ async fn unlock<'a>(app: &'a App, inv: &Invocation, env: &str) -> anyhow::Result
         fmt_duration(now_ms() - l.locked_at)
     );
     let n = Notice::new(NoticeKind::BlockerResolved, Tone::Success, title.clone()).env(Some(env));
-    let mut w = vec![Write::Sql {
-        sql: "DELETE FROM locks WHERE environment = $1".into(),
-        args: vec![Arg::Text(env.into())],
-    }];
+    let mut w = vec![crate::store::history::unlock(env)];
     w.extend(env_notice(app, inv, env, &n));
     w.push(actor_audit(inv, "unlock", Some(env), None, title.clone()));
     app.db.apply(&w).await?;

@@ -10,12 +10,12 @@ pub mod policy;
 use crate::app::App;
 use crate::config::catalog::{BUILTINS, Command, JobKind};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
-use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
+use crate::domain::text::{describe, shorten};
 use crate::domain::time::fmt_time;
+use crate::domain::time::now_ms;
+use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
 use crate::store::jobs::{JobRow, NewJob, state};
 use crate::store::{AuditEvent, Write};
-use crate::domain::time::now_ms;
-use crate::domain::text::{describe, shorten};
 
 /// What someone asked for, wherever they asked.
 #[derive(Debug, Clone)]

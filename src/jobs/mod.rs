@@ -16,9 +16,9 @@ use crate::config::catalog::{Command, JobKind};
 use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
 use crate::jobs::health::HealthOutcome;
 use crate::jobs::steps::run_steps;
+use crate::store::Write;
 use crate::store::history::status as dstatus;
 use crate::store::jobs::{JobRow, state, transition};
-use crate::store::Write;
 use crate::support::runner::{CancelToken, Redactor};
 
 /// What running a job's steps produced.
@@ -549,8 +549,8 @@ pub fn job_duration(job: &JobRow) -> String {
     }
 }
 
+use crate::domain::time::fmt_duration;
 pub use crate::jobs::steps::{fingerprint, generate_secret};
 pub use crate::jobs::worker::{recover, remind_locks, run_workers};
-use crate::domain::time::fmt_duration;
 use crate::outbox::routes::notices;
 use crate::store::jobs::audit;

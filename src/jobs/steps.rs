@@ -13,9 +13,9 @@ use crate::app::App;
 use crate::config::catalog::Command;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::jobs::{StepsResult, Stops, env_of};
+use crate::outbox::routes::notices;
 use crate::store::jobs::JobRow;
 use crate::support::runner::{self, CancelToken, Redactor, StepOutcome, StepSpec, Stream};
-use crate::outbox::routes::notices;
 
 /// Facts a step reports by printing `deckhand-report: KEY=VALUE`.
 const REPORT_PREFIX: &str = "deckhand-report:";

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::time::fmt_duration;
 use crate::jobs::{env_of, execute};
+use crate::outbox::routes::notices;
 use crate::store::Write;
+use crate::store::jobs::audit;
 use crate::store::jobs::{state, transition};
 use crate::support::runner::{self, CancelToken};
-use crate::domain::time::fmt_duration;
-use crate::store::jobs::audit;
-use crate::outbox::routes::notices;
 
 /// Report jobs whose process died: `interrupted`, or back to `queued` when the command
 /// says it is safe to run again. Returns how many were recovered.
@@ -72,15 +72,12 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
             Some(title.clone()),
             job.lease_owner.as_deref(),
         )];
-        writes.push(Write::Sql {
-            sql: "UPDATE deployments SET status = 'interrupted', finished_at = $1 WHERE job_id = $2 AND status = 'running'".into(),
-            args: vec![crate::store::Arg::Int(crate::domain::time::now_ms()), crate::store::Arg::Int(job.id)],
-        });
+        writes.push(crate::store::history::interrupt_deployment(
+            job.id,
+            crate::domain::time::now_ms(),
+        ));
         if requeue {
-            writes.push(Write::Sql {
-                sql: "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, step_pgid = NULL WHERE id = $1".into(),
-                args: vec![crate::store::Arg::Int(job.id)],
-            });
+            writes.push(crate::store::jobs::release_lease(job.id));
         }
         writes.extend(notices(app, &job, &notice));
         writes.push(audit(&job, &format!("job_{to}"), title));
@@ -155,16 +152,17 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
         );
         let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
             .env(Some(&l.environment));
-        let routes =
-            crate::outbox::routes::env_routes(app, Some(&l.environment), &l.platform, l.channel.as_deref());
-        let mut writes = vec![Write::Sql {
-            sql: "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3".into(),
-            args: vec![
-                crate::store::Arg::Int(now),
-                crate::store::Arg::Text(l.environment.clone()),
-                crate::store::Arg::Int(l.reminded_at.unwrap_or(l.locked_at)),
-            ],
-        }];
+        let routes = crate::outbox::routes::env_routes(
+            app,
+            Some(&l.environment),
+            &l.platform,
+            l.channel.as_deref(),
+        );
+        let mut writes = vec![crate::store::history::lock_reminded(
+            &l.environment,
+            now,
+            l.reminded_at.unwrap_or(l.locked_at),
+        )];
         for (platform, channel) in routes {
             writes.push(Write::Notice(crate::store::NewNotice {
                 job_id: None,
@@ -241,24 +239,6 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
 
 /// On PostgreSQL, wake this process's workers when any replica enqueues (`NOTIFY`).
 fn listen_for_jobs(app: &Arc<App>, stop: CancelToken) -> Option<tokio::task::JoinHandle<()>> {
-    let crate::store::Db::Postgres(pool) = &app.db else {
-        return None;
-    };
-    let (pool, app) = (pool.clone(), app.clone());
-    Some(tokio::spawn(async move {
-        while !stop.is_cancelled() {
-            match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(mut l) => {
-                    if l.listen(crate::store::jobs::PG_CHANNEL).await.is_ok() {
-                        // recv() reconnects by itself after a dropped connection.
-                        while let Ok(_n) = l.recv().await {
-                            app.wake.notify_one();
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for new jobs; polling"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }))
+    let a = app.clone();
+    app.db.listen_for_jobs(move || a.wake.notify_one(), stop)
 }

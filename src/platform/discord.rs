@@ -28,11 +28,11 @@ use crate::app::App;
 use crate::config::Config;
 use crate::config::catalog::{ArgKind, BUILTINS, Catalog};
 use crate::domain::notice::{Notice, Tone};
+use crate::domain::text::cut;
+use crate::domain::text::cut_tail;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
-use crate::domain::text::cut;
-use crate::domain::text::cut_tail;
 
 pub const MAX_BODY: usize = 64 * 1024;
 const EPHEMERAL: u64 = 64;
@@ -361,7 +361,12 @@ pub async fn register(
         .json(body)
         .send()
         .await
-        .map_err(|e| format!("cannot reach Discord: {}", crate::support::net::net_reason(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot reach Discord: {}",
+                crate::support::net::net_reason(&e)
+            )
+        })?;
     let status = r.status();
     if !status.is_success() {
         let text = r.text().await.unwrap_or_default();

@@ -25,10 +25,10 @@ use sha2::Sha256;
 use super::ack_or_defer;
 use crate::app::App;
 use crate::domain::notice::Notice;
+use crate::domain::text::split_args;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::{DeliveryError, OutboxRow};
-use crate::domain::text::split_args;
 
 /// Slash-command and interaction bodies are small; anything larger is refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -631,7 +631,8 @@ impl SlackClient {
             })?;
         super::classify(r.status().as_u16(), retry_after(r.headers()), "file upload")?;
         let method = "files.completeUploadExternal";
-        let files = json!([{"id": file_id, "title": crate::domain::text::cut(title, 250)}]).to_string();
+        let files =
+            json!([{"id": file_id, "title": crate::domain::text::cut(title, 250)}]).to_string();
         let mut pairs = vec![("files", files.as_str()), ("channel_id", channel)];
         if let Some(ts) = thread_ts {
             pairs.push(("thread_ts", ts));

@@ -25,9 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::App;
+use crate::domain::time::now_ms;
 use crate::outbox::{Deliverer, run_sender};
 use crate::server::limits::{Limits, enforce};
-use crate::domain::time::now_ms;
 use crate::support::runner::CancelToken;
 
 /// Resolves on SIGTERM or SIGINT.

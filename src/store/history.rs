@@ -1,7 +1,7 @@
 //! Deployment history and environment locks: the facts policy decides from.
 
 use crate::on_db;
-use crate::store::{Db, DeploymentRow, Result};
+use crate::store::{Arg, Db, DeploymentRow, Result, Write};
 
 /// Statuses of a deployment row.
 pub mod status {
@@ -117,4 +117,64 @@ impl Db {
             sqlx::query_as("SELECT * FROM locks ORDER BY environment").fetch_all(p).await?
         }))
     }
+}
+
+/// A job's running deployment ended with its process: mark it interrupted.
+pub fn interrupt_deployment(job_id: i64, now: i64) -> Write {
+    Write::sql(
+        "UPDATE deployments SET status = 'interrupted', finished_at = $1 WHERE job_id = $2 AND status = 'running'",
+        vec![Arg::Int(now), Arg::Int(job_id)],
+    )
+}
+
+/// One approval of a job.
+pub fn approve(job_id: i64, approver: &str, platform: &str, now: i64) -> Write {
+    Write::sql(
+        "INSERT INTO approvals (job_id, approver, platform, decision, at) VALUES ($1, $2, $3, 'approve', $4)",
+        vec![
+            Arg::Int(job_id),
+            Arg::Text(approver.to_owned()),
+            Arg::Text(platform.to_owned()),
+            Arg::Int(now),
+        ],
+    )
+}
+
+/// Lock an environment; fails with a unique violation when it is locked already.
+pub fn lock(
+    env: &str,
+    by: &str,
+    platform: &str,
+    channel: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Write {
+    Write::sql(
+        "INSERT INTO locks (environment, locked_by, platform, channel, reason, locked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Arg::Text(env.to_owned()),
+            Arg::Text(by.to_owned()),
+            Arg::Text(platform.to_owned()),
+            channel
+                .map(|c| Arg::Text(c.to_owned()))
+                .unwrap_or(Arg::Null),
+            Arg::Text(reason.to_owned()),
+            Arg::Int(now),
+        ],
+    )
+}
+
+pub fn unlock(env: &str) -> Write {
+    Write::sql(
+        "DELETE FROM locks WHERE environment = $1",
+        vec![Arg::Text(env.to_owned())],
+    )
+}
+
+/// Record a lock reminder (guarded: only when nobody reminded since `last`).
+pub fn lock_reminded(env: &str, now: i64, last: i64) -> Write {
+    Write::sql(
+        "UPDATE locks SET reminded_at = $1 WHERE environment = $2 AND COALESCE(reminded_at, locked_at) = $3",
+        vec![Arg::Int(now), Arg::Text(env.to_owned()), Arg::Int(last)],
+    )
 }

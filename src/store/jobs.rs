@@ -9,9 +9,9 @@
 
 use sqlx::FromRow;
 
-use crate::on_db;
-use crate::store::{AuditEvent, Db, NewNotice, Result, StoreError, Write, exec_write};
 use crate::domain::time::now_ms;
+use crate::on_db;
+use crate::store::{Arg, AuditEvent, Db, NewNotice, Result, StoreError, Write, exec_write};
 
 /// Job states. `awaiting_approval` jobs are not claimable until approved.
 pub mod state {
@@ -335,4 +335,51 @@ pub fn audit(job: &JobRow, action: &str, detail: impl Into<String>) -> Write {
         job_id: Some(job.id),
         detail: detail.into(),
     })
+}
+
+/// Ask a running job's worker to stop its step (it sees this on its next heartbeat).
+pub fn request_cancel(id: i64) -> Write {
+    Write::sql(
+        "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running'",
+        vec![Arg::Int(id)],
+    )
+}
+
+/// Free a job's lease and step group, so it can be claimed again.
+pub fn release_lease(id: i64) -> Write {
+    Write::sql(
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, step_pgid = NULL WHERE id = $1",
+        vec![Arg::Int(id)],
+    )
+}
+
+impl Db {
+    /// On PostgreSQL, call `wake` whenever any replica enqueues (`LISTEN`/`NOTIFY`), until
+    /// `stop`; `None` on SQLite, where only this process writes.
+    pub fn listen_for_jobs(
+        &self,
+        wake: impl Fn() + Send + 'static,
+        stop: crate::support::runner::CancelToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let Db::Postgres(pool) = self else {
+            return None;
+        };
+        let pool = pool.clone();
+        Some(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => {
+                        if l.listen(PG_CHANNEL).await.is_ok() {
+                            // recv() reconnects by itself after a dropped connection.
+                            while let Ok(_n) = l.recv().await {
+                                wake();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot LISTEN for new jobs; polling"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }))
+    }
 }

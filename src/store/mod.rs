@@ -5,15 +5,20 @@
 //! change goes through [`Db::apply`], which runs a list of [`Write`]s in one transaction, so
 //! a notice is on disk exactly when the state it reports is.
 
+pub mod demo;
 pub mod history;
+pub mod incidents;
 pub mod jobs;
+pub mod outbox;
+pub mod probes;
+pub mod reports;
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::domain::time::now_ms;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use crate::domain::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +31,13 @@ pub enum StoreError {
     /// A guarded update found the row in another state (someone else moved it first).
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// A unique index refused the row: someone else wrote it first.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::Database(d)) if d.is_unique_violation())
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -139,9 +151,9 @@ let id: i64 = match $w {
                 .await?;
                 0
             }
-            $crate::store::Write::Sql { sql, args } => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for a in args {
+            $crate::store::Write::Sql(st) => {
+                let mut q = sqlx::query(st.sql);
+                for a in &st.args {
                     q = match a {
                         $crate::store::Arg::Int(i) => q.bind(*i),
                         $crate::store::Arg::Text(s) => q.bind(s.clone()),
@@ -335,11 +347,23 @@ pub enum Write {
         health: Option<String>,
         migration: Option<String>,
     },
-    /// A statement with fixed SQL text (never user text) and bound arguments.
-    Sql {
-        sql: String,
-        args: Vec<Arg>,
-    },
+    /// A statement with fixed SQL text and bound arguments, made only by the named
+    /// constructors of this module's children (`store::incidents::resolve`, …).
+    Sql(Statement),
+}
+
+/// Fixed SQL text (never user text) and its bound arguments; see [`Write::Sql`].
+#[derive(Debug, Clone)]
+pub struct Statement {
+    sql: &'static str,
+    args: Vec<Arg>,
+}
+
+impl Write {
+    /// Only the store writes SQL.
+    pub(in crate::store) fn sql(sql: &'static str, args: Vec<Arg>) -> Write {
+        Write::Sql(Statement { sql, args })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-
-
 use crate::app::App;
 use crate::config::alerts::AlertsConfig;
-use crate::watch::incidents::{Event, severity_of};
 use crate::outbox::routes::destinations;
+use crate::watch::incidents::{Event, severity_of};
 
 /// An alert with the labels routing looks at.
 #[derive(Debug, Clone, PartialEq)]

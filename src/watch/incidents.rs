@@ -5,58 +5,17 @@
 //! into "resolved after 12 min" and posts a *blocker resolved* reply under it. Someone
 //! acknowledges with a button; P0/P1 incidents that nobody acknowledged are reminded.
 
-use serde::{Deserialize, Serialize};
-
 use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
-use crate::on_db;
-use crate::domain::time::fmt_time;
-use crate::store::{Arg, AuditEvent, NewNotice, Result, Write};
 use crate::domain::time::fmt_duration;
+use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
-
-/// What an alert or a probe says about one thing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Same key, same incident: `alertmanager:<fingerprint>`, `probe:<target>`.
-    pub dedup_key: String,
-    pub source: String,
-    pub title: String,
-    /// P0–P3.
-    pub severity: String,
-    pub environment: Option<String>,
-    pub service: Option<String>,
-    pub description: Option<String>,
-    pub link: Option<String>,
-    pub resolved: bool,
-    /// When it started (or resolved), ms; now when the source does not say.
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct IncidentRow {
-    pub id: i64,
-    pub dedup_key: String,
-    pub source: String,
-    pub title: String,
-    pub severity: String,
-    pub environment: Option<String>,
-    pub service: Option<String>,
-    pub description: Option<String>,
-    pub link: Option<String>,
-    pub channels: String,
-    pub status: String,
-    pub firing_count: i64,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub resolved_at: Option<i64>,
-    pub acked_by: Option<String>,
-    pub acked_at: Option<i64>,
-    pub reminded_at: Option<i64>,
-}
+use crate::store::incidents as store;
+pub use crate::store::incidents::{Event, IncidentRow};
+use crate::store::{AuditEvent, NewNotice, Result, Write};
 
 impl IncidentRow {
-    fn routes(&self) -> Vec<(String, Option<String>)> {
+    pub fn routes(&self) -> Vec<(String, Option<String>)> {
         serde_json::from_str(&self.channels).unwrap_or_default()
     }
     pub fn thread(&self) -> String {
@@ -126,58 +85,6 @@ fn notice_writes(row: &IncidentRow, n: &Notice) -> Vec<Write> {
         .collect()
 }
 
-impl crate::store::Db {
-    pub async fn open_incident(&self, key: &str) -> Result<Option<IncidentRow>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_as("SELECT * FROM incidents WHERE dedup_key = $1 AND status = 'firing'")
-                .bind(key)
-                .fetch_optional(p)
-                .await?
-        }))
-    }
-
-    pub async fn incident(&self, id: i64) -> Result<Option<IncidentRow>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_as("SELECT * FROM incidents WHERE id = $1").bind(id).fetch_optional(p).await?
-        }))
-    }
-
-    pub async fn firing_incidents(&self) -> Result<Vec<IncidentRow>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_as("SELECT * FROM incidents WHERE status = 'firing' ORDER BY id").fetch_all(p).await?
-        }))
-    }
-
-    async fn insert_incident(&self, e: &Event, channels: &str) -> Result<Option<i64>> {
-        let r: std::result::Result<i64, sqlx::Error> = on_db!(self, p => {
-            sqlx::query_scalar(
-                "INSERT INTO incidents (dedup_key, source, title, severity, environment, service, description, link, \
-                 channels, status, firing_count, first_seen, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'firing', 1, $10, $11) RETURNING id",
-            )
-            .bind(&e.dedup_key)
-            .bind(&e.source)
-            .bind(&e.title)
-            .bind(&e.severity)
-            .bind(&e.environment)
-            .bind(&e.service)
-            .bind(&e.description)
-            .bind(&e.link)
-            .bind(channels)
-            .bind(e.at.min(now_ms()))
-            .bind(now_ms())
-            .fetch_one(p)
-            .await
-        });
-        match r {
-            Ok(id) => Ok(Some(id)),
-            // Another replica (or request) opened it a moment ago: update that one.
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
 /// What recording an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -223,10 +130,7 @@ pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -
                 )
                 .env(row.environment.as_deref())
                 .as_reply();
-                let mut w = vec![Write::Sql {
-                    sql: "UPDATE incidents SET status = 'resolved', resolved_at = $1, last_seen = $2 WHERE id = $3 AND status = 'firing'".into(),
-                    args: vec![Arg::Int(row.resolved_at.unwrap_or(now)), Arg::Int(now), Arg::Int(row.id)],
-                }];
+                let mut w = vec![store::resolve(row.id, row.resolved_at.unwrap_or(now), now)];
                 w.extend(notice_writes(&row, &row.notice()));
                 w.extend(notice_writes(&row, &reply));
                 w.push(audit(&row, "incident_resolved", &format!("after {took}")));
@@ -242,17 +146,12 @@ pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -
                 if e.description.is_some() {
                     row.description = e.description.clone();
                 }
-                let mut w = vec![Write::Sql {
-                    sql: "UPDATE incidents SET firing_count = firing_count + 1, last_seen = $1, title = $2, \
-                          description = COALESCE($3, description) WHERE id = $4 AND status = 'firing'"
-                        .into(),
-                    args: vec![
-                        Arg::Int(now),
-                        Arg::Text(e.title.clone()),
-                        e.description.clone().map(Arg::Text).unwrap_or(Arg::Null),
-                        Arg::Int(row.id),
-                    ],
-                }];
+                let mut w = vec![store::repeat(
+                    row.id,
+                    now,
+                    &e.title,
+                    e.description.as_deref(),
+                )];
                 w.extend(notice_writes(&row, &row.notice()));
                 if app.db.apply_if_first(&w).await? {
                     app.outbox_wake.notify_one();
@@ -297,11 +196,7 @@ pub async fn acknowledge(
     let now = now_ms();
     row.acked_by = Some(actor.to_owned());
     row.acked_at = Some(now);
-    let mut w = vec![Write::Sql {
-        sql: "UPDATE incidents SET acked_by = $1, acked_at = $2 WHERE id = $3 AND acked_by IS NULL"
-            .into(),
-        args: vec![Arg::Text(actor.into()), Arg::Int(now), Arg::Int(id)],
-    }];
+    let mut w = vec![store::acknowledge(id, actor, now)];
     w.extend(notice_writes(&row, &row.notice()));
     w.push(Write::Audit(AuditEvent {
         actor: actor.into(),
@@ -354,10 +249,7 @@ pub async fn remind(app: &App) -> anyhow::Result<usize> {
         )
         .env(row.environment.as_deref())
         .as_reply();
-        let mut w = vec![Write::Sql {
-            sql: "UPDATE incidents SET reminded_at = $1 WHERE id = $2 AND COALESCE(reminded_at, first_seen) = $3 AND acked_by IS NULL".into(),
-            args: vec![Arg::Int(now), Arg::Int(row.id), Arg::Int(last)],
-        }];
+        let mut w = vec![store::reminded(row.id, now, last)];
         w.extend(notice_writes(&row, &n));
         if app.db.apply_if_first(&w).await? {
             sent += 1;

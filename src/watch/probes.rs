@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::on_db;
-use crate::store::Result;
+use crate::domain::time::now_ms;
+pub use crate::store::probes::ProbeRow;
 use crate::support::runner::CancelToken;
 use crate::watch::incidents::Event;
-use crate::domain::time::now_ms;
 
 /// One thing to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,55 +42,6 @@ pub fn targets(app: &App) -> Vec<Target> {
     out
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ProbeRow {
-    pub id: i64,
-    pub target: String,
-    pub environment: Option<String>,
-    pub at: i64,
-    pub ok: bool,
-    pub status: Option<i64>,
-    pub latency_ms: i64,
-    pub error: Option<String>,
-}
-
-impl crate::store::Db {
-    pub async fn store_probe(
-        &self,
-        t: &Target,
-        at: i64,
-        ok: bool,
-        status: Option<i64>,
-        latency_ms: i64,
-        error: Option<&str>,
-    ) -> Result<()> {
-        on_db!(self, p => {
-            sqlx::query("INSERT INTO probe_results (target, environment, at, ok, status, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(&t.name)
-                .bind(&t.environment)
-                .bind(at)
-                .bind(ok)
-                .bind(status)
-                .bind(latency_ms)
-                .bind(error)
-                .execute(p)
-                .await?;
-        });
-        Ok(())
-    }
-
-    /// The newest results of a target, newest first.
-    pub async fn recent_probes(&self, target: &str, limit: i64) -> Result<Vec<ProbeRow>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_as("SELECT * FROM probe_results WHERE target = $1 ORDER BY at DESC, id DESC LIMIT $2")
-                .bind(target)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-        }))
-    }
-}
-
 /// Probe one target once: (ok, status, latency, error in words).
 pub async fn probe(
     http: &reqwest::Client,
@@ -116,7 +66,10 @@ pub async fn probe(
             false,
             None,
             took,
-            Some(format!("unreachable: {}", crate::support::net::net_reason(&e))),
+            Some(format!(
+                "unreachable: {}",
+                crate::support::net::net_reason(&e)
+            )),
         ),
     }
 }
@@ -179,7 +132,15 @@ pub async fn round(app: &App) -> anyhow::Result<()> {
         };
         crate::support::metrics::probe(&t.name, ok);
         app.db
-            .store_probe(t, at, ok, status, took, err.as_deref())
+            .store_probe(crate::store::probes::NewProbe {
+                target: &t.name,
+                environment: t.environment.as_deref(),
+                at,
+                ok,
+                status,
+                latency_ms: took,
+                error: err.as_deref(),
+            })
             .await?;
         let key = format!("probe:{}", t.name);
         let open = app.db.open_incident(&key).await?.is_some();

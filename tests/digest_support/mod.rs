@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use deckhand::app::App;
-use deckhand::store::{Arg, Write};
+use deckhand::store::Arg;
 
 use crate::common::Workspace;
 
@@ -67,15 +67,38 @@ pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-pub fn sql(sql: &str, args: Vec<Arg>) -> Write {
-    Write::Sql {
+/// A row the test puts straight into the database (the store has no API to fake history).
+pub struct Seed {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+pub fn sql(sql: &str, args: Vec<Arg>) -> Seed {
+    Seed {
         sql: sql.into(),
         args,
     }
 }
 
+/// Insert the seeded rows.
+pub async fn seed(db: &deckhand::store::Db, rows: &[Seed]) {
+    deckhand::on_db!(db, p => {
+        for r in rows {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(r.sql.clone()));
+            for a in &r.args {
+                q = match a {
+                    Arg::Int(i) => q.bind(*i),
+                    Arg::Text(s) => q.bind(s.clone()),
+                    Arg::Null => q.bind(None::<String>),
+                };
+            }
+            q.execute(p).await.unwrap();
+        }
+    })
+}
+
 /// `n` probe results of `env` spread over `[from, to)`, the first `failed` of them failing.
-pub fn probes(env: &str, n: i64, failed: i64, from: i64, to: i64) -> Vec<Write> {
+pub fn probes(env: &str, n: i64, failed: i64, from: i64, to: i64) -> Vec<Seed> {
     (0..n)
         .map(|i| {
             let ok = if i < failed { "FALSE" } else { "TRUE" };
@@ -87,7 +110,7 @@ pub fn probes(env: &str, n: i64, failed: i64, from: i64, to: i64) -> Vec<Write> 
         .collect()
 }
 
-pub fn incident(env: &str, severity: &str, from: i64, to: Option<i64>) -> Write {
+pub fn incident(env: &str, severity: &str, from: i64, to: Option<i64>) -> Seed {
     let status = if to.is_some() { "resolved" } else { "firing" };
     sql(
         "INSERT INTO incidents (dedup_key, source, title, severity, environment, status, first_seen, last_seen, resolved_at) \
@@ -103,7 +126,7 @@ pub fn incident(env: &str, severity: &str, from: i64, to: Option<i64>) -> Write 
     )
 }
 
-pub fn deployment(env: &str, kind: &str, status: &str, started: i64, secs: i64) -> Write {
+pub fn deployment(env: &str, kind: &str, status: &str, started: i64, secs: i64) -> Seed {
     sql(
         "INSERT INTO deployments (job_id, environment, version, kind, requested_by, status, started_at, finished_at, duration_ms) \
          VALUES (1, $1, 'abc1234', $2, 'tester', $3, $4, $5, $6)",

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use super::{CostRecord, currency_of, fetch};
-use crate::config::cost::{CostSource, Origin};
 use crate::app::App;
+use crate::config::cost::{CostSource, Origin};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::store::{NewNotice, Write};
 

@@ -22,85 +22,13 @@ pub use scheduler::{Fired, run, tick};
 use stats::{DeployStats, Uptime};
 
 use crate::app::App;
-use crate::on_db;
 use crate::reports::cost::CostSummary;
-use crate::store::{Arg, Db, Result, Write};
-use crate::domain::time::now_ms;
-
-/// A once-only claim as a write, so it commits or rolls back with the notices it guards
-/// (`Db::claim_once` in a transaction): put it first in [`Db::apply_if_first`].
-pub fn claim_write(kind: &str, key: &str, owner: &str) -> Write {
-    Write::Sql {
-        sql: "INSERT INTO claims (kind, key, at, owner) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO NOTHING".into(),
-        args: vec![
-            Arg::Text(kind.into()),
-            Arg::Text(key.into()),
-            Arg::Int(now_ms()),
-            Arg::Text(owner.into()),
-        ],
-    }
-}
+pub use crate::store::reports::{Attachment, claim_write};
+use crate::store::{Db, Result};
 
 /// Delivery attempts after which a chart that keeps failing to upload is dropped and the
 /// digest's text goes alone.
 pub const CHART_TRIES: i64 = 3;
-
-/// A file stored for a notice.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct Attachment {
-    pub name: String,
-    pub content_type: String,
-    pub data: Vec<u8>,
-}
-
-impl Db {
-    /// Has someone already claimed this? A cheap look before expensive work; the claim
-    /// itself is still made atomically with the work's result.
-    pub async fn claimed(&self, kind: &str, key: &str) -> Result<bool> {
-        let n: i64 = on_db!(self, p => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM claims WHERE kind = $1 AND key = $2")
-                .bind(kind).bind(key).fetch_one(p).await?
-        });
-        Ok(n > 0)
-    }
-
-    pub async fn store_attachment(
-        &self,
-        name: &str,
-        content_type: &str,
-        data: &[u8],
-    ) -> Result<i64> {
-        Ok(on_db!(self, p => {
-            sqlx::query_scalar("INSERT INTO attachments (created_at, name, content_type, data) VALUES ($1, $2, $3, $4) RETURNING id")
-                .bind(now_ms()).bind(name).bind(content_type).bind(data).fetch_one(p).await?
-        }))
-    }
-
-    pub async fn attachment(&self, id: i64) -> Result<Option<Attachment>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_as("SELECT name, content_type, data FROM attachments WHERE id = $1")
-                .bind(id).fetch_optional(p).await?
-        }))
-    }
-
-    /// Remove attachments created before `before` (ms).
-    pub async fn prune_attachments(&self, before: i64) -> Result<u64> {
-        Ok(on_db!(self, p => {
-            sqlx::query("DELETE FROM attachments WHERE created_at < $1")
-                .bind(before)
-                .execute(p)
-                .await?
-                .rows_affected()
-        }))
-    }
-
-    pub async fn delete_attachment(&self, id: i64) -> Result<()> {
-        on_db!(self, p => {
-            sqlx::query("DELETE FROM attachments WHERE id = $1").bind(id).execute(p).await?;
-        });
-        Ok(())
-    }
-}
 
 /// One environment's part of a digest.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,17 +136,8 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
 }
 
 async fn probe_counts(db: &Db, env: &str, from: i64, to: i64) -> Result<Uptime> {
-    let (total, ok): (i64, Option<i64>) = on_db!(db, p => {
-        sqlx::query_as(
-            "SELECT COUNT(*), SUM(CASE WHEN ok THEN 1 ELSE 0 END) FROM probe_results \
-             WHERE environment = $1 AND at >= $2 AND at < $3",
-        )
-        .bind(env).bind(from).bind(to).fetch_one(p).await?
-    });
-    Ok(Uptime {
-        ok: ok.unwrap_or(0),
-        total,
-    })
+    let (total, ok) = db.probe_counts(env, from, to).await?;
+    Ok(Uptime { ok, total })
 }
 
 /// Incidents of `env` open at any time in `[from, to)`: (severity, first_seen, resolved_at).
@@ -228,13 +147,7 @@ async fn incidents(
     from: i64,
     to: i64,
 ) -> Result<Vec<(String, i64, Option<i64>)>> {
-    Ok(on_db!(db, p => {
-        sqlx::query_as(
-            "SELECT severity, first_seen, resolved_at FROM incidents WHERE environment = $1 \
-             AND first_seen < $3 AND (resolved_at IS NULL OR resolved_at > $2) ORDER BY first_seen",
-        )
-        .bind(env).bind(from).bind(to).fetch_all(p).await?
-    }))
+    db.incident_spans(env, from, to).await
 }
 
 /// Deployments of `env` started in `[from, to)`: (kind, status, duration_ms).
@@ -244,11 +157,5 @@ async fn deployments(
     from: i64,
     to: i64,
 ) -> Result<Vec<(String, String, Option<i64>)>> {
-    Ok(on_db!(db, p => {
-        sqlx::query_as(
-            "SELECT kind, status, duration_ms FROM deployments WHERE environment = $1 \
-             AND started_at >= $2 AND started_at < $3 ORDER BY id",
-        )
-        .bind(env).bind(from).bind(to).fetch_all(p).await?
-    }))
+    db.deployment_spans(env, from, to).await
 }

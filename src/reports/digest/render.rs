@@ -8,9 +8,9 @@ use chrono_tz::Tz;
 
 use super::{Digest, EnvReport, Late, Section};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::time::fmt_duration;
 use crate::reports::cost::{CostSummary, fmt_money};
 use crate::support::chart::DailySeries;
-use crate::domain::time::fmt_duration;
 
 pub(crate) fn local(tz: Tz, t: DateTime<Utc>, fmt: &str) -> String {
     t.with_timezone(&tz).format(fmt).to_string()
@@ -211,9 +211,9 @@ pub fn chart(
     let mut currency = None;
     let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
     for s in d.costs.iter().flatten() {
-        let summed = costs.iter().any(|c| {
-            c.name == s.source && matches!(c.origin, crate::config::cost::Origin::Sum(_))
-        });
+        let summed = costs
+            .iter()
+            .any(|c| c.name == s.source && matches!(c.origin, crate::config::cost::Origin::Sum(_)));
         if summed || currency.get_or_insert_with(|| s.currency.clone()) != &s.currency {
             continue;
         }

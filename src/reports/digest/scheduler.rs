@@ -21,8 +21,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{DigestConfig, Late};
 use crate::app::App;
-use crate::on_db;
-use crate::store::{Arg, Db, NewNotice, Result, Write};
+use crate::store::reports::advance;
+use crate::store::{NewNotice, Write};
 use crate::support::runner::CancelToken;
 use crate::support::schedule::Schedule;
 
@@ -55,33 +55,6 @@ pub struct Fired {
 /// The `schedule_state` name of a digest.
 pub fn state_key(name: &str) -> String {
     format!("digest:{name}")
-}
-
-impl Db {
-    pub async fn schedule_last(&self, name: &str) -> Result<Option<i64>> {
-        Ok(on_db!(self, p => {
-            sqlx::query_scalar("SELECT last_fire_at FROM schedule_state WHERE name = $1")
-                .bind(name).fetch_optional(p).await?
-        }))
-    }
-
-    /// Start a schedule at `at` unless another replica already did.
-    pub async fn schedule_init(&self, name: &str, at: i64) -> Result<()> {
-        on_db!(self, p => {
-            sqlx::query("INSERT INTO schedule_state (name, last_fire_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                .bind(name).bind(at).execute(p).await?;
-        });
-        Ok(())
-    }
-}
-
-/// Move a schedule's state forward to `at` (never back).
-fn advance(name: &str, at: i64) -> Write {
-    Write::Sql {
-        sql: "UPDATE schedule_state SET last_fire_at = $1 WHERE name = $2 AND last_fire_at < $1"
-            .into(),
-        args: vec![Arg::Int(at), Arg::Text(name.into())],
-    }
 }
 
 /// The newest firing in `(last, now]` and how many there are in all.
