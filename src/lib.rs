@@ -2,7 +2,7 @@
 //!
 //! The modules follow the flow of one command (see `DESIGN.md`), lowest layer first. Each
 //! layer imports only from the layers below it, and no two top-level modules import each
-//! other; `tests/layers.rs` enforces both.
+//! other; `tests/it/layers.rs` enforces both.
 //!
 //! | layer | module | owns |
 //! |---|---|---|

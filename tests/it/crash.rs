@@ -1,10 +1,8 @@
 //! `kill -9` of a running `deckhand serve` in the middle of a job, with real processes.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use deckhand::store::jobs::state;
 
 /// A deploy that takes its time.

@@ -1,8 +1,6 @@
 //! The `deckhand` binary from a terminal: deploy, roll back, refuse bad input, check files.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn ws() -> Workspace {
     Workspace::new(Backend::Sqlite, "", &[]).unwrap()

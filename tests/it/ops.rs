@@ -2,13 +2,11 @@
 //! separate metrics listener, graceful shutdown on SIGTERM (short and long jobs), logs that
 //! carry job context and no secrets, and the inbound limits (413, 429, 503 on timeout).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeApi, Scripted};
-use common::*;
+use crate::common::fake::{FakeApi, Scripted};
+use crate::common::*;
 use deckhand::platform::slack::signature;
 use deckhand::store::jobs::state;
 use serde_json::Value;

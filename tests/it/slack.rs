@@ -1,12 +1,10 @@
 //! Slack end to end: the real `deckhand serve`, correctly signed requests, and a fake Slack
 //! Web API on 127.0.0.1 that records what the bot sent.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake::{FakeApi, Scripted};
-use common::*;
+use crate::common::fake::{FakeApi, Scripted};
+use crate::common::*;
 use deckhand::platform::slack::signature;
 use deckhand::store::jobs::state;
 use serde_json::Value;

@@ -1,27 +1,10 @@
 //! What the digest and cost tests share: config snippets, rows to seed, and readers.
-#![allow(dead_code)]
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use deckhand::app::App;
 use deckhand::store::Arg;
 
 use crate::common::Workspace;
-
-/// Run one test body on each backend.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await
-            }
-        }
-    };
-}
 
 /// A cost source whose step prints the file the test wrote, from the workspace folder.
 pub const COST_CMD: &str = r#"

@@ -4,14 +4,12 @@
 //! the normal run and executed one at a time by `scripts/test-faults` (which CI runs after
 //! the main suite).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeApi, Scripted};
-use common::*;
+use crate::common::fake::{FakeApi, Scripted};
+use crate::common::*;
 use deckhand::store::jobs::state;
 use serde_json::Value;
 

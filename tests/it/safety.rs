@@ -2,11 +2,9 @@
 //! approvals, locks, health verification with auto-rollback, rollback targets, migrate and
 //! rotate-secret.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use deckhand::app::App;
 use deckhand::intake::policy::Identity;
 use deckhand::intake::{Invocation, Outcome, submit};

@@ -1,12 +1,8 @@
 //! Cost sources: budget alerts once per source and month, and the AWS example.
 
-mod common;
-#[macro_use]
-mod digest_support;
-
+use crate::common::*;
+use crate::digest_support::*;
 use chrono::{Duration, NaiveDate};
-use common::*;
-use digest_support::*;
 use serde_json::Value;
 
 /// A cost API on 127.0.0.1 answering a JSON array: 100 a day from October to 14 November.

@@ -1,8 +1,26 @@
 //! Shared test harness: throw-away databases on both backends, a config in a temporary
 //! folder with free ports, and helpers to run the real binary and wait for it.
-#![allow(dead_code)]
 
 pub mod fake;
+
+/// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and
+/// `name::postgres`, each calling `body(Backend::…)` from the invoking module (which must
+/// have `Backend` in scope). `main.rs` declares this module with `#[macro_use]` first, so
+/// every test module can use it.
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(super::Backend::Postgres).await
+            }
+        }
+    };
+}
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

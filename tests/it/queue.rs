@@ -1,31 +1,13 @@
 //! Queue and storage behaviour, the same tests on SQLite and on PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use deckhand::app::App;
 use deckhand::intake::policy::Identity;
 use deckhand::intake::{Invocation, Outcome, submit};
 use deckhand::store::jobs::state;
 use deckhand::support::runner::CancelToken;
-
-/// Run one test body on each backend.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await
-            }
-        }
-    };
-}
 
 fn inv(command: &str, args: &[&str], request: &str) -> Invocation {
     Invocation {
@@ -369,7 +351,7 @@ async fn channel_pacing(b: Backend) {
     let Some(w) = Workspace::new(b, NO_HEALTH, &[]) else {
         return;
     };
-    let fake = common::fake::FakeApi::start();
+    let fake = crate::common::fake::FakeApi::start();
     let api = fake.url("/api");
     let app = w
         .app(&[("SLACK_BOT_TOKEN", "xoxb-pacing"), ("SLACK_API_URL", &api)])

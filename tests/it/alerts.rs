@@ -1,12 +1,10 @@
 //! Alerts into incident channels, and uptime probes, against a fake Slack API.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::fake::FakeApi;
-use common::*;
+use crate::common::fake::FakeApi;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "alert-token-5f2a9c";

@@ -1,20 +1,16 @@
 //! Digests: `deckhand digest NAME --now` on stored data, the scheduler (once across
 //! replicas, DST, late firings), and charts reaching Slack and Discord.
 
-mod common;
-#[macro_use]
-mod digest_support;
-
 use std::sync::Arc;
 
+use crate::common::fake::{FakeApi, Scripted};
+use crate::common::*;
+use crate::digest_support::*;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use common::fake::{FakeApi, Scripted};
-use common::*;
 use deckhand::app::App;
 use deckhand::reports::cost::fmt_money;
 use deckhand::reports::digest::{Fired, tick};
 use deckhand::support::runner::CancelToken;
-use digest_support::*;
 use serde_json::Value;
 
 both!(digest_now_prints_stored_figures, digest_now);

@@ -1,10 +1,8 @@
 //! Discord end to end: the real `deckhand serve`, interactions signed with a test Ed25519
 //! key, and a fake Discord REST API on 127.0.0.1.
 
-mod common;
-
-use common::fake::{FakeApi, Scripted};
-use common::*;
+use crate::common::fake::{FakeApi, Scripted};
+use crate::common::*;
 use deckhand::store::jobs::state;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};

@@ -1,0 +1,27 @@
+//! Deckhand's integration tests, in one test binary (`cargo test --test it`) so the crate
+//! is linked once rather than once per file. Each file is a module: a test's name starts
+//! with its file's, e.g. `slack::deploy_gives_one_message_updated_into_a_report` or
+//! `queue::same_request_twice_makes_one_job::postgres`.
+//!
+//! The fault-injection tests (`faults::…`) are `#[ignore]`d here and run one at a time by
+//! `scripts/test-faults`.
+
+// First, so that `both!` (defined in `common`) is in scope for every module below.
+#[macro_use]
+mod common;
+mod digest_support;
+
+mod alerts;
+mod cli;
+mod cost;
+mod crash;
+mod digest;
+mod discord;
+mod faults;
+mod fly_config;
+mod fuzz_regressions;
+mod layers;
+mod ops;
+mod queue;
+mod safety;
+mod slack;
