@@ -70,12 +70,11 @@ pub async fn run<'a>(
             let Some(id) = arg(0).and_then(|a| JobId::parse(a).ok()) else {
                 return bad_usage("missing INCIDENT (its number)");
             };
-            let text =
+            let ack =
                 crate::watch::incidents::acknowledge(app, id.0, &inv.actor, &inv.platform).await?;
-            Ok(if text.starts_with('✖') {
-                Decision::Refuse(text.trim_start_matches("✖ ").to_owned())
-            } else {
-                Decision::Info(text)
+            Ok(match ack.answer(id.0) {
+                (true, reason) => Decision::Refuse(reason),
+                (false, text) => Decision::Info(text),
             })
         }
         "lock" => {

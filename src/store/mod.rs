@@ -522,15 +522,21 @@ impl Db {
     }
 }
 
-/// A database URL with any password removed, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+/// A database URL with any password removed, for messages. Parsed as a URL, so an `@` in
+/// the path or query is not taken for the end of the credentials; what does not parse is
+/// shown as its scheme only.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
         }
-        _ => url.to_owned(),
+        Err(_) => match raw.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "(not a URL)".into(),
+        },
     }
 }
 
@@ -556,5 +562,11 @@ mod tests {
             super::redact_url("sqlite://deckhand.db"),
             "sqlite://deckhand.db"
         );
+        // An `@` after the host is not the end of the credentials.
+        let r = super::redact_url("postgres://app:s3cret@db:5432/x?application_name=a@b");
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(r.starts_with("postgres://app:***@db:5432/x"), "{r}");
+        let r = super::redact_url("postgres://app:p@ss@db/x");
+        assert!(!r.contains("p@ss") && !r.contains("ss@db"), "{r}");
     }
 }

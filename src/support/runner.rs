@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-pub use cancel::CancelToken;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
+/// Cancellation of steps, loops and servers: tokio-util's token (`child_token` ties a
+/// step to its job's and the server's).
+pub use tokio_util::sync::CancellationToken as CancelToken;
 use zeroize::Zeroizing;
 
 /// Longest line kept; the rest is cut with a marker so one huge line cannot eat memory.
@@ -289,43 +291,6 @@ async fn pump(
         let line = redactor.redact(line.trim_end_matches('\r'));
         if tx.send((stream, line)).await.is_err() || eof {
             return;
-        }
-    }
-}
-
-/// A minimal cancellation token (a watch channel), so we need no extra crate.
-pub mod cancel {
-    use tokio::sync::watch;
-
-    #[derive(Clone, Debug)]
-    pub struct CancelToken {
-        rx: watch::Receiver<bool>,
-        tx: std::sync::Arc<watch::Sender<bool>>,
-    }
-
-    impl Default for CancelToken {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl CancelToken {
-        pub fn new() -> Self {
-            let (tx, rx) = watch::channel(false);
-            Self {
-                rx,
-                tx: std::sync::Arc::new(tx),
-            }
-        }
-        pub fn cancel(&self) {
-            let _ = self.tx.send(true);
-        }
-        pub fn is_cancelled(&self) -> bool {
-            *self.rx.borrow()
-        }
-        pub async fn cancelled(&self) {
-            let mut rx = self.rx.clone();
-            let _ = rx.wait_for(|v| *v).await;
         }
     }
 }

@@ -177,21 +177,49 @@ fn audit(row: &IncidentRow, action: &str, detail: &str) -> Write {
     })
 }
 
+/// What an acknowledgement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// Recorded: the incident's title.
+    Taken(String),
+    NoSuchIncident,
+    AlreadyAcknowledged {
+        by: String,
+    },
+    AlreadyResolved,
+    /// Someone else acknowledged it between our read and our write.
+    LostRace,
+}
+
+impl Ack {
+    /// The answer for the person who clicked, and whether it is a refusal.
+    pub fn answer(&self, id: i64) -> (bool, String) {
+        match self {
+            Ack::Taken(title) => (false, format!("You took incident {id}: {title}")),
+            Ack::NoSuchIncident => (true, format!("there is no incident {id}")),
+            Ack::AlreadyAcknowledged { by } => (
+                false,
+                format!("Incident {id} was already acknowledged by {by}"),
+            ),
+            Ack::AlreadyResolved => (false, format!("Incident {id} is already resolved")),
+            Ack::LostRace => (
+                false,
+                format!("Incident {id} was acknowledged by someone else a moment ago"),
+            ),
+        }
+    }
+}
+
 /// Someone takes the incident: record who, and show it on the message.
-pub async fn acknowledge(
-    app: &App,
-    id: i64,
-    actor: &str,
-    platform: &str,
-) -> anyhow::Result<String> {
+pub async fn acknowledge(app: &App, id: i64, actor: &str, platform: &str) -> Result<Ack> {
     let Some(mut row) = app.db.incident(id).await? else {
-        return Ok(format!("✖ there is no incident {id}"));
+        return Ok(Ack::NoSuchIncident);
     };
     if let Some(by) = &row.acked_by {
-        return Ok(format!("Incident {id} was already acknowledged by {by}"));
+        return Ok(Ack::AlreadyAcknowledged { by: by.clone() });
     }
     if row.status != "firing" {
-        return Ok(format!("Incident {id} is already resolved"));
+        return Ok(Ack::AlreadyResolved);
     }
     let now = now_ms();
     row.acked_by = Some(actor.to_owned());
@@ -207,12 +235,10 @@ pub async fn acknowledge(
         detail: format!("incident {id}: {}", row.title),
     }));
     if !app.db.apply_if_first(&w).await? {
-        return Ok(format!(
-            "Incident {id} was acknowledged by someone else a moment ago"
-        ));
+        return Ok(Ack::LostRace);
     }
     app.outbox_wake.notify_one();
-    Ok(format!("You took incident {id}: {}", row.title))
+    Ok(Ack::Taken(row.title))
 }
 
 /// Remind P0/P1 incidents that fire unacknowledged, once per interval across replicas.
