@@ -3,6 +3,8 @@
 //! version or secret name.
 
 pub mod notice;
+pub mod platform;
+pub mod state;
 pub mod text;
 pub mod time;
 

@@ -1,6 +1,7 @@
 //! Commands built into Deckhand: help, status, history, cancel, approve, reject, lock,
 //! unlock. They act at once (no job), through the same roles and audit as the rest.
 
+use crate::domain::state::DeployStatus;
 use std::collections::BTreeSet;
 
 use crate::app::App;
@@ -179,7 +180,7 @@ async fn status(app: &App, only: Option<&str>) -> anyhow::Result<String> {
                 "{} ({}; health: {}; deployed {} by {})",
                 d.version,
                 if d.verified {
-                    "verified"
+                    DeployStatus::Verified.as_str()
                 } else {
                     "NOT verified"
                 },

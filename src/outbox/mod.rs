@@ -75,7 +75,7 @@ impl Terminal {
 
 impl Deliver for Terminal {
     fn platform(&self) -> &'static str {
-        "terminal"
+        crate::domain::platform::Platform::Terminal.as_str()
     }
     fn pace(&self) -> Duration {
         Duration::ZERO

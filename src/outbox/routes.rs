@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::app::App;
 use crate::domain::notice::Notice;
+use crate::domain::platform::Platform;
 use crate::store::Write;
 use crate::store::jobs::{JobRow, job_notice};
 
@@ -60,9 +61,10 @@ pub fn destinations(
     app: &App,
     channels: &BTreeMap<String, String>,
 ) -> Vec<(String, Option<String>)> {
-    let mut out = vec![("terminal".to_owned(), None)];
+    let terminal = Platform::Terminal.as_str();
+    let mut out = vec![(terminal.to_owned(), None)];
     for (p, c) in channels {
-        if p != "terminal" && app.settings.platform_enabled(p) {
+        if p != terminal && app.settings.platform_enabled(p) {
             out.push((p.clone(), Some(c.clone())));
         }
     }

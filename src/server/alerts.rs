@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::app::App;
+use crate::domain::platform::Platform;
 use crate::watch::alerts::{AlertError, ingest, parse};
 
 /// Alertmanager groups can be large; anything past this is refused with 413.
@@ -43,7 +44,7 @@ async fn receive(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !crate::support::secret::constant_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
-        crate::support::metrics::command("alerts", "bad_signature");
+        crate::support::metrics::command(Platform::Alerts.as_str(), "bad_signature");
         tracing::warn!(%source, "refused an alert without the right bearer token");
         return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
     }
@@ -60,13 +61,13 @@ async fn receive(
             return (StatusCode::NOT_FOUND, e.to_string()).into_response();
         }
         Err(e) => {
-            crate::support::metrics::command("alerts", "refused");
+            crate::support::metrics::command(Platform::Alerts.as_str(), "refused");
             return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
     };
     match ingest(&app, parsed).await {
         Ok(n) => {
-            crate::support::metrics::command("alerts", "accepted");
+            crate::support::metrics::command(Platform::Alerts.as_str(), "accepted");
             axum::Json(json!({"accepted": n})).into_response()
         }
         Err(e) => {

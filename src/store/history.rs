@@ -3,16 +3,15 @@
 use crate::on_db;
 use crate::store::{Arg, Db, DeploymentRow, Result, Write};
 
-/// Statuses of a deployment row.
+/// Statuses of a deployment row; see [`DeployStatus`](crate::domain::state::DeployStatus).
 pub mod status {
-    pub const RUNNING: &str = "running";
-    /// Steps succeeded and the health check passed.
-    pub const VERIFIED: &str = "verified";
-    /// Steps succeeded but the health check failed: installed, not trusted.
-    pub const UNHEALTHY: &str = "unhealthy";
-    /// A step failed: what runs is unknown.
-    pub const FAILED: &str = "failed";
-    pub const INTERRUPTED: &str = "interrupted";
+    use crate::domain::state::DeployStatus;
+
+    pub const RUNNING: &str = DeployStatus::Running.as_str();
+    pub const VERIFIED: &str = DeployStatus::Verified.as_str();
+    pub const UNHEALTHY: &str = DeployStatus::Unhealthy.as_str();
+    pub const FAILED: &str = DeployStatus::Failed.as_str();
+    pub const INTERRUPTED: &str = DeployStatus::Interrupted.as_str();
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

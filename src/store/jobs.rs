@@ -13,23 +13,22 @@ use crate::domain::time::now_ms;
 use crate::on_db;
 use crate::store::{Arg, AuditEvent, Db, NewNotice, Result, StoreError, Write, exec_write};
 
-/// Job states. `awaiting_approval` jobs are not claimable until approved.
+/// Job states as stored; [`JobState`](crate::domain::state::JobState) is the one list.
 pub mod state {
-    pub const QUEUED: &str = "queued";
-    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-    pub const RUNNING: &str = "running";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
-    pub const INTERRUPTED: &str = "interrupted";
-    pub const REJECTED: &str = "rejected";
-    pub const EXPIRED: &str = "expired";
+    use crate::domain::state::JobState;
+
+    pub const QUEUED: &str = JobState::Queued.as_str();
+    pub const AWAITING_APPROVAL: &str = JobState::AwaitingApproval.as_str();
+    pub const RUNNING: &str = JobState::Running.as_str();
+    pub const SUCCEEDED: &str = JobState::Succeeded.as_str();
+    pub const FAILED: &str = JobState::Failed.as_str();
+    pub const CANCELLED: &str = JobState::Cancelled.as_str();
+    pub const INTERRUPTED: &str = JobState::Interrupted.as_str();
+    pub const REJECTED: &str = JobState::Rejected.as_str();
+    pub const EXPIRED: &str = JobState::Expired.as_str();
 
     pub fn is_final(s: &str) -> bool {
-        matches!(
-            s,
-            SUCCEEDED | FAILED | CANCELLED | INTERRUPTED | REJECTED | EXPIRED
-        )
+        JobState::is_final_name(s)
     }
 }
 

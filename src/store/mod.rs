@@ -93,7 +93,7 @@ let id: i64 = match $w {
             .await?,
             $crate::store::Write::JobState { id, from, to, result, owner } => {
                 let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 5)).collect::<Vec<_>>().join(", ");
-                let terminal = ["succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"].contains(&to.as_str());
+                let terminal = $crate::domain::state::JobState::is_final_name(to);
                 // The database's clock, read once the row is locked: the next job of the
                 // environment can only be claimed after this commits, so its start is never
                 // recorded before this end.

@@ -207,7 +207,10 @@ mod tests {
         let t = super::render(&[(
             "deckhand_queue_depth",
             "q",
-            vec![("state", "queued".into())],
+            vec![(
+                "state",
+                crate::domain::state::JobState::Queued.as_str().into(),
+            )],
             2.0,
         )]);
         assert!(

@@ -6,6 +6,7 @@
 //! gets SIGTERM, then SIGKILL after a grace period; when the leader exits, anything it left
 //! behind in its group is killed too, so no orphan survives a step.
 
+use crate::domain::state::JobState;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -109,11 +110,11 @@ impl StepOutcome {
     }
     pub fn describe(&self, timeout: Duration) -> String {
         match self {
-            StepOutcome::Exited(0) => "succeeded".into(),
+            StepOutcome::Exited(0) => JobState::Succeeded.as_str().into(),
             StepOutcome::Exited(c) => format!("exited with code {c}"),
             StepOutcome::Signalled(s) => format!("killed by signal {s}"),
             StepOutcome::TimedOut => format!("timed out after {} s", timeout.as_secs()),
-            StepOutcome::Cancelled => "cancelled".into(),
+            StepOutcome::Cancelled => JobState::Cancelled.as_str().into(),
             StepOutcome::StartFailed(e) => format!("could not start: {e}"),
         }
     }

@@ -7,6 +7,7 @@
 
 use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::platform::Platform;
 use crate::domain::time::fmt_duration;
 use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
@@ -166,7 +167,7 @@ pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -
 fn audit(row: &IncidentRow, action: &str, detail: &str) -> Write {
     Write::Audit(AuditEvent {
         actor: row.source.clone(),
-        platform: "alerts".into(),
+        platform: Platform::Alerts.as_str().into(),
         action: action.into(),
         environment: row.environment.clone(),
         job_id: None,
