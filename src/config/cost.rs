@@ -119,4 +119,3 @@ impl TryFrom<RawSource> for CostSource {
         })
     }
 }
-
