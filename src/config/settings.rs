@@ -62,25 +62,7 @@ impl Settings {
         listen_flag: Option<&str>,
         env: &dyn Env,
     ) -> Result<Self, ConfigError> {
-        let explicit = config_flag
-            .map(Path::to_path_buf)
-            .or_else(|| env.get("DECKHAND_CONFIG").map(PathBuf::from));
-        let (file, text) = match explicit {
-            Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
-                    file: p.display().to_string(),
-                    source,
-                })?;
-                (Some(p), text)
-            }
-            None => {
-                let p = PathBuf::from("deckhand.toml");
-                match std::fs::read_to_string(&p) {
-                    Ok(text) => (Some(p), text),
-                    Err(_) => (None, EMBEDDED_CONFIG.to_owned()),
-                }
-            }
-        };
+        let (file, text) = read_config(config_flag, env)?;
         let name = file
             .as_ref()
             .map(|p| p.display().to_string())
@@ -92,14 +74,6 @@ impl Settings {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-
-        let secret = |k: &str| env.get(k).map(SecretString::from);
-        let step_secrets = config
-            .runner
-            .secret_env
-            .iter()
-            .filter_map(|k| env.get(k).map(|v| (k.clone(), SecretString::from(v))))
-            .collect();
         Ok(Self {
             database_url: env
                 .get("DATABASE_URL")
@@ -108,13 +82,7 @@ impl Settings {
                 .map(str::to_owned)
                 .or_else(|| env.get("DECKHAND_LISTEN"))
                 .unwrap_or_else(|| "127.0.0.1:3000".into()),
-            secrets: Secrets {
-                slack_signing_secret: secret("SLACK_SIGNING_SECRET"),
-                slack_bot_token: secret("SLACK_BOT_TOKEN"),
-                discord_bot_token: secret("DISCORD_BOT_TOKEN"),
-                alert_token: secret("DECKHAND_ALERT_TOKEN"),
-                step_secrets,
-            },
+            secrets: secrets(&config, env),
             slack_api_url: env
                 .get("SLACK_API_URL")
                 .unwrap_or_else(|| "https://slack.com/api".into()),
@@ -164,5 +132,49 @@ impl Settings {
         self.config_file
             .as_ref()
             .map(|_| self.resolve(&self.config.commands_dir))
+    }
+}
+
+/// The config file named by the flag or `DECKHAND_CONFIG` (which must be readable), else
+/// `./deckhand.toml`, else the embedded default (`None`), with its text.
+fn read_config(
+    config_flag: Option<&Path>,
+    env: &dyn Env,
+) -> Result<(Option<PathBuf>, String), ConfigError> {
+    let explicit = config_flag
+        .map(Path::to_path_buf)
+        .or_else(|| env.get("DECKHAND_CONFIG").map(PathBuf::from));
+    Ok(match explicit {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                file: p.display().to_string(),
+                source,
+            })?;
+            (Some(p), text)
+        }
+        None => {
+            let p = PathBuf::from("deckhand.toml");
+            match std::fs::read_to_string(&p) {
+                Ok(text) => (Some(p), text),
+                Err(_) => (None, EMBEDDED_CONFIG.to_owned()),
+            }
+        }
+    })
+}
+
+/// The platform tokens, and the values of the variables `runner.secret_env` names.
+fn secrets(config: &Config, env: &dyn Env) -> Secrets {
+    let secret = |k: &str| env.get(k).map(SecretString::from);
+    Secrets {
+        slack_signing_secret: secret("SLACK_SIGNING_SECRET"),
+        slack_bot_token: secret("SLACK_BOT_TOKEN"),
+        discord_bot_token: secret("DISCORD_BOT_TOKEN"),
+        alert_token: secret("DECKHAND_ALERT_TOKEN"),
+        step_secrets: config
+            .runner
+            .secret_env
+            .iter()
+            .filter_map(|k| env.get(k).map(|v| (k.clone(), SecretString::from(v))))
+            .collect(),
     }
 }
