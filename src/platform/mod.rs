@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::app::App;
 use crate::intake::{Invocation, Outcome};
 use crate::outbox::{Deliverer, DeliveryError};
