@@ -54,6 +54,11 @@ pub fn render(n: &Notice) -> Value {
             embed["description"] = json!(format!("```\n{}\n```", cut_tail(b, room)));
         }
     }
+    json!({"content": "", "embeds": [embed], "components": components(n), "allowed_mentions": {"parse": []}})
+}
+
+/// The notice's actions as one row of buttons (at most 5, Discord's limit per row).
+fn components(n: &Notice) -> Value {
     let buttons: Vec<Value> = n
         .actions
         .iter()
@@ -67,12 +72,11 @@ pub fn render(n: &Notice) -> Value {
             })
         })
         .collect();
-    let components = if buttons.is_empty() {
+    if buttons.is_empty() {
         json!([])
     } else {
         json!([{"type": 1, "components": buttons}])
-    };
-    json!({"content": "", "embeds": [embed], "components": components, "allowed_mentions": {"parse": []}})
+    }
 }
 
 #[cfg(test)]

@@ -43,25 +43,38 @@ pub fn render(n: &Notice) -> (String, Value) {
         }
     }
     if !n.actions.is_empty() {
-        let elements: Vec<Value> = n
-            .actions
-            .iter()
-            .take(25)
-            .map(|a| {
-                let mut b = json!({
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": crate::domain::text::cut(&a.label, 75)},
-                    "action_id": a.action,
-                    "value": a.job_id.to_string(),
-                });
-                if a.danger {
-                    b["style"] = json!("danger");
-                }
-                b
-            })
-            .collect();
-        blocks.push(json!({"type": "actions", "elements": elements}));
+        blocks.push(buttons(n));
     }
+    if let Some(c) = context(n) {
+        blocks.push(c);
+    }
+    (crate::domain::text::cut(&title, 3000), Value::Array(blocks))
+}
+
+/// The notice's actions as buttons (at most 25, Slack's limit).
+fn buttons(n: &Notice) -> Value {
+    let elements: Vec<Value> = n
+        .actions
+        .iter()
+        .take(25)
+        .map(|a| {
+            let mut b = json!({
+                "type": "button",
+                "text": {"type": "plain_text", "text": crate::domain::text::cut(&a.label, 75)},
+                "action_id": a.action,
+                "value": a.job_id.to_string(),
+            });
+            if a.danger {
+                b["style"] = json!("danger");
+            }
+            b
+        })
+        .collect();
+    json!({"type": "actions", "elements": elements})
+}
+
+/// "job 7 · environment staging · version abc1234", when the notice has any of them.
+fn context(n: &Notice) -> Option<Value> {
     let mut context = Vec::new();
     if let Some(j) = n.job_id {
         context.push(format!("job {j}"));
@@ -72,10 +85,7 @@ pub fn render(n: &Notice) -> (String, Value) {
     if let Some(v) = &n.version {
         context.push(format!("version {v}"));
     }
-    if !context.is_empty() {
-        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]}));
-    }
-    (crate::domain::text::cut(&title, 3000), Value::Array(blocks))
+    (!context.is_empty()).then(|| json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]}))
 }
 
 /// Slack's three control characters in mrkdwn.
