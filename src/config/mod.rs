@@ -1,10 +1,13 @@
 //! Settings: `deckhand.toml` plus environment variables, into typed values.
 //!
 //! The file declares environments, roles and queue/runner tuning. Secrets come only from
-//! environment variables and are held as [`SecretString`], whose `Debug` hides the value.
-//! Any file value can be overridden by an environment variable named
+//! environment variables and are held as [`secrecy::SecretString`], whose `Debug` hides
+//! the value. Any file value can be overridden by an environment variable named
 //! `DECKHAND__SECTION__KEY` (double underscores separate the path), for example
 //! `DECKHAND__QUEUE__LEASE_SECONDS=5`.
+//!
+//! This file owns the file's top level, the `DECKHAND__` overrides and the checks across
+//! sections; each section's type is in its own file, [`Settings`] in `settings`.
 
 pub mod alerts;
 pub mod catalog;

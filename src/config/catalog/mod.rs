@@ -2,8 +2,11 @@
 //!
 //! A file declares the command's name, description, usage, typed arguments, the role it needs
 //! per environment, the job kind, whether re-running it is safe, and its steps (argv arrays,
-//! never shell strings). [`Catalog::parse_invocation`] turns what a person typed into
+//! never shell strings). [`Catalog::parse_args`] turns what a person typed into
 //! validated arguments, or a refusal that shows the usage and what would be accepted.
+//!
+//! This file owns the command model and loading the folder; a file's format and checks
+//! are in `parse`, typed arguments in `args`.
 
 mod args;
 mod parse;
