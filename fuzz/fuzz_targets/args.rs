@@ -23,7 +23,7 @@ use std::sync::LazyLock;
 use deckhand::config::catalog::{ArgKind, BUILTINS, Catalog, Command, JobKind, parse_command};
 use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
-use deckhand::platform::split_args;
+use deckhand::domain::text::split_args;
 use libfuzzer_sys::fuzz_target;
 
 const CUSTOM: &str = r#"

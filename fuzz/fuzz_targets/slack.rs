@@ -59,7 +59,7 @@ fn check_forms(data: &[u8]) {
         assert_eq!(only(&form, "command").as_ref(), Some(&cmd.command));
         assert_eq!(only(&form, "user_id").as_ref(), Some(&cmd.user_id));
         assert_eq!(only(&form, "trigger_id").as_ref(), Some(&cmd.trigger_id));
-        match deckhand::platform::split_args(&cmd.text) {
+        match deckhand::domain::text::split_args(&cmd.text) {
             Ok(words) => assert!(words.len() <= 32),
             Err(e) => assert!(!e.is_empty()),
         }

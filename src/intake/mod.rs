@@ -7,8 +7,11 @@
 pub mod builtins;
 pub mod policy;
 
+use std::collections::BTreeSet;
+
 use crate::app::App;
-use crate::config::catalog::{BUILTINS, Command, JobKind};
+use crate::config::EnvironmentConfig;
+use crate::config::catalog::{BUILTINS, Command, JobKind, ParsedArgs};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::domain::text::{describe, shorten};
 use crate::domain::time::fmt_time;
@@ -104,17 +107,8 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
             app.catalog.names().join(", ")
         )));
     };
-    if !cmd.channels.is_empty()
-        && inv.platform != "terminal"
-        && !inv
-            .channel
-            .as_ref()
-            .is_some_and(|c| cmd.channels.contains(c))
-    {
-        return Ok(Decision::Refuse(format!(
-            "refused by channel rule: /{name} may only be used in these channels: {}",
-            cmd.channels.join(", ")
-        )));
+    if let Err(r) = check_channel(cmd, inv, name) {
+        return Ok(Decision::Refuse(r));
     }
     let args = match app.catalog.parse_args(cmd, &inv.args, config) {
         Ok(a) => a,
@@ -125,108 +119,164 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
         return Ok(Decision::Refuse(e));
     }
     let env_cfg = env.as_ref().and_then(|e| config.environments.get(e));
-    if let (Some(e), true) = (&env, cmd.kind.mutating()) {
+    if let Err(r) = check_lock(app, cmd, env.as_deref()).await? {
+        return Ok(Decision::Refuse(r));
+    }
+    let mut version = args.version.as_ref().map(|v| v.as_str().to_owned());
+    match (cmd.kind, &env, env_cfg) {
+        (JobKind::Deploy, Some(e), Some(ec)) => {
+            if let Err(r) = check_promotion(app, e, ec, version.as_deref(), &args, &held).await? {
+                return Ok(Decision::Refuse(r));
+            }
+        }
+        (JobKind::Rollback, Some(e), _) => match rollback_target(app, e, version).await? {
+            Ok(v) => version = Some(v),
+            Err(r) => return Ok(Decision::Refuse(r)),
+        },
+        _ => {}
+    }
+    let job = new_job(inv, cmd, env, version, &args, env_cfg)?;
+    Ok(Decision::Job(Box::new(job), cmd))
+}
+
+/// A rule's answer: `Ok(Err(refusal))` when it refuses; `Err` when the database failed.
+type Checked<T = ()> = anyhow::Result<Result<T, String>>;
+
+/// A command limited to some channels is refused elsewhere (the terminal is not a channel).
+fn check_channel(cmd: &Command, inv: &Invocation, name: &str) -> Result<(), String> {
+    if !cmd.channels.is_empty()
+        && inv.platform != "terminal"
+        && !inv
+            .channel
+            .as_ref()
+            .is_some_and(|c| cmd.channels.contains(c))
+    {
+        return Err(format!(
+            "refused by channel rule: /{name} may only be used in these channels: {}",
+            cmd.channels.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A locked environment refuses jobs that change it.
+async fn check_lock(app: &App, cmd: &Command, env: Option<&str>) -> Checked {
+    if let (Some(e), true) = (env, cmd.kind.mutating()) {
         let lock = app.db.lock_of(e).await?.map(|l| LockFacts {
             locked_by: l.locked_by,
             reason: l.reason,
             locked_at: fmt_time(l.locked_at),
         });
-        if let Err(r) = policy::check_lock(e, lock.as_ref()) {
-            return Ok(Decision::Refuse(r));
-        }
+        return Ok(policy::check_lock(e, lock.as_ref()));
     }
-    let mut version = args.version.as_ref().map(|v| v.as_str().to_owned());
-    match (cmd.kind, &env, env_cfg) {
-        (JobKind::Deploy, Some(e), Some(ec)) => {
-            if let (Some(src), Some(v)) = (&ec.promote_from, &version) {
-                // What the source runs *now* must be this version, verified: a version
-                // staging has since rolled back from is not proven.
-                let current = app.db.current_deployment(src).await?;
-                let facts = PromotionFacts {
-                    source: src.clone(),
-                    verified_on_source: current
-                        .as_ref()
-                        .is_some_and(|d| d.verified && &d.version == v),
-                    source_current: current.map(|d| d.version),
-                };
-                if let Err(r) = policy::check_promotion(v, &facts, args.emergency.as_deref(), &held)
-                {
-                    return Ok(Decision::Refuse(r));
-                }
-            } else if args.emergency.is_some() {
-                return Ok(Decision::Refuse(format!(
-                    "refused by emergency rule: {e} is not promoted from another environment, so --emergency does not apply; run the deploy without it"
-                )));
-            }
-        }
-        (JobKind::Rollback, Some(e), _) => {
-            let current = app.db.current_deployment(e).await?.map(|d| d.version);
-            match &version {
-                Some(v) => {
-                    if !app.db.verified_on(e, v).await? {
-                        let known = app.db.verified_versions(e, 10).await?;
-                        return Ok(Decision::Refuse(format!(
-                            "refused by rollback rule: {v} is not a verified version in {e}'s history; accepted: {}",
-                            if known.is_empty() {
-                                "none yet".into()
-                            } else {
-                                known.join(", ")
-                            }
-                        )));
-                    }
-                }
-                None => match app.db.previous_verified(e, current.as_deref()).await? {
-                    Some(prev) => version = Some(prev),
-                    None => {
-                        return Ok(Decision::Refuse(format!(
-                            "refused by rollback rule: {e} has no earlier verified version to roll back to{}",
-                            current
-                                .map(|c| format!(" (it runs {c})"))
-                                .unwrap_or_default()
-                        )));
-                    }
-                },
-            }
-        }
-        _ => {}
+    Ok(Ok(()))
+}
+
+/// Staging first: a deploy to an environment promoted from another needs the version
+/// verified there, unless an admin overrides it with `--emergency`.
+async fn check_promotion(
+    app: &App,
+    env: &str,
+    env_cfg: &EnvironmentConfig,
+    version: Option<&str>,
+    args: &ParsedArgs,
+    held: &BTreeSet<String>,
+) -> Checked {
+    if let (Some(src), Some(v)) = (&env_cfg.promote_from, version) {
+        // What the source runs *now* must be this version, verified: a version
+        // staging has since rolled back from is not proven.
+        let current = app.db.current_deployment(src).await?;
+        let facts = PromotionFacts {
+            source: src.clone(),
+            verified_on_source: current
+                .as_ref()
+                .is_some_and(|d| d.verified && d.version == v),
+            source_current: current.map(|d| d.version),
+        };
+        return Ok(policy::check_promotion(v, &facts, args.emergency.as_deref(), held).map(|_| ()));
     }
+    if args.emergency.is_some() {
+        return Ok(Err(format!(
+            "refused by emergency rule: {env} is not promoted from another environment, so --emergency does not apply; run the deploy without it"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// The version a rollback goes to: the one asked for, which must have been verified on
+/// `env`, else the last verified version before the current one.
+async fn rollback_target(app: &App, env: &str, version: Option<String>) -> Checked<String> {
+    let current = app.db.current_deployment(env).await?.map(|d| d.version);
+    if let Some(v) = version {
+        if app.db.verified_on(env, &v).await? {
+            return Ok(Ok(v));
+        }
+        let known = app.db.verified_versions(env, 10).await?;
+        return Ok(Err(format!(
+            "refused by rollback rule: {v} is not a verified version in {env}'s history; accepted: {}",
+            if known.is_empty() {
+                "none yet".into()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(
+        match app.db.previous_verified(env, current.as_deref()).await? {
+            Some(prev) => Ok(prev),
+            None => Err(format!(
+                "refused by rollback rule: {env} has no earlier verified version to roll back to{}",
+                current
+                    .map(|c| format!(" (it runs {c})"))
+                    .unwrap_or_default()
+            )),
+        },
+    )
+}
+
+/// The job row to enqueue; it waits for approvals when its environment asks for them.
+fn new_job(
+    inv: &Invocation,
+    cmd: &Command,
+    env: Option<String>,
+    version: Option<String>,
+    args: &ParsedArgs,
+    env_cfg: Option<&EnvironmentConfig>,
+) -> anyhow::Result<NewJob> {
     let approvals = env_cfg.map(|e| e.approvals).unwrap_or(0) as i64;
     let needs_approval = approvals > 0 && cmd.kind.mutating();
     let mut values = args.values.clone();
     if let Some(v) = &version {
         values.insert("version".into(), v.clone());
     }
-    Ok(Decision::Job(
-        Box::new(NewJob {
-            command: cmd.name.clone(),
-            kind: cmd.kind.as_str().to_owned(),
-            environment: env.clone(),
-            version,
-            args: serde_json::to_string(&values)?,
-            state: if needs_approval {
-                state::AWAITING_APPROVAL
-            } else {
-                state::QUEUED
-            }
-            .to_owned(),
-            requested_by: inv.actor.clone(),
-            platform: inv.platform.clone(),
-            channel: inv.channel.clone(),
-            reply_to: inv.reply_to.clone(),
-            idempotency_key: inv.request_id.clone(),
-            concurrency_key: match (&env, cmd.kind.mutating()) {
-                (Some(e), true) => Some(format!("env:{e}")),
-                _ => None,
-            },
-            idempotent: cmd.idempotent,
-            approvals_needed: if needs_approval { approvals } else { 0 },
-            approval_deadline: needs_approval.then(|| {
-                now_ms() + env_cfg.map(|e| e.approval_timeout_seconds).unwrap_or(3600) as i64 * 1000
-            }),
-            emergency: args.emergency.clone(),
+    Ok(NewJob {
+        command: cmd.name.clone(),
+        kind: cmd.kind.as_str().to_owned(),
+        concurrency_key: match (&env, cmd.kind.mutating()) {
+            (Some(e), true) => Some(format!("env:{e}")),
+            _ => None,
+        },
+        environment: env,
+        version,
+        args: serde_json::to_string(&values)?,
+        state: if needs_approval {
+            state::AWAITING_APPROVAL
+        } else {
+            state::QUEUED
+        }
+        .to_owned(),
+        requested_by: inv.actor.clone(),
+        platform: inv.platform.clone(),
+        channel: inv.channel.clone(),
+        reply_to: inv.reply_to.clone(),
+        idempotency_key: inv.request_id.clone(),
+        idempotent: cmd.idempotent,
+        approvals_needed: if needs_approval { approvals } else { 0 },
+        approval_deadline: needs_approval.then(|| {
+            now_ms() + env_cfg.map(|e| e.approval_timeout_seconds).unwrap_or(3600) as i64 * 1000
         }),
-        cmd,
-    ))
+        emergency: args.emergency.clone(),
+    })
 }
 
 /// Fault injection for tests: `DECKHAND_FAULT=NAME` makes the process die here, as a
@@ -252,50 +302,10 @@ async fn enqueue(
         job.environment.as_deref(),
         job.version.as_deref(),
     );
-    let waiting = job.state == state::AWAITING_APPROVAL;
-    let approvals = job.approvals_needed;
-    let emergency = job.emergency.clone();
     let res = app
         .db
         .enqueue(&job, |id, behind| {
-            let row = pseudo_row(id, &job);
-            let title = if waiting {
-                format!("{what}: job {id} needs {approvals} approval(s) from someone other than {}", job.requested_by)
-            } else {
-                match behind {
-                    Some(b) => format!("Queued {what} as job {id}, queued behind job {b}"),
-                    None => format!("Queued {what} as job {id}"),
-                }
-            };
-            let mut n = Notice::new(
-                if waiting { NoticeKind::AwaitingApproval } else { NoticeKind::JobQueued },
-                if waiting { Tone::Warning } else { Tone::Info },
-                title,
-            )
-            .env(job.environment.as_deref())
-            .version(job.version.as_deref())
-            .job(id)
-            .field("Requested by", &job.requested_by);
-            n = if waiting {
-                n.action("approve", "Approve", id, false).action("reject", "Reject", id, true)
-            } else {
-                n.action("cancel", "Cancel", id, true)
-            };
-            let mut w = crate::outbox::routes::notices(app, &row, &n);
-            if let Some(reason) = &emergency {
-                let loud = Notice::new(
-                    NoticeKind::EmergencyOverride,
-                    Tone::Danger,
-                    format!("EMERGENCY OVERRIDE by {}: {what} skips the staging-first rule. Reason: {reason}", job.requested_by),
-                )
-                .env(job.environment.as_deref())
-                .version(job.version.as_deref())
-                .job(id);
-                w.extend(crate::outbox::routes::notices(app, &row, &loud));
-                w.push(crate::store::jobs::audit(&row, "emergency_override", reason.clone()));
-            }
-            w.push(crate::store::jobs::audit(&row, "command_accepted", format!("/{} {}", cmd.name, inv.args.join(" "))));
-            w
+            first_writes(app, inv, cmd, &job, &what, (id, behind))
         })
         .await?;
     fault_point("abort-after-enqueue");
@@ -309,10 +319,10 @@ async fn enqueue(
             "Already received: this request is job {} ({})",
             res.id, res.state
         )
-    } else if waiting {
+    } else if job.state == state::AWAITING_APPROVAL {
         format!(
-            "Job {} ({what}) waits for {approvals} approval(s): someone else can run /approve {}",
-            res.id, res.id
+            "Job {} ({what}) waits for {} approval(s): someone else can run /approve {}",
+            res.id, job.approvals_needed, res.id
         )
     } else {
         match res.behind {
@@ -325,6 +335,82 @@ async fn enqueue(
         duplicate: !res.created,
         message,
     })
+}
+
+/// What is recorded with the new job `id` (queued behind `behind`): its first notice, the
+/// loud notice of an emergency override, and the audit entries.
+fn first_writes(
+    app: &App,
+    inv: &Invocation,
+    cmd: &Command,
+    job: &NewJob,
+    what: &str,
+    (id, behind): (i64, Option<i64>),
+) -> Vec<Write> {
+    let row = pseudo_row(id, job);
+    let n = first_notice(job, what, id, behind);
+    let mut w = crate::outbox::routes::notices(app, &row, &n);
+    if let Some(reason) = &job.emergency {
+        let loud = Notice::new(
+            NoticeKind::EmergencyOverride,
+            Tone::Danger,
+            format!(
+                "EMERGENCY OVERRIDE by {}: {what} skips the staging-first rule. Reason: {reason}",
+                job.requested_by
+            ),
+        )
+        .env(job.environment.as_deref())
+        .version(job.version.as_deref())
+        .job(id);
+        w.extend(crate::outbox::routes::notices(app, &row, &loud));
+        w.push(crate::store::jobs::audit(
+            &row,
+            "emergency_override",
+            reason.clone(),
+        ));
+    }
+    w.push(crate::store::jobs::audit(
+        &row,
+        "command_accepted",
+        format!("/{} {}", cmd.name, inv.args.join(" ")),
+    ));
+    w
+}
+
+/// "Queued", or "needs approvals" with the buttons to give them.
+fn first_notice(job: &NewJob, what: &str, id: i64, behind: Option<i64>) -> Notice {
+    let waiting = job.state == state::AWAITING_APPROVAL;
+    let approvals = job.approvals_needed;
+    let title = if waiting {
+        format!(
+            "{what}: job {id} needs {approvals} approval(s) from someone other than {}",
+            job.requested_by
+        )
+    } else {
+        match behind {
+            Some(b) => format!("Queued {what} as job {id}, queued behind job {b}"),
+            None => format!("Queued {what} as job {id}"),
+        }
+    };
+    let n = Notice::new(
+        if waiting {
+            NoticeKind::AwaitingApproval
+        } else {
+            NoticeKind::JobQueued
+        },
+        if waiting { Tone::Warning } else { Tone::Info },
+        title,
+    )
+    .env(job.environment.as_deref())
+    .version(job.version.as_deref())
+    .job(id)
+    .field("Requested by", &job.requested_by);
+    if waiting {
+        n.action("approve", "Approve", id, false)
+            .action("reject", "Reject", id, true)
+    } else {
+        n.action("cancel", "Cancel", id, true)
+    }
 }
 
 /// A row as it will be stored, for routing the first notices before it is read back.

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::app::App;
-use crate::config::catalog::Command;
+use crate::config::catalog::{Command, Step};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::jobs::{StepsResult, Stops, env_of};
 use crate::outbox::routes::notices;
@@ -30,93 +30,17 @@ pub(crate) async fn run_steps(
     secret: Option<&Zeroizing<String>>,
     stops: &Stops,
 ) -> anyhow::Result<StepsResult> {
-    let cfg = &app.settings.config;
     let mut facts = BTreeMap::new();
     let env = step_env(app, job, version);
     let total = cmd.steps.len();
     let mut logged = 0usize;
     for (i, step) in cmd.steps.iter().enumerate() {
-        let n = Notice::new(
-            NoticeKind::StepStarted,
-            Tone::Progress,
-            format!(
-                "{}: step {}/{total} \"{}\" running (job {})",
-                env_of(job),
-                i + 1,
-                step.name,
-                job.id
-            ),
-        )
-        .env(job.environment.as_deref())
-        .version(version)
-        .job(job.id)
-        .action("cancel", "Cancel", job.id, true);
-        // Progress is best effort: a database blip must not fail the deploy itself.
-        if let Err(e) = app.db.apply(&notices(app, job, &n)).await {
-            tracing::warn!(job_id = job.id, error = %e, "cannot record step progress");
-        }
-        app.outbox_wake.notify_one();
-
-        let mut vars = env.clone();
-        vars.extend(step.env.clone());
-        for k in &step.pass_env {
-            if let Some(v) = std::env::var(k).ok().filter(|v| !v.is_empty()) {
-                vars.insert(k.clone(), v);
-            }
-        }
-        let timeout = Duration::from_secs(
-            step.timeout_seconds
-                .unwrap_or(cfg.runner.default_timeout_seconds),
-        );
-        let mut argv = step.argv.clone();
-        if argv.first().is_some_and(|a| a == "deckhand") {
-            argv[0] = app.settings.deckhand_exe.display().to_string();
-        }
-        let spec = StepSpec {
-            argv,
-            env: vars,
-            cwd: step.cwd.as_ref().map(|c| app.settings.resolve(c)),
-            timeout,
-            kill_grace: Duration::from_secs(cfg.runner.kill_grace_seconds),
-            stdin: if step.secret_stdin {
-                secret.map(|s| Zeroizing::new(format!("{}\n", s.as_str())))
-            } else {
-                None
-            },
-            started: None,
-        };
-        let (tx, rx) = mpsc::channel(1024);
-        let collector = tokio::spawn(
-            collect_log(app.clone(), job.id, step.name.clone(), rx, logged).in_current_span(),
-        );
-        let either = CancelToken::new();
-        let watcher = {
-            let (a, b, e) = (stops.cancel.clone(), stops.shutdown.clone(), either.clone());
-            tokio::spawn(async move {
-                tokio::select! { _ = a.cancelled() => {}, _ = b.cancelled() => {} }
-                e.cancel();
-            })
-        };
-        let (pg_tx, mut pg_rx) = mpsc::unbounded_channel();
-        let spec = StepSpec {
-            started: Some(pg_tx),
-            ..spec
-        };
-        let record = {
-            let app = app.clone();
-            let id = job.id;
-            tokio::spawn(async move {
-                if let Some(g) = pg_rx.recv().await {
-                    let _ = app.db.set_step_pgid(id, Some(g as i64)).await;
-                }
-            })
-        };
-        let outcome = runner::run_step(spec, redactor, tx, either).await;
-        let _ = record.await;
-        watcher.abort();
-        let (lines, step_facts) = collector.await.unwrap_or_default();
-        logged = lines;
-        facts.extend(step_facts);
+        announce(app, job, version, (i + 1, total), step).await;
+        let spec = step_spec(app, step, &env, secret);
+        let timeout = spec.timeout;
+        let ran = run_one(app, job.id, step, spec, redactor, stops, logged).await;
+        logged = ran.lines;
+        facts.extend(ran.facts);
         if stops.shutdown.is_cancelled() {
             return Ok(StepsResult {
                 failure: Some("stopped by shutdown".into()),
@@ -124,11 +48,11 @@ pub(crate) async fn run_steps(
                 facts,
             });
         }
-        if !outcome.success() {
-            let what = if outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
+        if !ran.outcome.success() {
+            let what = if ran.outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
                 "cancelled".to_owned()
             } else {
-                outcome.describe(timeout)
+                ran.outcome.describe(timeout)
             };
             return Ok(StepsResult {
                 failure: Some(format!("step \"{}\" {what}", step.name)),
@@ -142,6 +66,127 @@ pub(crate) async fn run_steps(
         abandoned: false,
         facts,
     })
+}
+
+/// "step 2/3 running", with a Cancel button. Progress is best effort: a database blip
+/// must not fail the deploy itself.
+async fn announce(
+    app: &App,
+    job: &JobRow,
+    version: Option<&str>,
+    (n, total): (usize, usize),
+    step: &Step,
+) {
+    let notice = Notice::new(
+        NoticeKind::StepStarted,
+        Tone::Progress,
+        format!(
+            "{}: step {n}/{total} \"{}\" running (job {})",
+            env_of(job),
+            step.name,
+            job.id
+        ),
+    )
+    .env(job.environment.as_deref())
+    .version(version)
+    .job(job.id)
+    .action("cancel", "Cancel", job.id, true);
+    if let Err(e) = app.db.apply(&notices(app, job, &notice)).await {
+        tracing::warn!(job_id = job.id, error = %e, "cannot record step progress");
+    }
+    app.outbox_wake.notify_one();
+}
+
+/// How to start one step: its environment, timeout, working folder and stdin.
+fn step_spec(
+    app: &App,
+    step: &Step,
+    env: &BTreeMap<String, String>,
+    secret: Option<&Zeroizing<String>>,
+) -> StepSpec {
+    let cfg = &app.settings.config;
+    let mut vars = env.clone();
+    vars.extend(step.env.clone());
+    for k in &step.pass_env {
+        if let Some(v) = std::env::var(k).ok().filter(|v| !v.is_empty()) {
+            vars.insert(k.clone(), v);
+        }
+    }
+    let mut argv = step.argv.clone();
+    if argv.first().is_some_and(|a| a == "deckhand") {
+        argv[0] = app.settings.deckhand_exe.display().to_string();
+    }
+    StepSpec {
+        argv,
+        env: vars,
+        cwd: step.cwd.as_ref().map(|c| app.settings.resolve(c)),
+        timeout: Duration::from_secs(
+            step.timeout_seconds
+                .unwrap_or(cfg.runner.default_timeout_seconds),
+        ),
+        kill_grace: Duration::from_secs(cfg.runner.kill_grace_seconds),
+        stdin: if step.secret_stdin {
+            secret.map(|s| Zeroizing::new(format!("{}\n", s.as_str())))
+        } else {
+            None
+        },
+        started: None,
+    }
+}
+
+/// What one step did.
+struct Ran {
+    outcome: StepOutcome,
+    /// Lines stored in the job's log so far, this step's included.
+    lines: usize,
+    facts: BTreeMap<String, String>,
+}
+
+/// Run one step to its end: its output into the job log, its process group on record
+/// (so a crash can be cleaned up), stopped by a cancel or the shutdown deadline.
+async fn run_one(
+    app: &Arc<App>,
+    job_id: i64,
+    step: &Step,
+    spec: StepSpec,
+    redactor: &Redactor,
+    stops: &Stops,
+    logged: usize,
+) -> Ran {
+    let (tx, rx) = mpsc::channel(1024);
+    let collector = tokio::spawn(
+        collect_log(app.clone(), job_id, step.name.clone(), rx, logged).in_current_span(),
+    );
+    let either = CancelToken::new();
+    let watcher = {
+        let (a, b, e) = (stops.cancel.clone(), stops.shutdown.clone(), either.clone());
+        tokio::spawn(async move {
+            tokio::select! { _ = a.cancelled() => {}, _ = b.cancelled() => {} }
+            e.cancel();
+        })
+    };
+    let (pg_tx, mut pg_rx) = mpsc::unbounded_channel();
+    let spec = StepSpec {
+        started: Some(pg_tx),
+        ..spec
+    };
+    let record = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Some(g) = pg_rx.recv().await {
+                let _ = app.db.set_step_pgid(job_id, Some(g as i64)).await;
+            }
+        })
+    };
+    let outcome = runner::run_step(spec, redactor, tx, either).await;
+    let _ = record.await;
+    watcher.abort();
+    let (lines, facts) = collector.await.unwrap_or_default();
+    Ran {
+        outcome,
+        lines,
+        facts,
+    }
 }
 
 /// The arguments a step receives, as `DECKHAND_*` environment variables only.

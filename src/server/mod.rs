@@ -23,6 +23,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::domain::time::now_ms;
@@ -154,18 +155,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut gauges = Vec::new();
     match app.db.job_counts().await {
         Ok(counts) => {
-            let mut depth: Vec<(String, i64)> =
-                QUEUE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
-            for (s, n) in counts {
-                if crate::store::jobs::state::is_final(&s) {
-                    continue;
-                }
-                match depth.iter_mut().find(|d| d.0 == s) {
-                    Some(d) => d.1 = n,
-                    None => depth.push((s, n)),
-                }
-            }
-            for (s, n) in depth {
+            let zero = QUEUE_STATES.iter().map(|s| (*s).to_owned());
+            let counts = counts
+                .into_iter()
+                .filter(|(s, _)| !crate::store::jobs::state::is_final(s));
+            for (s, n) in depth(zero, counts) {
                 gauges.push((
                     "deckhand_queue_depth",
                     "Jobs not yet finished, by state.",
@@ -178,18 +172,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
     match app.db.outbox_depth().await {
         Ok(found) => {
-            let mut depth: Vec<(String, i64)> = ["terminal", "slack", "discord"]
+            let zero = ["terminal", "slack", "discord"]
                 .into_iter()
                 .filter(|p| *p == "terminal" || app.settings.platform_enabled(p))
-                .map(|p| (p.to_owned(), 0))
-                .collect();
-            for (p, n) in found {
-                match depth.iter_mut().find(|d| d.0 == p) {
-                    Some(d) => d.1 = n,
-                    None => depth.push((p, n)),
-                }
-            }
-            for (p, n) in depth {
+                .map(str::to_owned);
+            for (p, n) in depth(zero, found) {
                 gauges.push((
                     "deckhand_outbox_depth",
                     "Notices waiting for delivery, by platform.",
@@ -211,6 +198,22 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         crate::support::metrics::render(&gauges),
     )
         .into_response()
+}
+
+/// Counts by key: every key of `zero` (at 0 unless counted, in that order), then the
+/// other keys counted.
+fn depth(
+    zero: impl Iterator<Item = String>,
+    counts: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<(String, i64)> {
+    let mut depth: Vec<(String, i64)> = zero.map(|k| (k, 0)).collect();
+    for (k, n) in counts {
+        match depth.iter_mut().find(|d| d.0 == k) {
+            Some(d) => d.1 = n,
+            None => depth.push((k, n)),
+        }
+    }
+    depth
 }
 
 /// The deliverers this process runs: the terminal (its own stdout), plus every platform
@@ -241,6 +244,31 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let running = start(&app, listener).await?;
+    shutdown.await;
+    drain(&app, running).await;
+    app.db.close().await;
+    tracing::info!("deckhand stopped");
+    Ok(())
+}
+
+/// What `serve` started, and the tokens that stop it, in the order [`drain`] uses them.
+struct Running {
+    stop_claiming: CancelToken,
+    kill_steps: CancelToken,
+    stop_sender: CancelToken,
+    stop_http: CancelToken,
+    workers: JoinHandle<()>,
+    sender: JoinHandle<()>,
+    presence: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    http: JoinHandle<std::io::Result<()>>,
+    /// The separate metrics listener, when `[server] metrics_listen` asks for one.
+    metrics: Option<JoinHandle<()>>,
+}
+
+/// Start the workers, the outbox sender, the background loops and the listeners.
+async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
     let stop_claiming = CancelToken::new();
     let kill_steps = CancelToken::new();
     let stop_sender = CancelToken::new();
@@ -254,55 +282,82 @@ pub async fn serve(
     app.health.outbox_started.store(true, Ordering::Relaxed);
     let sender = tokio::spawn(run_sender(
         app.clone(),
-        deliverers(&app, true),
+        deliverers(app, true),
         stop_sender.clone(),
     ));
     let presence = tokio::spawn(presence(app.clone(), stop_sender.clone()));
     let background = background(app.clone(), stop_sender.clone());
 
-    let metrics_apart = app.settings.config.server.metrics_listen.clone();
-    let mut extra = None;
-    if let Some(addr) = metrics_apart {
-        let l = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-        let r = metrics_router(app.clone());
-        let stop = stop_http.clone();
-        extra = Some(tokio::spawn(async move {
-            let _ = axum::serve(l, r)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        }));
-    }
+    let metrics = match app.settings.config.server.metrics_listen.clone() {
+        Some(addr) => Some(serve_metrics(app, &addr, stop_http.clone()).await?),
+        None => None,
+    };
+    let http = serve_http(app, listener, stop_http.clone())?;
+    Ok(Running {
+        stop_claiming,
+        kill_steps,
+        stop_sender,
+        stop_http,
+        workers,
+        sender,
+        presence,
+        background,
+        http,
+        metrics,
+    })
+}
+
+/// Serve the public routes on `listener` until `stop`.
+fn serve_http(
+    app: &Arc<App>,
+    listener: tokio::net::TcpListener,
+    stop: CancelToken,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let router = router(
         app.clone(),
         app.settings.config.server.metrics_listen.is_none(),
     );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = app.db.backend(), "deckhand is listening");
+    Ok(tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    }))
+}
 
-    let http = {
-        let stop = stop_http.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
+/// Serve `/metrics` on `addr` until `stop`.
+async fn serve_metrics(
+    app: &Arc<App>,
+    addr: &str,
+    stop: CancelToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+    let r = metrics_router(app.clone());
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(l, r)
             .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        })
-    };
+            .await;
+    }))
+}
 
-    shutdown.await;
+/// Stop in order: refuse new commands and stop claiming; give running jobs the grace
+/// period, then stop their steps; flush the outbox; stop the loops and the listeners.
+async fn drain(app: &App, r: Running) {
     let grace = Duration::from_secs(app.settings.config.server.shutdown_grace_seconds);
     tracing::info!(
         grace_s = grace.as_secs(),
         "shutting down: refusing new commands, finishing running jobs"
     );
     app.health.draining.store(true, Ordering::Relaxed);
-    stop_claiming.cancel();
+    r.stop_claiming.cancel();
     let deadline = tokio::time::Instant::now() + grace;
-    let mut workers = workers;
+    let mut workers = r.workers;
     if tokio::time::timeout_at(deadline, &mut workers)
         .await
         .is_err()
@@ -310,10 +365,25 @@ pub async fn serve(
         tracing::warn!(
             "grace period over: stopping running steps; the next start reports their jobs as interrupted"
         );
-        kill_steps.cancel();
+        r.kill_steps.cancel();
         let _ = workers.await;
     }
-    // Give the outbox a few seconds to deliver what the jobs reported.
+    flush_outbox(app).await;
+    r.stop_sender.cancel();
+    let _ = r.sender.await;
+    let _ = r.presence.await;
+    for b in r.background {
+        let _ = b.await;
+    }
+    r.stop_http.cancel();
+    let _ = r.http.await;
+    if let Some(e) = r.metrics {
+        let _ = e.await;
+    }
+}
+
+/// Give the outbox a few seconds to deliver what the jobs reported.
+async fn flush_outbox(app: &App) {
     let flush_until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < flush_until {
         let pending: i64 = app
@@ -327,20 +397,6 @@ pub async fn serve(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop_sender.cancel();
-    let _ = sender.await;
-    let _ = presence.await;
-    for b in background {
-        let _ = b.await;
-    }
-    stop_http.cancel();
-    let _ = http.await;
-    if let Some(e) = extra {
-        let _ = e.await;
-    }
-    app.db.close().await;
-    tracing::info!("deckhand stopped");
-    Ok(())
 }
 
 /// Routes of every platform; each answers 404 until its credentials are configured.

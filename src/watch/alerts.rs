@@ -100,114 +100,111 @@ pub enum AlertError {
 pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Parsed>, AlertError> {
     let now = crate::domain::time::now_ms();
     match source {
-        "alertmanager" | "grafana" => {
-            let p: WebhookV4 = serde_json::from_slice(body)
-                .map_err(|e| AlertError::Malformed(format!("malformed {source} payload: {e}")))?;
-            let _ = &p.group_key;
-            Ok(p.alerts
-                .into_iter()
-                .map(|a| {
-                    let fp = a
-                        .fingerprint
-                        .clone()
-                        .filter(|f| !f.is_empty())
-                        .unwrap_or_else(|| fingerprint_of(&a.labels));
-                    let resolved = a.status == "resolved";
-                    let title = a
-                        .annotations
-                        .get("summary")
-                        .or_else(|| a.labels.get("alertname"))
-                        .cloned()
-                        .unwrap_or_else(|| "alert".into());
-                    let event = Event {
-                        dedup_key: format!("{source}:{fp}"),
-                        source: source.into(),
-                        title: crate::domain::text::cut(&title, 200),
-                        severity: severity_of(
-                            a.labels
-                                .get("severity")
-                                .or_else(|| a.labels.get("priority"))
-                                .map(String::as_str),
-                        ),
-                        environment: a
-                            .labels
-                            .get("environment")
-                            .or_else(|| a.labels.get("env"))
-                            .cloned(),
-                        service: a
-                            .labels
-                            .get("service")
-                            .or_else(|| a.labels.get("job"))
-                            .cloned(),
-                        description: a
-                            .annotations
-                            .get("description")
-                            .cloned()
-                            .or_else(|| p.message.clone())
-                            .map(|d| crate::domain::text::cut(&d, 2000)),
-                        link: a.generator_url.clone().filter(|u| !u.is_empty()),
-                        resolved,
-                        at: if resolved {
-                            ms(a.ends_at.as_deref())
-                        } else {
-                            ms(a.starts_at.as_deref())
-                        }
-                        .unwrap_or(now),
-                    };
-                    Parsed {
-                        event,
-                        labels: a.labels,
-                    }
-                })
-                .collect())
-        }
-        "generic" => {
-            let g: Generic = serde_json::from_slice(body).map_err(|e| AlertError::Malformed(format!("malformed generic alert: {e}; expected {{\"title\", \"severity\", \"environment\", \"service\", \"description\", \"dedup_key\", \"status\": \"firing\"|\"resolved\", \"link\"}}")))?;
-            let resolved = match g.status.as_deref() {
-                None | Some("firing") | Some("triggered") => false,
-                Some("resolved") => true,
-                Some(other) => {
-                    return Err(AlertError::Malformed(format!(
-                        "status {other:?} is not accepted; expected \"firing\" or \"resolved\""
-                    )));
-                }
-            };
-            if g.title.trim().is_empty() {
-                return Err(AlertError::Malformed("title must not be empty".into()));
-            }
-            let mut labels = BTreeMap::new();
-            for (k, v) in [
-                ("environment", &g.environment),
-                ("severity", &g.severity),
-                ("service", &g.service),
-            ] {
-                if let Some(v) = v {
-                    labels.insert(k.to_owned(), v.clone());
-                }
-            }
-            let key = g.dedup_key.clone().unwrap_or_else(|| {
-                let mut l = labels.clone();
-                l.insert("title".into(), g.title.clone());
-                fingerprint_of(&l)
-            });
-            Ok(vec![Parsed {
-                event: Event {
-                    dedup_key: format!("generic:{}", crate::domain::text::cut(&key, 200)),
-                    source: "generic".into(),
-                    title: crate::domain::text::cut(&g.title, 200),
-                    severity: severity_of(g.severity.as_deref()),
-                    environment: g.environment,
-                    service: g.service,
-                    description: g.description.map(|d| crate::domain::text::cut(&d, 2000)),
-                    link: g.link,
-                    resolved,
-                    at: now,
-                },
-                labels,
-            }])
-        }
+        "alertmanager" | "grafana" => parse_webhook(source, body, now),
+        "generic" => parse_generic(body, now).map(|p| vec![p]),
         other => Err(AlertError::UnknownSource(other.to_owned())),
     }
+}
+
+/// Alertmanager's webhook v4, which Grafana also sends: one event per alert of the group.
+fn parse_webhook(source: &str, body: &[u8], now: i64) -> Result<Vec<Parsed>, AlertError> {
+    let p: WebhookV4 = serde_json::from_slice(body)
+        .map_err(|e| AlertError::Malformed(format!("malformed {source} payload: {e}")))?;
+    let _ = &p.group_key;
+    Ok(p.alerts
+        .into_iter()
+        .map(|a| webhook_alert(source, a, p.message.as_deref(), now))
+        .collect())
+}
+
+/// One alert of a webhook group; the group's `message` stands in for a missing description.
+fn webhook_alert(source: &str, a: WebhookAlert, message: Option<&str>, now: i64) -> Parsed {
+    let fp = a
+        .fingerprint
+        .clone()
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| fingerprint_of(&a.labels));
+    let resolved = a.status == "resolved";
+    let title = a
+        .annotations
+        .get("summary")
+        .or_else(|| a.labels.get("alertname"))
+        .cloned()
+        .unwrap_or_else(|| "alert".into());
+    let label = |k: &str, or: &str| a.labels.get(k).or_else(|| a.labels.get(or)).cloned();
+    let event = Event {
+        dedup_key: format!("{source}:{fp}"),
+        source: source.into(),
+        title: crate::domain::text::cut(&title, 200),
+        severity: severity_of(label("severity", "priority").as_deref()),
+        environment: label("environment", "env"),
+        service: label("service", "job"),
+        description: a
+            .annotations
+            .get("description")
+            .cloned()
+            .or_else(|| message.map(str::to_owned))
+            .map(|d| crate::domain::text::cut(&d, 2000)),
+        link: a.generator_url.clone().filter(|u| !u.is_empty()),
+        resolved,
+        at: if resolved {
+            ms(a.ends_at.as_deref())
+        } else {
+            ms(a.starts_at.as_deref())
+        }
+        .unwrap_or(now),
+    };
+    Parsed {
+        event,
+        labels: a.labels,
+    }
+}
+
+/// The generic JSON: one event, deduplicated by `dedup_key` or by its title and labels.
+fn parse_generic(body: &[u8], now: i64) -> Result<Parsed, AlertError> {
+    let g: Generic = serde_json::from_slice(body).map_err(|e| AlertError::Malformed(format!("malformed generic alert: {e}; expected {{\"title\", \"severity\", \"environment\", \"service\", \"description\", \"dedup_key\", \"status\": \"firing\"|\"resolved\", \"link\"}}")))?;
+    let resolved = match g.status.as_deref() {
+        None | Some("firing") | Some("triggered") => false,
+        Some("resolved") => true,
+        Some(other) => {
+            return Err(AlertError::Malformed(format!(
+                "status {other:?} is not accepted; expected \"firing\" or \"resolved\""
+            )));
+        }
+    };
+    if g.title.trim().is_empty() {
+        return Err(AlertError::Malformed("title must not be empty".into()));
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in [
+        ("environment", &g.environment),
+        ("severity", &g.severity),
+        ("service", &g.service),
+    ] {
+        if let Some(v) = v {
+            labels.insert(k.to_owned(), v.clone());
+        }
+    }
+    let key = g.dedup_key.clone().unwrap_or_else(|| {
+        let mut l = labels.clone();
+        l.insert("title".into(), g.title.clone());
+        fingerprint_of(&l)
+    });
+    Ok(Parsed {
+        event: Event {
+            dedup_key: format!("generic:{}", crate::domain::text::cut(&key, 200)),
+            source: "generic".into(),
+            title: crate::domain::text::cut(&g.title, 200),
+            severity: severity_of(g.severity.as_deref()),
+            environment: g.environment,
+            service: g.service,
+            description: g.description.map(|d| crate::domain::text::cut(&d, 2000)),
+            link: g.link,
+            resolved,
+            at: now,
+        },
+        labels,
+    })
 }
 
 /// Where an incident goes and how severe it is: the first route whose labels all match.

@@ -227,3 +227,62 @@ fn the_checker_sees_a_back_edge_and_a_cycle() {
     );
     assert!(!p.iter().any(|l| l.contains("domain")), "{p:#?}");
 }
+
+/// Job states, deployment statuses and platform names are spelled once, in `domain/`
+/// (`JobState`, `DeployStatus`, `Platform`); `store/` may spell them in SQL. Everywhere else
+/// a quoted one is a copy that can drift. Unit tests (after `#[cfg(test)]`) are exempt.
+#[test]
+fn no_job_state_or_platform_name_as_a_literal_outside_domain_and_store() {
+    const NAMES: &[&str] = &[
+        "queued",
+        "awaiting_approval",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "interrupted",
+        "rejected",
+        "expired",
+        "verified",
+        "unhealthy",
+        "slack",
+        "discord",
+        "terminal",
+        "alerts",
+    ];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rs_files(&src, &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for f in files {
+        let top = top_module(&src, &f);
+        if matches!(top.as_deref(), Some("domain" | "store")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with("#[cfg(test)]") {
+                break;
+            }
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for n in NAMES {
+                if line.contains(&format!("\"{n}\"")) {
+                    found.push(format!(
+                        "{}:{}: \"{n}\": {}",
+                        f.display(),
+                        i + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "spell these with JobState / DeployStatus / Platform:\n{}",
+        found.join("\n")
+    );
+}

@@ -1,0 +1,82 @@
+//! What the database recorded, printed: `deckhand jobs`, `deckhand logs JOB` and
+//! `deckhand audit`.
+
+use super::exit;
+use crate::app::App;
+use crate::config::Settings;
+use crate::domain::text::describe;
+use crate::domain::time::fmt_time;
+
+/// `deckhand jobs [--limit N]`: the latest jobs, newest first.
+pub(super) async fn jobs(settings: Settings, limit: i64) -> anyhow::Result<i32> {
+    let app = App::build(settings).await?;
+    println!(
+        "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  BY",
+        "JOB", "CREATED", "COMMAND", "WHAT", "STATE", "TOOK"
+    );
+    for j in app.db.recent_jobs(limit).await? {
+        println!(
+            "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  {}",
+            j.id,
+            fmt_time(j.created_at).trim_end_matches(" UTC"),
+            j.command,
+            describe("", j.environment.as_deref(), j.version.as_deref()).trim(),
+            j.state,
+            crate::jobs::job_duration(&j),
+            j.requested_by
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `deckhand logs JOB`: a job's stored log and its result.
+pub(super) async fn logs(settings: Settings, job: &str) -> anyhow::Result<i32> {
+    let id = crate::domain::JobId::parse(job)
+        .map_err(|e| anyhow::anyhow!(e.0))?
+        .0;
+    let app = App::build(settings).await?;
+    let Some(j) = app.db.job(id).await? else {
+        eprintln!("deckhand: there is no job {id}");
+        return Ok(exit::REFUSED);
+    };
+    println!(
+        "job {} {} — {}",
+        j.id,
+        describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
+        j.state
+    );
+    for l in app.db.job_log(id, 0).await? {
+        println!(
+            "{}",
+            crate::jobs::render_log_line(&l.step, &l.stream, &l.line)
+        );
+    }
+    if let Some(r) = j.result {
+        println!("{r}");
+    }
+    Ok(exit::OK)
+}
+
+/// `deckhand audit [--env ENV] [--limit N]`.
+pub(super) async fn audit(
+    settings: Settings,
+    env: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<i32> {
+    let app = App::build(settings).await?;
+    for a in app.db.audit(env, limit).await? {
+        println!(
+            "{}  {:<22} {:<9} {:<18} {:<11} {:<6} {}",
+            fmt_time(a.at),
+            a.actor,
+            a.platform,
+            a.action,
+            a.environment.as_deref().unwrap_or("-"),
+            a.job_id
+                .map(|j| j.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.detail
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,96 @@
+//! Secrets: the tokens Deckhand holds (from environment variables only, never the file)
+//! and how rotate-secret generates new values (`[secrets.NAME]`).
+
+use std::collections::BTreeMap;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretSpec {
+    pub length: usize,
+    pub alphabet: Alphabet,
+}
+
+impl Default for SecretSpec {
+    fn default() -> Self {
+        Self {
+            length: 32,
+            alphabet: Alphabet::Alnum,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Alphabet {
+    /// Letters and digits.
+    Alnum,
+    /// Lowercase hexadecimal.
+    Hex,
+    /// Letters, digits, `-` and `_`.
+    Base64url,
+}
+
+impl Alphabet {
+    pub fn chars(self) -> &'static str {
+        match self {
+            Alphabet::Alnum => "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            Alphabet::Hex => "0123456789abcdef",
+            Alphabet::Base64url => {
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            }
+        }
+    }
+}
+
+/// Secrets and endpoints, from the environment only.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub slack_signing_secret: Option<SecretString>,
+    pub slack_bot_token: Option<SecretString>,
+    pub discord_bot_token: Option<SecretString>,
+    pub alert_token: Option<SecretString>,
+    /// Values of `runner.secret_env`, by variable name.
+    pub step_secrets: BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<SecretString>| if o.is_some() { "[set]" } else { "[unset]" };
+        f.debug_struct("Secrets")
+            .field("slack_signing_secret", &set(&self.slack_signing_secret))
+            .field("slack_bot_token", &set(&self.slack_bot_token))
+            .field("discord_bot_token", &set(&self.discord_bot_token))
+            .field("alert_token", &set(&self.alert_token))
+            .field(
+                "step_secrets",
+                &self.step_secrets.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Every secret value known to the process, for redaction.
+    pub fn values(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.slack_signing_secret,
+            &self.slack_bot_token,
+            &self.discord_bot_token,
+            &self.alert_token,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_owned())
+        .collect();
+        out.extend(
+            self.step_secrets
+                .values()
+                .map(|s| s.expose_secret().to_owned()),
+        );
+        out.retain(|s| !s.is_empty());
+        out
+    }
+}

@@ -1,0 +1,83 @@
+//! `[server]`: the HTTP listener's limits, timeouts and shutdown grace.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGTERM, how long running jobs may go on before their steps are stopped.
+    pub shutdown_grace_seconds: u64,
+    /// Serve `/metrics` on this address instead of the public listener.
+    pub metrics_listen: Option<String>,
+    /// Largest request body accepted on any route (413 above it). The Slack routes keep
+    /// their own, smaller limit.
+    pub max_body_bytes: usize,
+    /// Requests per minute one client may send to `/slack/*`, `/discord/*` and `/alerts/*`
+    /// on average (429 with `Retry-After` above it); 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// Requests a client may send at once before the per-minute rate applies.
+    pub rate_limit_burst: u32,
+    /// Take the client's address from this header (its first address) instead of the TCP
+    /// peer. Only behind a proxy that sets it, e.g. `Fly-Client-IP` on Fly.io: anyone can
+    /// send the header, so trusting it elsewhere lets clients pick their own bucket.
+    pub client_ip_header: Option<String>,
+    /// A request not answered within this long gets 503. At least 3, so a slow database
+    /// still leaves the platform handlers time to send their "answer follows" reply.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_seconds: 30,
+            metrics_listen: None,
+            max_body_bytes: 1024 * 1024,
+            rate_limit_per_minute: 120,
+            rate_limit_burst: 30,
+            client_ip_header: None,
+            request_timeout_seconds: 10,
+        }
+    }
+}
+
+/// Problems in `[server]`, as (key, message).
+pub(super) fn server_problems(s: &ServerConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if s.max_body_bytes < 1024 {
+        out.push((
+            "max_body_bytes",
+            "server.max_body_bytes must be at least 1024".into(),
+        ));
+    }
+    if s.rate_limit_per_minute > 0 && s.rate_limit_burst == 0 {
+        out.push((
+            "rate_limit_burst",
+            "server.rate_limit_burst must be at least 1 (or set rate_limit_per_minute = 0 to turn the limit off)".into(),
+        ));
+    }
+    if let Some(h) = &s.client_ip_header
+        && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        out.push((
+            "client_ip_header",
+            format!("server.client_ip_header = {h:?} is not a valid HTTP header name"),
+        ));
+    }
+    if s.request_timeout_seconds < 3 {
+        out.push((
+            "request_timeout_seconds",
+            "server.request_timeout_seconds must be at least 3 (Slack and Discord allow 3 s for an answer)".into(),
+        ));
+    }
+    if let Some(a) = &s.metrics_listen
+        && !a
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        out.push((
+            "metrics_listen",
+            format!("server.metrics_listen = {a:?} is not an address such as \"127.0.0.1:9090\""),
+        ));
+    }
+    out
+}

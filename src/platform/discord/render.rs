@@ -1,0 +1,128 @@
+//! A notice as one embed plus buttons, within Discord's limits.
+
+use serde_json::{Value, json};
+
+use crate::domain::notice::{Notice, Tone};
+use crate::domain::text::{cut, cut_tail};
+
+/// Colour of an embed by the notice's tone.
+fn colour(t: Tone) -> u32 {
+    match t {
+        Tone::Info => 0x5865F2,
+        Tone::Progress => 0xFEE75C,
+        Tone::Success => 0x57F287,
+        Tone::Warning => 0xF0B232,
+        Tone::Danger => 0xED4245,
+    }
+}
+
+/// Render a notice as one embed plus buttons, within Discord's limits. Fields are walked
+/// generically: a field added to a notice shows here without Discord-specific code.
+pub fn render(n: &Notice) -> Value {
+    let title = cut(&format!("{} {}", n.tone.symbol(), n.title), 256);
+    let mut budget = 6000usize.saturating_sub(title.chars().count());
+    let mut fields = Vec::new();
+    for f in n.fields.iter().take(25) {
+        let name = cut(&f.label, 256);
+        let value = cut(if f.value.is_empty() { "-" } else { &f.value }, 1024);
+        let size = name.chars().count() + value.chars().count();
+        if size > budget.saturating_sub(200) {
+            break;
+        }
+        budget -= size;
+        fields.push(json!({"name": name, "value": value, "inline": value.chars().count() <= 40}));
+    }
+    let mut footer = Vec::new();
+    if let Some(j) = n.job_id {
+        footer.push(format!("job {j}"));
+    }
+    if let Some(e) = &n.environment {
+        footer.push(e.clone());
+    }
+    if let Some(v) = &n.version {
+        footer.push(v.clone());
+    }
+    let footer = cut(&footer.join(" · "), 200);
+    budget = budget.saturating_sub(footer.chars().count());
+    let mut embed = json!({"title": title, "color": colour(n.tone), "fields": fields});
+    if !footer.is_empty() {
+        embed["footer"] = json!({"text": footer});
+    }
+    if let Some(b) = &n.body {
+        let room = budget.min(4096).saturating_sub(8);
+        if room > 50 {
+            embed["description"] = json!(format!("```\n{}\n```", cut_tail(b, room)));
+        }
+    }
+    json!({"content": "", "embeds": [embed], "components": components(n), "allowed_mentions": {"parse": []}})
+}
+
+/// The notice's actions as one row of buttons (at most 5, Discord's limit per row).
+fn components(n: &Notice) -> Value {
+    let buttons: Vec<Value> = n
+        .actions
+        .iter()
+        .take(5)
+        .map(|a| {
+            json!({
+                "type": 2,
+                "style": if a.danger { 4 } else { 1 },
+                "label": cut(&a.label, 80),
+                "custom_id": cut(&format!("{}:{}", a.action, a.job_id), 100),
+            })
+        })
+        .collect();
+    if buttons.is_empty() {
+        json!([])
+    } else {
+        json!([{"type": 1, "components": buttons}])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::notice::NoticeKind;
+
+    #[test]
+    fn render_stays_within_embed_limits() {
+        let mut n = Notice::new(
+            NoticeKind::DeploymentComplete,
+            Tone::Success,
+            "x".repeat(400),
+        )
+        .job(3)
+        .body("y".repeat(10_000))
+        .action("rollback", "Roll back", 3, true);
+        for i in 0..30 {
+            n = n.field(&format!("F{i}"), "v".repeat(2000));
+        }
+        let v = render(&n);
+        let e = &v["embeds"][0];
+        assert!(e["title"].as_str().unwrap().chars().count() <= 256);
+        let fields = e["fields"].as_array().unwrap();
+        assert!(fields.len() <= 25);
+        let total: usize = e["title"].as_str().unwrap().chars().count()
+            + e["description"]
+                .as_str()
+                .map(|d| d.chars().count())
+                .unwrap_or(0)
+            + e["footer"]["text"]
+                .as_str()
+                .map(|d| d.chars().count())
+                .unwrap_or(0)
+            + fields
+                .iter()
+                .map(|f| {
+                    f["name"].as_str().unwrap().chars().count()
+                        + f["value"].as_str().unwrap().chars().count()
+                })
+                .sum::<usize>();
+        assert!(total <= 6000, "{total}");
+        assert_eq!(
+            v["components"][0]["components"][0]["custom_id"],
+            "rollback:3"
+        );
+        assert_eq!(e["color"], 0x57F287);
+    }
+}

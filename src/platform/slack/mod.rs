@@ -1,0 +1,192 @@
+//! Slack: signed slash commands and button clicks in, one live message per job out.
+//!
+//! Requests are checked exactly as Slack specifies (HMAC-SHA256 over `v0:{ts}:{body}` with
+//! the signing secret, constant-time compare, at most 5 minutes of clock difference) before
+//! anything else reads them. The answer is always an immediate ephemeral acknowledgement;
+//! the job then gets one message, posted with `chat.postMessage` and edited with
+//! `chat.update` as it moves. We call the Web API with reqwest directly: four methods do
+//! not justify slack-morphism's dependency tree and its https-only connector.
+//!
+//! This file owns the two routes and the gate they share; the signature check is in
+//! `verify`, the request bodies in `payload`, delivery in `client` (charts in `chart`),
+//! Block Kit in `render` and the app manifest in `manifest`.
+
+mod chart;
+mod client;
+mod manifest;
+mod payload;
+mod render;
+mod verify;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::ack_or_defer;
+use crate::app::App;
+use crate::domain::text::split_args;
+use crate::intake::Invocation;
+use crate::intake::policy::Identity;
+use crate::outbox::DeliveryError;
+
+pub use client::SlackClient;
+pub use manifest::manifest;
+pub use payload::{
+    ActionPayload, BlockActions, IdOnly, SlashCommand, parse_command, parse_interaction,
+};
+pub use render::render;
+pub use verify::{MAX_SKEW_SECS, SigError, signature, verify};
+
+use client::retry_after;
+
+/// Slash-command and interaction bodies are small; anything larger is refused with 413.
+pub const MAX_BODY: usize = 16 * 1024;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/slack/commands", post(commands))
+        .route("/slack/interactions", post(interactions))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+fn now_secs() -> i64 {
+    crate::domain::time::now_ms() / 1000
+}
+
+/// The gate every Slack request passes: enabled, not draining, correctly signed.
+fn gate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, &'static str)> {
+    let Some(secret) = &app.settings.secrets.slack_signing_secret else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "Slack is not configured on this Deckhand (SLACK_SIGNING_SECRET is unset)",
+        ));
+    };
+    if let Err(e) = verify(secret.expose_secret().as_bytes(), headers, body, now_secs()) {
+        crate::support::metrics::command("slack", "bad_signature");
+        tracing::warn!(
+            reason = e.as_str(),
+            "refused a Slack request with a bad signature"
+        );
+        return Err((StatusCode::UNAUTHORIZED, "invalid Slack signature"));
+    }
+    if app.health.draining() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Deckhand is restarting; try again in a minute",
+        ));
+    }
+    Ok(())
+}
+
+fn ephemeral(text: &str) -> Response {
+    axum::Json(json!({"response_type": "ephemeral", "text": text})).into_response()
+}
+
+async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = gate(&app, &headers, &body) {
+        return r.into_response();
+    }
+    let cmd = match parse_command(&body) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let args = match split_args(&cmd.text) {
+        Ok(a) => a,
+        Err(e) => return ephemeral(&format!("✖ {e}")),
+    };
+    let inv = Invocation {
+        platform: "slack".into(),
+        identity: Identity::Slack {
+            user: cmd.user_id.clone(),
+        },
+        actor: format!("slack:{}", cmd.user_id),
+        channel: cmd.channel_id.clone(),
+        command: cmd.command.clone(),
+        args,
+        request_id: Some(format!("slack:{}", cmd.trigger_id)),
+        reply_to: cmd.response_url.clone(),
+    };
+    let text = ack_or_defer(app.clone(), inv, move |app, text| async move {
+        if let Some(url) = cmd.response_url {
+            let _ = post_response_url(&app, &url, &text).await;
+        }
+    })
+    .await;
+    ephemeral(&text)
+}
+
+async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = gate(&app, &headers, &body) {
+        return r.into_response();
+    }
+    let p = match parse_interaction(&body) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    if p.kind != "block_actions" {
+        return StatusCode::OK.into_response();
+    }
+    let Some(action) = p.actions.first() else {
+        return StatusCode::OK.into_response();
+    };
+    let Some((command, args)) =
+        super::button_command(&app, &action.action_id, action.value.as_deref()).await
+    else {
+        return (StatusCode::BAD_REQUEST, "unknown button").into_response();
+    };
+    let inv = Invocation {
+        platform: "slack".into(),
+        identity: Identity::Slack {
+            user: p.user.id.clone(),
+        },
+        actor: format!("slack:{}", p.user.id),
+        channel: p.channel.as_ref().map(|c| c.id.clone()),
+        command,
+        args,
+        request_id: Some(format!(
+            "slack:{}:{}",
+            p.trigger_id
+                .as_deref()
+                .or(action.action_ts.as_deref())
+                .unwrap_or("-"),
+            action.action_id
+        )),
+        reply_to: p.response_url.clone(),
+    };
+    let url = p.response_url.clone();
+    let text = ack_or_defer(app.clone(), inv, |_, _| async {}).await;
+    // The clicker learns the outcome privately; the job's message shows it to everyone.
+    if let Some(url) = url {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = post_response_url(&app, &url, &text).await;
+        });
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn post_response_url(app: &App, url: &str, text: &str) -> Result<(), DeliveryError> {
+    let r = app
+        .http
+        .post(url)
+        .json(&json!({"response_type": "ephemeral", "replace_original": false, "text": text}))
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Retry {
+            after: None,
+            reason: format!("response_url: {}", crate::support::net::net_reason(&e)),
+        })?;
+    super::classify(
+        r.status().as_u16(),
+        retry_after(r.headers()),
+        "response_url",
+    )
+    .map(|_| ())
+}
