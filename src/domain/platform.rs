@@ -71,6 +71,7 @@ mod tests {
         assert_eq!(Platform::parse_chat("alerts"), None);
         assert_eq!(Platform::chat_names(), "slack, discord, terminal");
         assert!("discord" == Platform::Discord);
-        assert!(String::from("terminal") == Platform::Terminal);
+        let owned: String = Platform::Terminal.as_str().to_owned();
+        assert!(owned == Platform::Terminal);
     }
 }

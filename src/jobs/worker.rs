@@ -10,7 +10,7 @@ use crate::jobs::{env_of, execute};
 use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::audit;
-use crate::store::jobs::{state, transition};
+use crate::store::jobs::{JobRow, state, transition};
 use crate::support::runner::{self, CancelToken};
 
 /// Report jobs whose process died: `interrupted`, or back to `queued` when the command
@@ -18,118 +18,126 @@ use crate::support::runner::{self, CancelToken};
 pub async fn recover(app: &App) -> anyhow::Result<usize> {
     let mut n = 0;
     for job in app.db.expired_leases().await? {
-        // An orphaned step of a dead process on this host is stopped first.
-        if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner)
-            && owner.split(':').next() == Some(crate::app::hostname().as_str())
-        {
-            runner::kill_group(pgid as i32, libc::SIGKILL);
-        }
-        let requeue = job.idempotent;
-        let (to, title, tone) = if requeue {
-            (
-                state::QUEUED,
-                format!(
-                    "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again",
-                    job.command,
-                    env_of(&job),
-                    job.id,
-                    job.command
-                ),
-                Tone::Warning,
-            )
-        } else {
-            (
-                state::INTERRUPTED,
-                format!(
-                    "{} on {} (job {}) was interrupted when the process running it stopped; it will not be re-run. Check {} and run it again if needed",
-                    job.command,
-                    env_of(&job),
-                    job.id,
-                    env_of(&job)
-                ),
-                Tone::Danger,
-            )
-        };
-        let notice = Notice::new(
-            if requeue {
-                NoticeKind::JobRequeued
-            } else {
-                NoticeKind::JobInterrupted
-            },
-            tone,
-            title.clone(),
-        )
-        .env(job.environment.as_deref())
-        .version(job.version.as_deref())
-        .job(job.id)
-        .field("Environment", env_of(&job))
-        .field("Version", job.version.as_deref().unwrap_or("-"))
-        .field("Requested by", &job.requested_by);
-        let mut writes = vec![transition(
-            job.id,
-            &[state::RUNNING],
-            to,
-            Some(title.clone()),
-            job.lease_owner.as_deref(),
-        )];
-        writes.push(crate::store::history::interrupt_deployment(
-            job.id,
-            crate::domain::time::now_ms(),
-        ));
-        if requeue {
-            writes.push(crate::store::jobs::release_lease(job.id));
-        }
-        writes.extend(notices(app, &job, &notice));
-        writes.push(audit(&job, &format!("job_{to}"), title));
-        match app.db.apply(&writes).await {
-            Ok(_) => {
-                n += 1;
-                if !requeue {
-                    crate::support::metrics::job_finished(&job.kind, state::INTERRUPTED, 0.0);
-                }
-                tracing::warn!(
-                    job_id = job.id,
-                    state = to,
-                    "recovered a job whose process died"
-                );
-            }
-            Err(e) if crate::store::jobs::is_conflict(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+        n += usize::from(recover_orphan(app, &job).await?);
     }
     for job in app.db.overdue_approvals().await? {
-        let title = format!(
-            "Job {} ({}) expired: no approval arrived in time",
-            job.id,
-            crate::domain::text::describe(
-                &job.command,
-                job.environment.as_deref(),
-                job.version.as_deref()
-            )
-        );
-        let notice = Notice::new(NoticeKind::ApprovalExpired, Tone::Warning, title.clone())
-            .env(job.environment.as_deref())
-            .version(job.version.as_deref())
-            .job(job.id);
-        let mut writes = vec![transition(
-            job.id,
-            &[state::AWAITING_APPROVAL],
-            state::EXPIRED,
-            Some(title.clone()),
-            None,
-        )];
-        writes.extend(notices(app, &job, &notice));
-        writes.push(audit(&job, "job_expired", title));
-        match app.db.apply(&writes).await {
-            Ok(_) => n += 1,
-            Err(e) if crate::store::jobs::is_conflict(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+        n += usize::from(expire(app, &job).await?);
     }
     if n > 0 {
         app.poke();
     }
     Ok(n)
+}
+
+/// A running job whose lease ran out: its process died. Stop what is left of its step on
+/// this host, then requeue it (idempotent commands) or report it interrupted. False when
+/// another replica recovered it first.
+async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
+    // An orphaned step of a dead process on this host is stopped first.
+    if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner)
+        && owner.split(':').next() == Some(crate::app::hostname().as_str())
+    {
+        runner::kill_group(pgid as i32, libc::SIGKILL);
+    }
+    let requeue = job.idempotent;
+    let (to, title, tone, kind) = if requeue {
+        (
+            state::QUEUED,
+            format!(
+                "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again",
+                job.command,
+                env_of(job),
+                job.id,
+                job.command
+            ),
+            Tone::Warning,
+            NoticeKind::JobRequeued,
+        )
+    } else {
+        (
+            state::INTERRUPTED,
+            format!(
+                "{} on {} (job {}) was interrupted when the process running it stopped; it will not be re-run. Check {} and run it again if needed",
+                job.command,
+                env_of(job),
+                job.id,
+                env_of(job)
+            ),
+            Tone::Danger,
+            NoticeKind::JobInterrupted,
+        )
+    };
+    let notice = Notice::new(kind, tone, title.clone())
+        .env(job.environment.as_deref())
+        .version(job.version.as_deref())
+        .job(job.id)
+        .field("Environment", env_of(job))
+        .field("Version", job.version.as_deref().unwrap_or("-"))
+        .field("Requested by", &job.requested_by);
+    let mut writes = vec![
+        transition(
+            job.id,
+            &[state::RUNNING],
+            to,
+            Some(title.clone()),
+            job.lease_owner.as_deref(),
+        ),
+        crate::store::history::interrupt_deployment(job.id, crate::domain::time::now_ms()),
+    ];
+    if requeue {
+        writes.push(crate::store::jobs::release_lease(job.id));
+    }
+    writes.extend(notices(app, job, &notice));
+    writes.push(audit(job, &format!("job_{to}"), title));
+    if !apply_unless_taken(app, &writes).await? {
+        return Ok(false);
+    }
+    if !requeue {
+        crate::support::metrics::job_finished(&job.kind, state::INTERRUPTED, 0.0);
+    }
+    tracing::warn!(
+        job_id = job.id,
+        state = to,
+        "recovered a job whose process died"
+    );
+    Ok(true)
+}
+
+/// A job that waited for approval past its deadline.
+async fn expire(app: &App, job: &JobRow) -> anyhow::Result<bool> {
+    let title = format!(
+        "Job {} ({}) expired: no approval arrived in time",
+        job.id,
+        crate::domain::text::describe(
+            &job.command,
+            job.environment.as_deref(),
+            job.version.as_deref()
+        )
+    );
+    let notice = Notice::new(NoticeKind::ApprovalExpired, Tone::Warning, title.clone())
+        .env(job.environment.as_deref())
+        .version(job.version.as_deref())
+        .job(job.id);
+    let mut writes = vec![transition(
+        job.id,
+        &[state::AWAITING_APPROVAL],
+        state::EXPIRED,
+        Some(title.clone()),
+        None,
+    )];
+    writes.extend(notices(app, job, &notice));
+    writes.push(audit(job, "job_expired", title));
+    apply_unless_taken(app, &writes).await
+}
+
+/// Apply writes whose first is a guarded transition; false when another process moved the
+/// job first.
+async fn apply_unless_taken(app: &App, writes: &[Write]) -> anyhow::Result<bool> {
+    match app.db.apply(writes).await {
+        Ok(_) => Ok(true),
+        Err(e) if crate::store::jobs::is_conflict(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Remind the channel of a lock that has been held for long. The reminder time is

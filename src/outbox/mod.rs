@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::app::App;
 use crate::domain::time::now_ms;
 
@@ -101,142 +103,175 @@ pub async fn run_sender(
     deliverers: Vec<Deliverer>,
     stop: crate::support::runner::CancelToken,
 ) {
-    use tokio::time::Instant;
     let platforms: Vec<&str> = deliverers.iter().map(|d| d.platform()).collect();
     // When each channel may get its next message.
     let mut due_at: HashMap<String, Instant> = HashMap::new();
-    loop {
-        if stop.is_cancelled() {
-            break;
-        }
+    while !stop.is_cancelled() {
         let now = Instant::now();
         due_at.retain(|_, due| *due > now);
-        let paused: Vec<String> = due_at.keys().cloned().collect();
-        let rows = match app
-            .db
-            .claim_notices_except(&platforms, &app.worker_id, 50, &paused)
-            .await
-        {
-            Ok(r) => {
-                app.health.set_outbox_error(None);
-                r
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox: cannot read pending notices");
-                app.health.set_outbox_error(Some(e.to_string()));
-                Vec::new()
-            }
-        };
-        app.health.outbox_tick();
-
-        // One message per paced channel now; the rest of the batch for that channel goes
-        // back until the channel is due.
-        let mut send: Vec<(OutboxRow, String, &dyn Deliver)> = Vec::new();
-        let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
-        for row in rows {
-            let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
-                continue;
-            };
-            let key = channel_key(&row.platform, row.channel.as_deref());
-            if !d.pace().is_zero() && send.iter().any(|(_, k, _)| *k == key) {
-                later
-                    .entry(key)
-                    .or_insert((d.pace(), Vec::new()))
-                    .1
-                    .push(row.id);
-            } else {
-                send.push((row, key, d.as_ref()));
-            }
-        }
+        let rows = claim(&app, &platforms, &due_at).await;
+        let (send, later) = pace(rows, &deliverers);
         for (pace, ids) in later.values() {
             if let Err(e) = app.db.defer(ids, now_ms() + pace.as_millis() as i64).await {
                 // They stay claimed: another sender takes them when the claim runs out.
                 tracing::warn!(error = %e, "outbox: cannot hand back notices for later");
             }
         }
-
         let busy = !send.is_empty();
         for (row, key, d) in send {
-            // A row claimed a while ago (slow sends before it): make sure it is still ours.
-            let claimed_for = row.claim_until.unwrap_or(0) - now_ms();
-            if claimed_for < CLAIM_MS - RENEW_EVERY.as_millis() as i64 {
-                match app.db.renew_claim(row.id, &app.worker_id).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(
-                            outbox_id = row.id,
-                            "outbox: claim lapsed; another sender has this notice"
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
-                    }
-                }
-            }
-            // Keep the claim while the send is in flight.
-            let result = {
-                let delivery = d.deliver(&app, &row);
-                tokio::pin!(delivery);
-                loop {
-                    tokio::select! {
-                        r = &mut delivery => break r,
-                        _ = tokio::time::sleep(RENEW_EVERY) => {
-                            if let Err(e) = app.db.renew_claim(row.id, &app.worker_id).await {
-                                tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim");
-                            }
-                        }
-                    }
-                }
+            let Some(result) = send_holding_claim(&app, &row, d).await else {
+                continue;
             };
             if !d.pace().is_zero() {
                 due_at.insert(key, Instant::now() + d.pace());
             }
-            let done = match &result {
-                Ok(()) => app.db.mark_delivered(row.id).await,
-                Err(DeliveryError::Retry { after, reason }) => {
-                    let wait = after.unwrap_or_else(|| backoff(row.attempts + 1));
-                    tracing::warn!(platform = %row.platform, outbox_id = row.id, retry_in_ms = wait.as_millis() as u64, reason = %reason, "delivery deferred");
-                    crate::support::metrics::delivery_failure(&row.platform);
-                    app.db.mark_retry(row.id, wait, reason).await
-                }
-                Err(DeliveryError::Fatal(reason)) if row.attempts + 1 >= MAX_FATAL_ATTEMPTS => {
-                    tracing::error!(platform = %row.platform, outbox_id = row.id, reason = %reason, "notice refused for good; giving up");
-                    crate::support::metrics::delivery_failure(&row.platform);
-                    app.db.mark_failed(row.id, reason).await
-                }
-                Err(DeliveryError::Fatal(reason)) => {
-                    crate::support::metrics::delivery_failure(&row.platform);
-                    app.db
-                        .mark_retry(row.id, backoff(row.attempts + 3), reason)
-                        .await
-                }
-            };
-            if result.is_ok() {
-                crate::support::metrics::delivered(&row.platform);
+            record(&app, &row, &result).await;
+        }
+        if !busy {
+            wait(&app, &stop, &due_at).await;
+        }
+    }
+}
+
+/// Claim what may be sent now, leaving out the channels that are waiting for their pace.
+async fn claim(app: &App, platforms: &[&str], due_at: &HashMap<String, Instant>) -> Vec<OutboxRow> {
+    let paused: Vec<String> = due_at.keys().cloned().collect();
+    let rows = match app
+        .db
+        .claim_notices_except(platforms, &app.worker_id, 50, &paused)
+        .await
+    {
+        Ok(r) => {
+            app.health.set_outbox_error(None);
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox: cannot read pending notices");
+            app.health.set_outbox_error(Some(e.to_string()));
+            Vec::new()
+        }
+    };
+    app.health.outbox_tick();
+    rows
+}
+
+/// Notices to send now (one per paced channel), and per channel the ids to hand back until
+/// the channel is due.
+type Plan<'a> = (
+    Vec<(OutboxRow, String, &'a dyn Deliver)>,
+    HashMap<String, (Duration, Vec<i64>)>,
+);
+
+fn pace(rows: Vec<OutboxRow>, deliverers: &[Deliverer]) -> Plan<'_> {
+    let mut send: Vec<(OutboxRow, String, &dyn Deliver)> = Vec::new();
+    let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
+    for row in rows {
+        let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
+            continue;
+        };
+        let key = channel_key(&row.platform, row.channel.as_deref());
+        if !d.pace().is_zero() && send.iter().any(|(_, k, _)| *k == key) {
+            later
+                .entry(key)
+                .or_insert((d.pace(), Vec::new()))
+                .1
+                .push(row.id);
+        } else {
+            send.push((row, key, d.as_ref()));
+        }
+    }
+    (send, later)
+}
+
+/// Send one notice, renewing its claim while the send is in flight. `None` when the claim
+/// lapsed and another sender has the notice.
+async fn send_holding_claim(
+    app: &App,
+    row: &OutboxRow,
+    d: &dyn Deliver,
+) -> Option<std::result::Result<(), DeliveryError>> {
+    // A row claimed a while ago (slow sends before it): make sure it is still ours.
+    let claimed_for = row.claim_until.unwrap_or(0) - now_ms();
+    if claimed_for < CLAIM_MS - RENEW_EVERY.as_millis() as i64 {
+        match app.db.renew_claim(row.id, &app.worker_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    outbox_id = row.id,
+                    "outbox: claim lapsed; another sender has this notice"
+                );
+                return None;
             }
-            if let Err(e) = done {
-                tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot record delivery");
+            Err(e) => {
+                tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim")
             }
         }
-        if !busy && due_at.is_empty() {
-            // Idle: until new work arrives, or 250 ms.
-            tokio::select! {
-                _ = app.outbox_wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = stop.cancelled() => {}
+    }
+    let delivery = d.deliver(app, row);
+    tokio::pin!(delivery);
+    loop {
+        tokio::select! {
+            r = &mut delivery => return Some(r),
+            _ = tokio::time::sleep(RENEW_EVERY) => {
+                if let Err(e) = app.db.renew_claim(row.id, &app.worker_id).await {
+                    tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot renew a claim");
+                }
             }
-        } else if !busy {
-            // Channels are waiting for their pace: look again when the first is due, or
-            // within 100 ms for other channels, not on every wake-up. (A look passes over
-            // the waiting channels' backlog; a flood of commands to one channel would
-            // otherwise make the sender look thousands of times a second.)
-            let soon = Instant::now() + Duration::from_millis(100);
-            let until = due_at.values().copied().fold(soon, Instant::min);
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = stop.cancelled() => {}
-            }
+        }
+    }
+}
+
+/// Record a send's outcome: delivered, retry later, or given up.
+async fn record(app: &App, row: &OutboxRow, result: &std::result::Result<(), DeliveryError>) {
+    let done = match result {
+        Ok(()) => app.db.mark_delivered(row.id).await,
+        Err(DeliveryError::Retry { after, reason }) => {
+            let wait = after.unwrap_or_else(|| backoff(row.attempts + 1));
+            tracing::warn!(platform = %row.platform, outbox_id = row.id, retry_in_ms = wait.as_millis() as u64, reason = %reason, "delivery deferred");
+            crate::support::metrics::delivery_failure(&row.platform);
+            app.db.mark_retry(row.id, wait, reason).await
+        }
+        Err(DeliveryError::Fatal(reason)) if row.attempts + 1 >= MAX_FATAL_ATTEMPTS => {
+            tracing::error!(platform = %row.platform, outbox_id = row.id, reason = %reason, "notice refused for good; giving up");
+            crate::support::metrics::delivery_failure(&row.platform);
+            app.db.mark_failed(row.id, reason).await
+        }
+        Err(DeliveryError::Fatal(reason)) => {
+            crate::support::metrics::delivery_failure(&row.platform);
+            app.db
+                .mark_retry(row.id, backoff(row.attempts + 3), reason)
+                .await
+        }
+    };
+    if result.is_ok() {
+        crate::support::metrics::delivered(&row.platform);
+    }
+    if let Err(e) = done {
+        tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot record delivery");
+    }
+}
+
+/// Nothing was sent: wait for new work (or 250 ms) when no channel waits for its pace;
+/// otherwise look again when the first is due, or within 100 ms for other channels, not on
+/// every wake-up. (A look passes over the waiting channels' backlog; a flood of commands to
+/// one channel would otherwise make the sender look thousands of times a second.)
+async fn wait(
+    app: &App,
+    stop: &crate::support::runner::CancelToken,
+    due_at: &HashMap<String, Instant>,
+) {
+    if due_at.is_empty() {
+        tokio::select! {
+            _ = app.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.cancelled() => {}
+        }
+    } else {
+        let soon = Instant::now() + Duration::from_millis(100);
+        let until = due_at.values().copied().fold(soon, Instant::min);
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = stop.cancelled() => {}
         }
     }
 }
