@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::exit;
 use crate::app::App;
+use crate::domain::platform::Platform;
 use crate::intake::policy::Identity;
 use crate::intake::{Invocation, Outcome};
 use crate::support::runner::CancelToken;
@@ -64,7 +65,7 @@ async fn submit(app: &App, command: String, args: Vec<String>) -> anyhow::Result
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
     let inv = Invocation {
-        platform: "terminal".into(),
+        platform: Platform::Terminal.as_str().into(),
         identity: Identity::Operator,
         actor: format!("terminal:{}", crate::domain::text::shorten(&user)),
         channel: None,
@@ -104,7 +105,12 @@ async fn flush_notices(app: &App) {
             .db
             .outbox_depth()
             .await
-            .map(|d| d.iter().filter(|x| x.0 != "terminal").map(|x| x.1).sum())
+            .map(|d| {
+                d.iter()
+                    .filter(|x| x.0 != Platform::Terminal.as_str())
+                    .map(|x| x.1)
+                    .sum()
+            })
             .unwrap_or(0);
         if pending == 0 {
             break;
@@ -127,7 +133,11 @@ async fn follow(app: &App, job_id: i64) -> anyhow::Result<i32> {
             ));
             last_log = l.id;
         }
-        for n in app.db.job_notices(job_id, "terminal", last_notice).await? {
+        for n in app
+            .db
+            .job_notices(job_id, Platform::Terminal.as_str(), last_notice)
+            .await?
+        {
             if let Some(notice) = n.notice() {
                 out.push((n.created_at, notice.render_text()));
             }

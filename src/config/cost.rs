@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::domain::platform::Platform;
 use serde::Deserialize;
 
 /// One configured cost source (`[[costs]]` in deckhand.toml).
@@ -103,7 +104,7 @@ impl TryFrom<RawSource> for CostSource {
         if let Some(p) = r
             .channels
             .keys()
-            .find(|p| !["slack", "discord", "terminal"].contains(&p.as_str()))
+            .find(|p| Platform::parse_chat(p).is_none())
         {
             return Err(format!(
                 "costs {n}: unknown platform {p:?} in channels; accepted: slack, discord, terminal"

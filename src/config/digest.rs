@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::domain::platform::Platform;
 use crate::support::schedule::Schedule;
 
 /// What a digest may report.
@@ -92,7 +93,7 @@ impl TryFrom<RawDigest> for DigestConfig {
         if let Some(p) = r
             .channels
             .keys()
-            .find(|p| !["slack", "discord", "terminal"].contains(&p.as_str()))
+            .find(|p| Platform::parse_chat(p).is_none())
         {
             return Err(format!(
                 "digest {n}: unknown platform {p:?} in channels; accepted: slack, discord, terminal"

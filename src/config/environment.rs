@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::config::{Config, line_of_str};
+use crate::domain::platform::Platform;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +93,7 @@ pub(super) fn environment_problems(text: &str, c: &Config) -> Vec<(usize, String
                 ));
         }
         for p in e.channels.keys() {
-            if !["slack", "discord", "terminal"].contains(&p.as_str()) {
+            if Platform::parse_chat(p).is_none() {
                 out.push((
                     line,
                     format!("environments.{env_name}.channels: unknown platform {p:?}; accepted: slack, discord"),

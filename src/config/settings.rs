@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 use crate::config::{Config, ConfigError, EMBEDDED_CONFIG, Secrets, parse_config, validate_config};
+use crate::domain::platform::Platform;
 
 /// Everything the process needs to start, resolved from flags, environment and file.
 #[derive(Debug, Clone)]
@@ -100,15 +101,15 @@ impl Settings {
 
     /// Can notices be delivered on this platform?
     pub fn platform_enabled(&self, platform: &str) -> bool {
-        match platform {
-            "terminal" => true,
+        match Platform::parse_chat(platform) {
+            Some(Platform::Terminal) => true,
             // With a bot token: the Web API; with only the signing secret: response_url.
-            "slack" => {
+            Some(Platform::Slack) => {
                 self.secrets.slack_bot_token.is_some()
                     || self.secrets.slack_signing_secret.is_some()
             }
             // With a bot token: channel messages; with only the key: interaction follow-ups.
-            "discord" => {
+            Some(Platform::Discord) => {
                 self.secrets.discord_bot_token.is_some() || self.discord_public_key.is_some()
             }
             _ => false,

@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::config::EnvironmentConfig;
 use crate::config::catalog::{BUILTINS, Command, JobKind, ParsedArgs};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::platform::Platform;
 use crate::domain::text::{describe, shorten};
 use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
@@ -145,7 +146,7 @@ type Checked<T = ()> = anyhow::Result<Result<T, String>>;
 /// A command limited to some channels is refused elsewhere (the terminal is not a channel).
 fn check_channel(cmd: &Command, inv: &Invocation, name: &str) -> Result<(), String> {
     if !cmd.channels.is_empty()
-        && inv.platform != "terminal"
+        && inv.platform != Platform::Terminal.as_str()
         && !inv
             .channel
             .as_ref()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::catalog::JobKind;
 use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
+use crate::domain::state::JobState;
 use crate::jobs::env_of;
 use crate::jobs::health::HealthOutcome;
 use crate::jobs::run::JobRun;
@@ -96,7 +97,7 @@ fn succeeded(r: &JobRun<'_>, verdict: &Verdict, report: &mut Report) -> Notice {
     {
         "verified working".into()
     } else {
-        "succeeded".into()
+        JobState::Succeeded.as_str().into()
     };
     let (k, title) = match r.kind {
         JobKind::Deploy => (
@@ -174,7 +175,7 @@ fn failed(
     let job = r.job;
     let (version, env) = (job.version.as_deref().unwrap_or("-"), env_of(job));
     report.status = if cancelled {
-        "cancelled".into()
+        JobState::Cancelled.as_str().into()
     } else {
         format!("failed – {reason}")
     };

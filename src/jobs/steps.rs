@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use crate::app::App;
 use crate::config::catalog::{Command, Step};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::state::JobState;
 use crate::jobs::{StepsResult, Stops, env_of};
 use crate::outbox::routes::notices;
 use crate::store::jobs::JobRow;
@@ -50,7 +51,7 @@ pub(crate) async fn run_steps(
         }
         if !ran.outcome.success() {
             let what = if ran.outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
-                "cancelled".to_owned()
+                JobState::Cancelled.as_str().to_owned()
             } else {
                 ran.outcome.describe(timeout)
             };

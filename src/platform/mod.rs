@@ -12,16 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::domain::platform::Platform;
 use crate::intake::{Invocation, Outcome};
 use crate::outbox::{Deliverer, DeliveryError};
 
 /// A deliverer for every platform that can deliver.
 pub fn deliverers(app: &App) -> Vec<Deliverer> {
     let mut d: Vec<Deliverer> = Vec::new();
-    if app.settings.platform_enabled("slack") {
+    if app.settings.platform_enabled(Platform::Slack.as_str()) {
         d.push(Box::new(slack::SlackClient::new(app)));
     }
-    if app.settings.platform_enabled("discord") {
+    if app.settings.platform_enabled(Platform::Discord.as_str()) {
         d.push(Box::new(discord::DiscordClient::new(app)));
     }
     d

@@ -26,6 +26,7 @@ use axum::routing::get;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::domain::platform::Platform;
 use crate::domain::time::now_ms;
 use crate::outbox::{Deliverer, run_sender};
 use crate::server::limits::{Limits, enforce};
@@ -172,10 +173,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
     match app.db.outbox_depth().await {
         Ok(found) => {
-            let zero = ["terminal", "slack", "discord"]
+            let zero = [Platform::Terminal, Platform::Slack, Platform::Discord]
                 .into_iter()
-                .filter(|p| *p == "terminal" || app.settings.platform_enabled(p))
-                .map(str::to_owned);
+                .filter(|p| app.settings.platform_enabled(p.as_str()))
+                .map(|p| p.as_str().to_owned());
             for (p, n) in depth(zero, found) {
                 gauges.push((
                     "deckhand_outbox_depth",

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::render::render;
 use crate::app::App;
 use crate::domain::notice::Notice;
+use crate::domain::platform::Platform;
 use crate::outbox::{DeliveryError, OutboxRow};
 use crate::platform::classify;
 
@@ -49,7 +50,7 @@ impl DiscordClient {
         let body = render(&notice);
         let existing = app
             .db
-            .message_ref("discord", &channel, &row.thread_key)
+            .message_ref(Platform::Discord.as_str(), &channel, &row.thread_key)
             .await
             .map_err(|e| DeliveryError::Retry {
                 after: None,
@@ -128,7 +129,7 @@ impl DiscordClient {
         if let Some(id) = answer.get("id").and_then(Value::as_str) {
             let _ = app
                 .db
-                .set_message_ref("discord", channel, &row.thread_key, id)
+                .set_message_ref(Platform::Discord.as_str(), channel, &row.thread_key, id)
                 .await;
         }
         Ok(())
@@ -276,7 +277,7 @@ fn route_bucket(path: &str) -> String {
 
 impl crate::outbox::Deliver for DiscordClient {
     fn platform(&self) -> &'static str {
-        "discord"
+        Platform::Discord.as_str()
     }
     fn pace(&self) -> Duration {
         Duration::from_millis(100)

@@ -35,6 +35,7 @@ use crate::domain::text::cut;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 
+use crate::domain::platform::Platform;
 pub use client::DiscordClient;
 pub use interaction::{CommandOption, Data, Interaction, Member, User, options_to_args, parse};
 pub use register::{register, registration};
@@ -114,7 +115,7 @@ fn signed_interaction(
         )
     })?;
     if let Err(e) = verify(&key, headers, body, crate::domain::time::now_ms() / 1000) {
-        crate::support::metrics::command("discord", "bad_signature");
+        crate::support::metrics::command(Platform::Discord.as_str(), "bad_signature");
         tracing::warn!(reason = ?e, "refused a Discord request with a bad signature");
         return Err((StatusCode::UNAUTHORIZED, "invalid request signature".into()));
     }
@@ -167,7 +168,7 @@ async fn invocation(app: &App, i: &Interaction) -> Result<Invocation, Refused> {
         _ => return Err(Refused::Bad("unsupported interaction type")),
     };
     Ok(Invocation {
-        platform: "discord".into(),
+        platform: Platform::Discord.as_str().into(),
         identity: Identity::Discord {
             user: user.clone(),
             roles,

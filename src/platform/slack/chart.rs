@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::client::{SlackClient, retry_after};
 use crate::app::App;
 use crate::domain::notice::Notice;
+use crate::domain::platform::Platform;
 use crate::outbox::{DeliveryError, OutboxRow};
 use crate::platform::classify;
 
@@ -34,7 +35,7 @@ impl SlackClient {
         };
         if app
             .db
-            .message_ref("slack", channel, &done)
+            .message_ref(Platform::Slack.as_str(), channel, &done)
             .await
             .map_err(db_err)?
             .is_some()
@@ -51,7 +52,7 @@ impl SlackClient {
             Ok(file_id) => {
                 let _ = app
                     .db
-                    .set_message_ref("slack", channel, &done, &file_id)
+                    .set_message_ref(Platform::Slack.as_str(), channel, &done, &file_id)
                     .await;
                 Ok(())
             }

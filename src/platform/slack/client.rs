@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::render::render;
 use crate::app::App;
 use crate::domain::notice::Notice;
+use crate::domain::platform::Platform;
 use crate::outbox::{DeliveryError, OutboxRow};
 use crate::platform::classify;
 
@@ -76,7 +77,7 @@ impl SlackClient {
     ) -> Result<Option<String>, DeliveryError> {
         let mut existing = app
             .db
-            .message_ref("slack", channel, &row.thread_key)
+            .message_ref(Platform::Slack.as_str(), channel, &row.thread_key)
             .await
             .map_err(|e| DeliveryError::Retry {
                 after: None,
@@ -87,7 +88,7 @@ impl SlackClient {
             if let Some(ts) = &existing {
                 let _ = app
                     .db
-                    .set_message_ref("slack", channel, &row.thread_key, ts)
+                    .set_message_ref(Platform::Slack.as_str(), channel, &row.thread_key, ts)
                     .await;
             }
         }
@@ -136,12 +137,12 @@ impl SlackClient {
                 .unwrap_or(channel);
             let _ = app
                 .db
-                .set_message_ref("slack", ch, &row.thread_key, ts)
+                .set_message_ref(Platform::Slack.as_str(), ch, &row.thread_key, ts)
                 .await;
             if ch != channel {
                 let _ = app
                     .db
-                    .set_message_ref("slack", channel, &row.thread_key, ts)
+                    .set_message_ref(Platform::Slack.as_str(), channel, &row.thread_key, ts)
                     .await;
             }
         }
@@ -267,7 +268,7 @@ pub(super) fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 impl crate::outbox::Deliver for SlackClient {
     fn platform(&self) -> &'static str {
-        "slack"
+        Platform::Slack.as_str()
     }
     fn pace(&self) -> Duration {
         Duration::from_millis(1000)

@@ -44,6 +44,7 @@ pub use payload::{
 pub use render::render;
 pub use verify::{MAX_SKEW_SECS, SigError, signature, verify};
 
+use crate::domain::platform::Platform;
 use client::retry_after;
 
 /// Slash-command and interaction bodies are small; anything larger is refused with 413.
@@ -69,7 +70,7 @@ fn gate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, 
         ));
     };
     if let Err(e) = verify(secret.expose_secret().as_bytes(), headers, body, now_secs()) {
-        crate::support::metrics::command("slack", "bad_signature");
+        crate::support::metrics::command(Platform::Slack.as_str(), "bad_signature");
         tracing::warn!(
             reason = e.as_str(),
             "refused a Slack request with a bad signature"
@@ -102,7 +103,7 @@ async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         Err(e) => return ephemeral(&format!("✖ {e}")),
     };
     let inv = Invocation {
-        platform: "slack".into(),
+        platform: Platform::Slack.as_str().into(),
         identity: Identity::Slack {
             user: cmd.user_id.clone(),
         },
@@ -142,7 +143,7 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
         return (StatusCode::BAD_REQUEST, "unknown button").into_response();
     };
     let inv = Invocation {
-        platform: "slack".into(),
+        platform: Platform::Slack.as_str().into(),
         identity: Identity::Slack {
             user: p.user.id.clone(),
         },
