@@ -24,6 +24,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::task::JoinHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::app::App;
 use crate::domain::platform::Platform;
@@ -62,11 +65,41 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 /// What every route gets, outermost first: latency metrics and security headers, the
 /// inbound limits (rate, size, deadline), and a body cap for the extractors (routes may
 /// set a smaller one, as Slack's do).
+///
+/// Outside those: every request gets an `x-request-id` (kept when the caller sent one, and
+/// echoed on the response) and a tracing span named by it; the headers that carry
+/// credentials are marked sensitive first, so no log at any level prints them.
 fn harden(app: &App, r: Router<Arc<App>>) -> Router<Arc<App>> {
     let limits = Arc::new(Limits::new(&app.settings.config.server));
+    let request_id = header::HeaderName::from_static("x-request-id");
     r.layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(limits, enforce))
         .layer(axum::middleware::from_fn(observe))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(span))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new(
+            SENSITIVE_HEADERS.map(header::HeaderName::from_static),
+        ))
+}
+
+/// Request headers that carry credentials or signatures.
+const SENSITIVE_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-slack-signature",
+    "x-signature-ed25519",
+    "x-hub-signature-256",
+    "cookie",
+];
+
+/// The span of one request: method, path (never the query) and request id.
+fn span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
 /// Latency by route, and the headers every response carries.

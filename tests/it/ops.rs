@@ -917,3 +917,47 @@ fn check_reports_bad_server_limits() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_a_request_id_and_credentials_never_reach_the_log() {
+    let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
+    let token = "alert-token-4f9c1e7d2b";
+    let server = Server::start(
+        &ws,
+        &[("DECKHAND_ALERT_TOKEN", token), ("RUST_LOG", "trace")],
+    );
+    let http = reqwest::Client::new();
+    let a = http.get(server.url("/health")).send().await.unwrap();
+    let b = http.get(server.url("/health")).send().await.unwrap();
+    let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id(&a).len(), 36, "a UUID: {}", id(&a));
+    assert_ne!(id(&a), id(&b));
+    // One the caller sent is kept.
+    let kept = http
+        .get(server.url("/health"))
+        .header("x-request-id", "caller-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id(&kept), "caller-7");
+    // A bearer token, right or wrong, and a Slack signature are not logged at trace level.
+    for bearer in [token, "wrong-token-0a8b3c"] {
+        let r = http
+            .post(server.url("/alerts/generic"))
+            .bearer_auth(bearer)
+            .header("x-slack-signature", "v0=deadbeefsignature")
+            .json(&serde_json::json!({"title": "disk full"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("x-request-id"));
+    }
+    let log = eventually(10, "the request spans in the log", || async {
+        let out = server.output();
+        out.contains("caller-7").then_some(out)
+    })
+    .await;
+    for secret in [token, "wrong-token-0a8b3c", "deadbeefsignature"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
