@@ -24,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -293,9 +294,9 @@ struct Running {
     stop_sender: CancelToken,
     stop_http: CancelToken,
     workers: JoinHandle<()>,
-    sender: JoinHandle<()>,
-    presence: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
+    /// The outbox sender, the presence heartbeat, probes and digests: all stop on
+    /// `stop_sender`, and the drain waits for the lot.
+    loops: TaskTracker,
     http: JoinHandle<std::io::Result<()>>,
     /// The separate metrics listener, when `[server] metrics_listen` asks for one.
     metrics: Option<JoinHandle<()>>,
@@ -314,13 +315,15 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
         kill_steps.clone(),
     ));
     app.health.outbox_started.store(true, Ordering::Relaxed);
-    let sender = tokio::spawn(run_sender(
+    let loops = TaskTracker::new();
+    loops.spawn(run_sender(
         app.clone(),
         deliverers(app, true),
         stop_sender.clone(),
     ));
-    let presence = tokio::spawn(presence(app.clone(), stop_sender.clone()));
-    let background = background(app.clone(), stop_sender.clone());
+    loops.spawn(presence(app.clone(), stop_sender.clone()));
+    background(&loops, app.clone(), stop_sender.clone());
+    loops.close();
 
     let metrics = match app.settings.config.server.metrics_listen.clone() {
         Some(addr) => Some(serve_metrics(app, &addr, stop_http.clone()).await?),
@@ -333,9 +336,7 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_sender,
         stop_http,
         workers,
-        sender,
-        presence,
-        background,
+        loops,
         http,
         metrics,
     })
@@ -404,11 +405,7 @@ async fn drain(app: &App, r: Running) {
     }
     flush_outbox(app).await;
     r.stop_sender.cancel();
-    let _ = r.sender.await;
-    let _ = r.presence.await;
-    for b in r.background {
-        let _ = b.await;
-    }
+    r.loops.wait().await;
     r.stop_http.cancel();
     let _ = r.http.await;
     if let Some(e) = r.metrics {
@@ -442,9 +439,7 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 /// Background loops: uptime probes and incident reminders; digests and budget checks.
-pub fn background(app: Arc<App>, stop: CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![
-        tokio::spawn(crate::watch::probes::run(app.clone(), stop.clone())),
-        tokio::spawn(crate::reports::digest::run(app, stop)),
-    ]
+pub fn background(loops: &TaskTracker, app: Arc<App>, stop: CancelToken) {
+    loops.spawn(crate::watch::probes::run(app.clone(), stop.clone()));
+    loops.spawn(crate::reports::digest::run(app, stop));
 }
