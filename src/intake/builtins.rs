@@ -71,8 +71,14 @@ pub async fn run<'a>(
             let Some(id) = arg(0).and_then(|a| JobId::parse(a).ok()) else {
                 return bad_usage("missing INCIDENT (its number)");
             };
-            let ack =
-                crate::watch::incidents::acknowledge(app, id.0, &inv.actor, &inv.platform).await?;
+            let ack = crate::watch::incidents::acknowledge(
+                &app.db,
+                &app.outbox_wake,
+                id.0,
+                &inv.actor,
+                &inv.platform,
+            )
+            .await?;
             Ok(match ack.answer(id.0) {
                 (true, reason) => Decision::Refuse(reason),
                 (false, text) => Decision::Info(text),
@@ -237,7 +243,7 @@ async fn history(app: &App, env: &str) -> anyhow::Result<String> {
 
 fn job_notice(app: &App, job: &JobRow, n: Notice) -> Vec<Write> {
     crate::outbox::routes::notices(
-        app,
+        &app.settings,
         job,
         &n.env(job.environment.as_deref())
             .version(job.version.as_deref())
@@ -479,8 +485,12 @@ async fn reject<'a>(
 }
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let routes =
-        crate::outbox::routes::env_routes(app, Some(env), &inv.platform, inv.channel.as_deref());
+    let routes = crate::outbox::routes::env_routes(
+        &app.settings,
+        Some(env),
+        &inv.platform,
+        inv.channel.as_deref(),
+    );
     routes
         .into_iter()
         .map(|(platform, channel)| {

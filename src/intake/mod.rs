@@ -350,7 +350,7 @@ fn first_writes(
 ) -> Vec<Write> {
     let row = pseudo_row(id, job);
     let n = first_notice(job, what, id, behind);
-    let mut w = crate::outbox::routes::notices(app, &row, &n);
+    let mut w = crate::outbox::routes::notices(&app.settings, &row, &n);
     if let Some(reason) = &job.emergency {
         let loud = Notice::new(
             NoticeKind::EmergencyOverride,
@@ -363,7 +363,7 @@ fn first_writes(
         .env(job.environment.as_deref())
         .version(job.version.as_deref())
         .job(id);
-        w.extend(crate::outbox::routes::notices(app, &row, &loud));
+        w.extend(crate::outbox::routes::notices(&app.settings, &row, &loud));
         w.push(crate::store::jobs::audit(
             &row,
             "emergency_override",

@@ -42,7 +42,7 @@ pub(crate) fn finish(
         Some(notice.title.clone()),
         Some(&r.app.worker_id),
     ));
-    writes.extend(notices(r.app, job, &notice));
+    writes.extend(notices(&r.app.settings, job, &notice));
     writes.push(audit(
         job,
         &format!("job_{final_state}"),

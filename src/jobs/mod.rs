@@ -107,7 +107,7 @@ fn internal_error(app: &App, job: &JobRow, e: &anyhow::Error) -> Vec<Write> {
         Some(reason.clone()),
         Some(&app.worker_id),
     )];
-    w.extend(notices(app, job, &n));
+    w.extend(notices(&app.settings, job, &n));
     w.push(audit(job, "job_failed", reason));
     w
 }

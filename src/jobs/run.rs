@@ -114,7 +114,7 @@ async fn start(r: &JobRun<'_>) -> anyhow::Result<Option<i64>> {
         ),
     };
     let mut writes = notices(
-        r.app,
+        &r.app.settings,
         job,
         &Notice::new(NoticeKind::DeploymentStarted, Tone::Progress, title)
             .env(job.environment.as_deref())

@@ -92,7 +92,7 @@ async fn announce(
     .version(version)
     .job(job.id)
     .action("cancel", "Cancel", job.id, true);
-    if let Err(e) = app.db.apply(&notices(app, job, &notice)).await {
+    if let Err(e) = app.db.apply(&notices(&app.settings, job, &notice)).await {
         tracing::warn!(job_id = job.id, error = %e, "cannot record step progress");
     }
     app.outbox_wake.notify_one();

@@ -87,7 +87,7 @@ async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
     if requeue {
         writes.push(crate::store::jobs::release_lease(job.id));
     }
-    writes.extend(notices(app, job, &notice));
+    writes.extend(notices(&app.settings, job, &notice));
     writes.push(audit(job, &format!("job_{to}"), title));
     if !apply_unless_taken(app, &writes).await? {
         return Ok(false);
@@ -125,7 +125,7 @@ async fn expire(app: &App, job: &JobRow) -> anyhow::Result<bool> {
         Some(title.clone()),
         None,
     )];
-    writes.extend(notices(app, job, &notice));
+    writes.extend(notices(&app.settings, job, &notice));
     writes.push(audit(job, "job_expired", title));
     apply_unless_taken(app, &writes).await
 }
@@ -161,7 +161,7 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
         let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
             .env(Some(&l.environment));
         let routes = crate::outbox::routes::env_routes(
-            app,
+            &app.settings,
             Some(&l.environment),
             &l.platform,
             l.channel.as_deref(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::app::App;
+use crate::config::Settings;
 use crate::domain::notice::Notice;
 use crate::domain::platform::Platform;
 use crate::store::Write;
@@ -13,13 +13,13 @@ use crate::store::jobs::{JobRow, job_notice};
 /// channel), plus the environment's channels on the other enabled platforms. Job notices,
 /// lock notices and lock reminders all route through here.
 pub fn env_routes(
-    app: &App,
+    settings: &Settings,
     env: Option<&str>,
     platform: &str,
     channel: Option<&str>,
 ) -> Vec<(String, Option<String>)> {
     let env_channels = env
-        .and_then(|e| app.settings.config.environments.get(e))
+        .and_then(|e| settings.config.environments.get(e))
         .map(|e| e.channels.clone())
         .unwrap_or_default();
     let mut out = vec![(
@@ -30,7 +30,7 @@ pub fn env_routes(
             .or_else(|| channel.map(str::to_owned)),
     )];
     for (p, ch) in env_channels {
-        if p != platform && app.settings.platform_enabled(&p) {
+        if p != platform && settings.platform_enabled(&p) {
             out.push((p, Some(ch)));
         }
     }
@@ -38,9 +38,9 @@ pub fn env_routes(
 }
 
 /// Where a job's notices go: see [`env_routes`].
-pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
+pub fn routes(settings: &Settings, job: &JobRow) -> Vec<(String, Option<String>)> {
     env_routes(
-        app,
+        settings,
         job.environment.as_deref(),
         &job.platform,
         job.channel.as_deref(),
@@ -48,8 +48,8 @@ pub fn routes(app: &App, job: &JobRow) -> Vec<(String, Option<String>)> {
 }
 
 /// Outbox rows for one notice on every route of a job.
-pub fn notices(app: &App, job: &JobRow, n: &Notice) -> Vec<Write> {
-    routes(app, job)
+pub fn notices(settings: &Settings, job: &JobRow, n: &Notice) -> Vec<Write> {
+    routes(settings, job)
         .into_iter()
         .map(|(p, c)| job_notice(job.id, &p, c.as_deref(), n))
         .collect()
@@ -58,13 +58,13 @@ pub fn notices(app: &App, job: &JobRow, n: &Notice) -> Vec<Write> {
 /// The (platform, channel) pairs an incident's message goes to: its routed channels on
 /// enabled platforms, and always the server's terminal.
 pub fn destinations(
-    app: &App,
+    settings: &Settings,
     channels: &BTreeMap<String, String>,
 ) -> Vec<(String, Option<String>)> {
     let terminal = Platform::Terminal.as_str();
     let mut out = vec![(terminal.to_owned(), None)];
     for (p, c) in channels {
-        if p != terminal && app.settings.platform_enabled(p) {
+        if p != terminal && settings.platform_enabled(p) {
             out.push((p.clone(), Some(c.clone())));
         }
     }

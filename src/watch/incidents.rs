@@ -11,9 +11,11 @@ use crate::domain::platform::Platform;
 use crate::domain::time::fmt_duration;
 use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
+use crate::store::Db;
 use crate::store::incidents as store;
 pub use crate::store::incidents::{Event, IncidentRow};
 use crate::store::{AuditEvent, NewNotice, Result, Write};
+use tokio::sync::Notify;
 
 impl IncidentRow {
     pub fn routes(&self) -> Vec<(String, Option<String>)> {
@@ -98,21 +100,28 @@ pub enum Recorded {
 
 /// Record one event: open, update or resolve its incident and write the notices, each
 /// state change with its notices in one transaction.
-pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -> Result<Recorded> {
+///
+/// Takes only what it uses: the database, and the sender's wake-up.
+pub async fn record(
+    db: &Db,
+    wake: &Notify,
+    e: &Event,
+    routes: &[(String, Option<String>)],
+) -> Result<Recorded> {
     let now = now_ms();
     for _ in 0..3 {
-        match app.db.open_incident(&e.dedup_key).await? {
+        match db.open_incident(&e.dedup_key).await? {
             None if e.resolved => return Ok(Recorded::Ignored),
             None => {
                 let channels = serde_json::to_string(routes).unwrap_or_else(|_| "[]".into());
-                let Some(id) = app.db.insert_incident(e, &channels).await? else {
+                let Some(id) = db.insert_incident(e, &channels).await? else {
                     continue;
                 };
-                let row = app.db.incident(id).await?.expect("just inserted");
+                let row = db.incident(id).await?.expect("just inserted");
                 let mut w = notice_writes(&row, &row.notice());
                 w.push(audit(&row, "incident_opened", &e.title));
-                app.db.apply(&w).await?;
-                app.outbox_wake.notify_one();
+                db.apply(&w).await?;
+                wake.notify_one();
                 return Ok(Recorded::Opened(id));
             }
             Some(mut row) if e.resolved => {
@@ -135,8 +144,8 @@ pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -
                 w.extend(notice_writes(&row, &row.notice()));
                 w.extend(notice_writes(&row, &reply));
                 w.push(audit(&row, "incident_resolved", &format!("after {took}")));
-                if app.db.apply_if_first(&w).await? {
-                    app.outbox_wake.notify_one();
+                if db.apply_if_first(&w).await? {
+                    wake.notify_one();
                     return Ok(Recorded::Resolved(row.id));
                 }
             }
@@ -154,8 +163,8 @@ pub async fn record(app: &App, e: &Event, routes: &[(String, Option<String>)]) -
                     e.description.as_deref(),
                 )];
                 w.extend(notice_writes(&row, &row.notice()));
-                if app.db.apply_if_first(&w).await? {
-                    app.outbox_wake.notify_one();
+                if db.apply_if_first(&w).await? {
+                    wake.notify_one();
                     return Ok(Recorded::Updated(row.id));
                 }
             }
@@ -212,8 +221,14 @@ impl Ack {
 }
 
 /// Someone takes the incident: record who, and show it on the message.
-pub async fn acknowledge(app: &App, id: i64, actor: &str, platform: &str) -> Result<Ack> {
-    let Some(mut row) = app.db.incident(id).await? else {
+pub async fn acknowledge(
+    db: &Db,
+    wake: &Notify,
+    id: i64,
+    actor: &str,
+    platform: &str,
+) -> Result<Ack> {
+    let Some(mut row) = db.incident(id).await? else {
         return Ok(Ack::NoSuchIncident);
     };
     if let Some(by) = &row.acked_by {
@@ -235,10 +250,10 @@ pub async fn acknowledge(app: &App, id: i64, actor: &str, platform: &str) -> Res
         job_id: None,
         detail: format!("incident {id}: {}", row.title),
     }));
-    if !app.db.apply_if_first(&w).await? {
+    if !db.apply_if_first(&w).await? {
         return Ok(Ack::LostRace);
     }
-    app.outbox_wake.notify_one();
+    wake.notify_one();
     Ok(Ack::Taken(row.title))
 }
 

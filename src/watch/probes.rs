@@ -184,9 +184,10 @@ pub async fn round(app: &App) -> anyhow::Result<()> {
             at: since,
         };
         crate::watch::incidents::record(
-            app,
+            &app.db,
+            &app.outbox_wake,
             &event,
-            &crate::outbox::routes::destinations(app, &channels),
+            &crate::outbox::routes::destinations(&app.settings, &channels),
         )
         .await?;
     }

@@ -268,7 +268,7 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> anyhow::Result<Vec<
             &key,
             &app.worker_id,
         )];
-        for (platform, channel) in crate::outbox::routes::destinations(app, &channels) {
+        for (platform, channel) in crate::outbox::routes::destinations(&app.settings, &channels) {
             writes.push(Write::Notice(NewNotice {
                 job_id: None,
                 platform,

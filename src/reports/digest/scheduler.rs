@@ -145,7 +145,7 @@ async fn tick_one(
         }
     }
     let mut writes = vec![super::claim_write(&key, &at_ms.to_string(), &app.worker_id)];
-    for (platform, channel) in crate::outbox::routes::destinations(app, &cfg.channels) {
+    for (platform, channel) in crate::outbox::routes::destinations(&app.settings, &cfg.channels) {
         writes.push(Write::Notice(NewNotice {
             job_id: None,
             platform,
