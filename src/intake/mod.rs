@@ -4,7 +4,7 @@
 //! catalog lookup, argument validation, roles, locks, staging-first, approvals, the job row
 //! and its first notice — is the same code, so a rule holds on every platform at once.
 
-pub mod builtins;
+pub(crate) mod builtins;
 pub mod policy;
 
 use std::collections::BTreeSet;

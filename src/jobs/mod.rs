@@ -2,12 +2,12 @@
 //! and report every state change through the outbox in the same transaction.
 
 mod finish;
-pub mod health;
+pub(crate) mod health;
 mod rollback;
 mod run;
-pub mod steps;
+pub(crate) mod steps;
 mod verify;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! crash between the two can at worst resend the one row in flight; platforms that allow
 //! it make even that harmless (an update of the job's one message is idempotent).
 
-pub mod routes;
+pub(crate) mod routes;
 
 pub use crate::store::outbox::{CLAIM_MS, OutboxRow, channel_key};
 

@@ -92,6 +92,7 @@ impl RateLimiter {
     }
 
     /// Clients currently tracked.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.state
             .lock()

@@ -9,8 +9,8 @@
 //! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
 //! carry the security headers too.
 
-pub mod alerts;
-pub mod limits;
+pub(crate) mod alerts;
+pub(crate) mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -11,7 +11,6 @@ pub mod status {
     pub const VERIFIED: &str = DeployStatus::Verified.as_str();
     pub const UNHEALTHY: &str = DeployStatus::Unhealthy.as_str();
     pub const FAILED: &str = DeployStatus::Failed.as_str();
-    pub const INTERRUPTED: &str = DeployStatus::Interrupted.as_str();
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

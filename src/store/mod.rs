@@ -5,13 +5,13 @@
 //! change goes through [`Db::apply`], which runs a list of [`Write`]s in one transaction, so
 //! a notice is on disk exactly when the state it reports is.
 
-pub mod demo;
-pub mod history;
-pub mod incidents;
+pub(crate) mod demo;
+pub(crate) mod history;
+pub(crate) mod incidents;
 pub mod jobs;
-pub mod outbox;
-pub mod probes;
-pub mod reports;
+pub(crate) mod outbox;
+pub(crate) mod probes;
+pub(crate) mod reports;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Parts with no knowledge of deploys: child processes, metrics, schedules, charts.
 
-pub mod chart;
-pub mod metrics;
-pub mod net;
+pub(crate) mod chart;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod runner;
-pub mod schedule;
-pub mod secret;
+pub(crate) mod schedule;
+pub(crate) mod secret;

@@ -1,5 +1,5 @@
 //! Watching the environments: alerts in, incidents, uptime probes.
 
 pub mod alerts;
-pub mod incidents;
+pub(crate) mod incidents;
 pub mod probes;

@@ -7,9 +7,9 @@
 //! (uploaded to Slack, attached on Discord); the notice's fields are the text fallback.
 //! [`scheduler`] decides when; `deckhand digest NAME --now` prints one in the terminal.
 
-pub mod render;
-pub mod scheduler;
-pub mod stats;
+pub(crate) mod render;
+pub(crate) mod scheduler;
+pub(crate) mod stats;
 
 use std::collections::BTreeMap;
 
