@@ -25,7 +25,7 @@ pub struct Settings {
     pub discord_api_url: String,
     pub discord_public_key: Option<String>,
     pub discord_application_id: Option<String>,
-    /// What `deckhand` as a step's argv[0] runs: this very binary.
+    /// What `deckhand` as a step's `argv[0]` runs: this very binary.
     pub deckhand_exe: PathBuf,
 }
 

@@ -94,7 +94,7 @@ impl Deliver for Terminal {
 
 /// Deliver until `stop` fires. Wakes on `app.outbox_wake` or every 250 ms.
 ///
-/// Pacing: a channel gets at most one message per [`Deliverer::pace`]. A channel that is
+/// Pacing: a channel gets at most one message per [`Deliver::pace`]. A channel that is
 /// not due is left out of the claim, and a second message for one channel in a batch is
 /// handed back until it is due, so a busy channel never holds up the others and costs no
 /// database writes while it waits.

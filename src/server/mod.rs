@@ -5,7 +5,7 @@
 //! process groups are stopped and the jobs are left for the next start to report as
 //! interrupted; the outbox is flushed as far as the platforms allow; the process exits 0.
 //!
-//! Every route passes [`crate::server::limits`] (per-client rate on the command and alert
+//! Every route passes `server::limits` (per-client rate on the command and alert
 //! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
 //! carry the security headers too.
 

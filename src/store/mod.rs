@@ -1,7 +1,7 @@
 //! Storage: one [`Db`] over a SQLite or a PostgreSQL pool, chosen from the URL scheme.
 //!
 //! Queries are written once with `$1` placeholders (SQLite accepts them) and run on either
-//! pool through [`on_db!`]; only the claim query differs. Every write that reports a state
+//! pool through [`on_db!`](crate::on_db); only the claim query differs. Every write that reports a state
 //! change goes through [`Db::apply`], which runs a list of [`Write`]s in one transaction, so
 //! a notice is on disk exactly when the state it reports is.
 

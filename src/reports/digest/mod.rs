@@ -5,7 +5,7 @@
 //! they were open, and deployments; then each cost source's month to date, forecast, budget
 //! and biggest movers. It goes out as one notice with a PNG chart stored in `attachments`
 //! (uploaded to Slack, attached on Discord); the notice's fields are the text fallback.
-//! [`scheduler`] decides when; `deckhand digest NAME --now` prints one in the terminal.
+//! `scheduler` decides when; `deckhand digest NAME --now` prints one in the terminal.
 
 pub(crate) mod render;
 pub(crate) mod scheduler;

@@ -169,7 +169,7 @@ async fn tick_one(
     }
 }
 
-/// The scheduler of `deckhand serve`: digests every [`TICK`]; once an hour, old charts are
+/// The scheduler of `deckhand serve`: digests every `TICK`; once an hour, old charts are
 /// pruned and (one replica per hour) cost budgets are checked, in a task of their own so a
 /// slow cost command never makes a digest late.
 pub async fn run(app: Arc<App>, stop: CancelToken) {
