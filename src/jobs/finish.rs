@@ -30,7 +30,7 @@ pub(crate) fn finish(
         (None, _) => (state::SUCCEEDED, succeeded(r, verdict, &mut report)),
         (Some(reason), Some((prev, h))) => (
             state::FAILED,
-            rolled_back_notice(r, &reason, prev, h, &mut report),
+            rolled_back_notice(r, verdict, &reason, prev, h, &mut report),
         ),
         (Some(reason), None) => failed(r, &reason, cancelled, &mut report),
     };
@@ -136,6 +136,7 @@ fn succeeded(r: &JobRun<'_>, verdict: &Verdict, report: &mut Report) -> Notice {
 /// A failed deploy that was rolled back to `prev`, whose health is `h`.
 fn rolled_back_notice(
     r: &JobRun<'_>,
+    verdict: &Verdict,
     reason: &str,
     prev: &str,
     h: &HealthOutcome,
@@ -151,7 +152,8 @@ fn rolled_back_notice(
         .push(("Rollback health".into(), h.detail.clone()));
     let title = format!(
         "Deployment of {version} to {env} failed {}; rolled back to {prev}, {}",
-        if reason.starts_with("health check") {
+        // No step failed, so the health check did.
+        if verdict.failure.is_none() {
             "health check"
         } else {
             "a step"

@@ -29,6 +29,8 @@ pub enum DeliveryError {
     },
     /// The platform refused the message for good (bad channel, bad token).
     Fatal(String),
+    /// The message to edit no longer exists (deleted by someone): post a new one.
+    Gone(String),
 }
 
 /// How long to wait before attempt `n` (1-based) after a failure: 1 s doubling to 30 s,
@@ -231,12 +233,14 @@ async fn record(app: &App, row: &OutboxRow, result: &std::result::Result<(), Del
             crate::support::metrics::delivery_failure(&row.platform);
             app.db.mark_retry(row.id, wait, reason).await
         }
-        Err(DeliveryError::Fatal(reason)) if row.attempts + 1 >= MAX_FATAL_ATTEMPTS => {
+        Err(DeliveryError::Fatal(reason) | DeliveryError::Gone(reason))
+            if row.attempts + 1 >= MAX_FATAL_ATTEMPTS =>
+        {
             tracing::error!(platform = %row.platform, outbox_id = row.id, reason = %reason, "notice refused for good; giving up");
             crate::support::metrics::delivery_failure(&row.platform);
             app.db.mark_failed(row.id, reason).await
         }
-        Err(DeliveryError::Fatal(reason)) => {
+        Err(DeliveryError::Fatal(reason) | DeliveryError::Gone(reason)) => {
             crate::support::metrics::delivery_failure(&row.platform);
             app.db
                 .mark_retry(row.id, backoff(row.attempts + 3), reason)

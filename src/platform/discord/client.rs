@@ -98,7 +98,7 @@ impl DiscordClient {
             )
             .await
         {
-            Err(DeliveryError::Fatal(e)) if e.contains("404") => Ok(false),
+            Err(DeliveryError::Gone(_)) => Ok(false),
             Ok(_) => Ok(true),
             Err(e) => Err(e),
         }
@@ -215,6 +215,9 @@ impl DiscordClient {
                 after: Some(Duration::from_millis((secs * 1000.0) as u64)),
                 reason: format!("{what}: rate limited (429)"),
             });
+        }
+        if status == 404 {
+            return Err(DeliveryError::Gone(format!("{what}: HTTP 404")));
         }
         classify(status, None, &what)?;
         Ok(v)

@@ -106,7 +106,7 @@ impl SlackClient {
     ) -> Result<bool, DeliveryError> {
         let body = json!({"channel": channel, "ts": ts, "text": text, "blocks": blocks});
         match self.call(token, "chat.update", &body).await {
-            Err(DeliveryError::Fatal(e)) if e.contains("message_not_found") => Ok(false),
+            Err(DeliveryError::Gone(_)) => Ok(false),
             Ok(_) => Ok(true),
             Err(e) => Err(e),
         }
@@ -253,6 +253,7 @@ impl SlackClient {
                 after,
                 reason: format!("{method}: {err}"),
             }),
+            "message_not_found" => Err(DeliveryError::Gone(format!("{method}: {err}"))),
             _ => Err(DeliveryError::Fatal(format!("{method}: {err}"))),
         }
     }
