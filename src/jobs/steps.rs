@@ -16,7 +16,7 @@ use crate::domain::state::JobState;
 use crate::jobs::{StepsResult, Stops, env_of};
 use crate::outbox::routes::notices;
 use crate::store::jobs::JobRow;
-use crate::support::runner::{self, CancelToken, Redactor, StepOutcome, StepSpec, Stream};
+use crate::support::runner::{self, Redactor, StepOutcome, StepSpec, Stream};
 
 /// Facts a step reports by printing `deckhand-report: KEY=VALUE`.
 const REPORT_PREFIX: &str = "deckhand-report:";
@@ -158,11 +158,12 @@ async fn run_one(
     let collector = tokio::spawn(
         collect_log(app.clone(), job_id, step.name.clone(), rx, logged).in_current_span(),
     );
-    let either = CancelToken::new();
+    // Stopped by the server's shutdown (a child of its token) or by a cancel of the job.
+    let either = stops.shutdown.child_token();
     let watcher = {
-        let (a, b, e) = (stops.cancel.clone(), stops.shutdown.clone(), either.clone());
+        let (cancel, e) = (stops.cancel.clone(), either.clone());
         tokio::spawn(async move {
-            tokio::select! { _ = a.cancelled() => {}, _ = b.cancelled() => {} }
+            cancel.cancelled().await;
             e.cancel();
         })
     };
