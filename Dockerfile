@@ -23,10 +23,12 @@ RUN mkdir -p src \
     && echo '// dependency-cache stub' > src/lib.rs \
     && cargo build --release --locked
 
-# 2) The real sources. src/catalog.rs and src/config.rs embed commands/*.toml and
-#    deckhand.toml with include_str!, and src/store.rs embeds migrations/ with
-#    sqlx::migrate!, so all of them must be present before this build.
+# 2) The real sources. src/config/catalog/ and src/config/ embed commands/*.toml and
+#    deckhand.toml with include_str!, and src/store/ embeds migrations/ with
+#    sqlx::migrate!, and src/support/chart.rs embeds assets/fonts/ with include_bytes!,
+#    so all of them must be present before this build.
 COPY src ./src
+COPY assets ./assets
 COPY migrations ./migrations
 COPY commands ./commands
 COPY deckhand.toml ./
