@@ -323,10 +323,10 @@ fn dockerfile_builds_locked_release_and_runs_unprivileged_with_a_healthcheck() {
         !builds.is_empty(),
         "Dockerfile builder stage must run `cargo build --release --locked`"
     );
-    // include_str!/migrate! read these when the real sources compile: they must be copied
+    // include_str!/include_bytes!/migrate! read these when the real sources compile: they must be copied
     // in before the last build.
     let last_build = *builds.last().expect("non-empty");
-    for needed in ["src", "commands", "migrations", "deckhand.toml"] {
+    for needed in ["src", "commands", "migrations", "deckhand.toml", "assets"] {
         let copied = builder[..last_build].iter().any(|i| {
             i.keyword == "COPY"
                 && i.args
