@@ -77,9 +77,42 @@ pub fn shorten(s: &str) -> String {
     }
 }
 
+/// Free text (a text argument, a lock or emergency reason) that may be stored and shown:
+/// no control characters (NUL, escapes, newlines…) and no bidirectional overrides or
+/// isolates (U+202A–U+202E, U+2066–U+2069), which make shown text read differently from
+/// what it is. The refusal names the character and what is refused.
+pub fn check_clean(what: &str, s: &str) -> Result<(), String> {
+    for c in s.chars() {
+        let kind = if c.is_control() {
+            "a control character"
+        } else if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+            "a bidirectional override"
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "{what} contains {kind} (U+{:04X}); control characters and bidirectional overrides are refused, use plain text",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unclean_text_is_named() {
+        assert!(check_clean("reason", "INC-7 db down → failover").is_ok());
+        let e = check_clean("reason", "a\0b").unwrap_err();
+        assert!(e.contains("a control character (U+0000)"), "{e}");
+        let e = check_clean("reason", "a\u{1b}[31m").unwrap_err();
+        assert!(e.contains("(U+001B)"), "{e}");
+        let e = check_clean("reason", "abc\u{202E}gpj.exe").unwrap_err();
+        assert!(e.contains("a bidirectional override (U+202E)"), "{e}");
+        assert!(check_clean("reason", "x\u{2066}y").is_err());
+    }
 
     #[test]
     fn split_keeps_quoted_phrases() {

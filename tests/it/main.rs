@@ -12,6 +12,7 @@ mod common;
 mod digest_support;
 
 mod alerts;
+mod clean_text;
 mod cli;
 mod cost;
 mod crash;
