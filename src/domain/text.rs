@@ -98,9 +98,65 @@ pub fn check_clean(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Text for a Slack `text` or mrkdwn field: Slack's three control characters escaped
+/// (`&` `<` `>`), so user text cannot become a mention, a channel ping or a link.
+pub fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for Discord message content or an embed: markdown characters escaped with `\\`
+/// (so user text cannot become a masked link, a mention pill, a spoiler or formatting);
+/// `#` and `-` only where they would start a heading or a list. Mentions are also
+/// disabled by `allowed_mentions` on every message.
+pub fn discord_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut line_start = true;
+    for c in s.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '<' | '>' | '@' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | '-' if line_start => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        if c == '\n' {
+            line_start = true;
+        } else if !c.is_whitespace() {
+            line_start = false;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOSTILE: &str = "<!channel> <http://evil.example/login|Deckhand session expired> <@U123> [x](http://evil.example) **b** @everyone";
+
+    #[test]
+    fn slack_escape_leaves_no_markup() {
+        let e = slack_escape(HOSTILE);
+        assert!(!e.contains('<') && !e.contains('>'), "{e}");
+        assert!(e.starts_with("&lt;!channel&gt; &lt;http://evil.example/login|"));
+        assert_eq!(slack_escape("a & b"), "a &amp; b");
+    }
+
+    #[test]
+    fn discord_escape_leaves_no_markup() {
+        let e = discord_escape(HOSTILE);
+        assert!(e.contains("\\<\\@U123\\>"), "{e}");
+        assert!(e.contains("\\[x\\](http://evil.example)"), "{e}");
+        assert!(e.contains("\\*\\*b\\*\\*"), "{e}");
+        assert!(e.contains("\\@everyone"), "{e}");
+        assert_eq!(discord_escape("# h\n - l\na-b #c"), "\\# h\n \\- l\na-b #c");
+    }
 
     #[test]
     fn unclean_text_is_named() {

@@ -18,6 +18,7 @@ mod cost;
 mod crash;
 mod digest;
 mod discord;
+mod escape;
 mod faults;
 mod fly_config;
 mod fuzz_regressions;

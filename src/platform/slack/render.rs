@@ -48,7 +48,12 @@ pub fn render(n: &Notice) -> (String, Value) {
     if let Some(c) = context(n) {
         blocks.push(c);
     }
-    (crate::domain::text::cut(&title, 3000), Value::Array(blocks))
+    // The top-level text is what notifications show, and Slack parses it for mentions and
+    // links like any mrkdwn: escaped as well.
+    (
+        crate::domain::text::cut(&escape(&title), 3000),
+        Value::Array(blocks),
+    )
 }
 
 /// The notice's actions as buttons (at most 25, Slack's limit).
@@ -88,12 +93,8 @@ fn context(n: &Notice) -> Option<Value> {
     (!context.is_empty()).then(|| json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]}))
 }
 
-/// Slack's three control characters in mrkdwn.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+/// Slack's three control characters in mrkdwn and `text`.
+pub(super) use crate::domain::text::slack_escape as escape;
 
 #[cfg(test)]
 mod tests {
