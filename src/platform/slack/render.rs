@@ -38,8 +38,13 @@ pub fn render(n: &Notice) -> (String, Value) {
             .min(TOTAL_BUDGET.saturating_sub(used))
             .saturating_sub(8);
         if room > 100 {
-            let text = crate::domain::text::cut_tail(body, room);
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{}```", text)}}));
+            // Step output is escaped too: a step may print what a person typed.
+            // Escaping may lengthen it: cut again, keeping the end.
+            let text = crate::domain::text::cut_tail(
+                &escape(&crate::domain::text::cut_tail(body, room)),
+                room,
+            );
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{text}```")}}));
         }
     }
     if !n.actions.is_empty() {
@@ -111,7 +116,7 @@ mod tests {
         .env(Some("staging"))
         .version(Some("abc1234"))
         .job(7)
-        .body("x".repeat(50_000))
+        .body(format!("{}<!channel>", "x".repeat(50_000)))
         .action("rollback", "Roll back", 7, true);
         for i in 0..23 {
             n = n.field(&format!("F{i}"), "v".repeat(5000));
@@ -133,6 +138,7 @@ mod tests {
             }
         }
         let actions = b.iter().find(|x| x["type"] == "actions").unwrap();
+        assert!(!b.iter().any(|x| x.to_string().contains('<')));
         assert_eq!(actions["elements"][0]["action_id"], "rollback");
         assert_eq!(actions["elements"][0]["value"], "7");
     }
