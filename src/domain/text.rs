@@ -77,9 +77,98 @@ pub fn shorten(s: &str) -> String {
     }
 }
 
+/// Free text (a text argument, a lock or emergency reason) that may be stored and shown:
+/// no control characters (NUL, escapes, newlines…) and no bidirectional overrides or
+/// isolates (U+202A–U+202E, U+2066–U+2069), which make shown text read differently from
+/// what it is. The refusal names the character and what is refused.
+pub fn check_clean(what: &str, s: &str) -> Result<(), String> {
+    for c in s.chars() {
+        let kind = if c.is_control() {
+            "a control character"
+        } else if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+            "a bidirectional override"
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "{what} contains {kind} (U+{:04X}); control characters and bidirectional overrides are refused, use plain text",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+/// Text for a Slack `text` or mrkdwn field: Slack's three control characters escaped
+/// (`&` `<` `>`), so user text cannot become a mention, a channel ping or a link.
+pub fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for Discord message content or an embed: markdown characters escaped with `\\`
+/// (so user text cannot become a masked link, a mention pill, a spoiler or formatting);
+/// `#` and `-` only where they would start a heading or a list. Mentions are also
+/// disabled by `allowed_mentions` on every message.
+pub fn discord_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut line_start = true;
+    for c in s.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '<' | '>' | '@' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | '-' if line_start => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        if c == '\n' {
+            line_start = true;
+        } else if !c.is_whitespace() {
+            line_start = false;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOSTILE: &str = "<!channel> <http://evil.example/login|Deckhand session expired> <@U123> [x](http://evil.example) **b** @everyone";
+
+    #[test]
+    fn slack_escape_leaves_no_markup() {
+        let e = slack_escape(HOSTILE);
+        assert!(!e.contains('<') && !e.contains('>'), "{e}");
+        assert!(e.starts_with("&lt;!channel&gt; &lt;http://evil.example/login|"));
+        assert_eq!(slack_escape("a & b"), "a &amp; b");
+    }
+
+    #[test]
+    fn discord_escape_leaves_no_markup() {
+        let e = discord_escape(HOSTILE);
+        assert!(e.contains("\\<\\@U123\\>"), "{e}");
+        assert!(e.contains("\\[x\\](http://evil.example)"), "{e}");
+        assert!(e.contains("\\*\\*b\\*\\*"), "{e}");
+        assert!(e.contains("\\@everyone"), "{e}");
+        assert_eq!(discord_escape("# h\n - l\na-b #c"), "\\# h\n \\- l\na-b #c");
+    }
+
+    #[test]
+    fn unclean_text_is_named() {
+        assert!(check_clean("reason", "INC-7 db down → failover").is_ok());
+        let e = check_clean("reason", "a\0b").unwrap_err();
+        assert!(e.contains("a control character (U+0000)"), "{e}");
+        let e = check_clean("reason", "a\u{1b}[31m").unwrap_err();
+        assert!(e.contains("(U+001B)"), "{e}");
+        let e = check_clean("reason", "abc\u{202E}gpj.exe").unwrap_err();
+        assert!(e.contains("a bidirectional override (U+202E)"), "{e}");
+        assert!(check_clean("reason", "x\u{2066}y").is_err());
+    }
 
     #[test]
     fn split_keeps_quoted_phrases() {

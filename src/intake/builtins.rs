@@ -95,6 +95,9 @@ pub async fn run<'a>(
                 return Ok(Decision::Refuse(r));
             }
             let reason = inv.args[1..].join(" ");
+            if let Err(r) = crate::domain::text::check_clean("the lock reason", &reason) {
+                return Ok(Decision::Refuse(r));
+            }
             lock(app, inv, e, &reason).await
         }
         "unlock" => {

@@ -12,11 +12,13 @@ mod common;
 mod digest_support;
 
 mod alerts;
+mod clean_text;
 mod cli;
 mod cost;
 mod crash;
 mod digest;
 mod discord;
+mod escape;
 mod faults;
 mod fly_config;
 mod fuzz_regressions;

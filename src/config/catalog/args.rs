@@ -99,6 +99,9 @@ fn split_flags<'a>(
             positional.push(a);
         }
     }
+    if let Some(r) = &emergency {
+        crate::domain::text::check_clean("the --emergency reason", r)?;
+    }
     Ok((positional, emergency))
 }
 
@@ -137,6 +140,7 @@ fn check_value(
             }
         }
         ArgKind::Text(re) => {
+            crate::domain::text::check_clean(&arg.name.to_uppercase(), v)?;
             if v.len() > 256 || !re.is_match(v) {
                 return Err(format!(
                     "{v:?} is not a valid {}; it must match {}",

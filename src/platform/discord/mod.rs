@@ -31,7 +31,6 @@ use serde_json::json;
 
 use super::ack_or_defer;
 use crate::app::App;
-use crate::domain::text::cut;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 
@@ -52,8 +51,10 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 fn message(text: &str) -> Response {
-    axum::Json(json!({"type": 4, "data": {"content": cut(text, 2000), "flags": EPHEMERAL}}))
-        .into_response()
+    axum::Json(json!({"type": 4, "data": {
+        "content": render::content(text), "flags": EPHEMERAL, "allowed_mentions": render::no_mentions(),
+    }}))
+    .into_response()
 }
 
 async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -86,7 +87,10 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
             let _ = app
                 .http
                 .post(url)
-                .json(&json!({"content": cut(&text, 2000), "flags": EPHEMERAL}))
+                .json(&json!({
+                    "content": render::content(&text), "flags": EPHEMERAL,
+                    "allowed_mentions": render::no_mentions(),
+                }))
                 .send()
                 .await;
         }

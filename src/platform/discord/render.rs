@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::domain::notice::{Notice, Tone};
-use crate::domain::text::{cut, cut_tail};
+use crate::domain::text::{cut, cut_tail, discord_escape as escape};
 
 /// Colour of an embed by the notice's tone.
 fn colour(t: Tone) -> u32 {
@@ -19,12 +19,20 @@ fn colour(t: Tone) -> u32 {
 /// Render a notice as one embed plus buttons, within Discord's limits. Fields are walked
 /// generically: a field added to a notice shows here without Discord-specific code.
 pub fn render(n: &Notice) -> Value {
-    let title = cut(&format!("{} {}", n.tone.symbol(), n.title), 256);
+    // Titles, fields and footers may quote user text: markdown is escaped in all of them.
+    let title = cut(&format!("{} {}", n.tone.symbol(), escape(&n.title)), 256);
     let mut budget = 6000usize.saturating_sub(title.chars().count());
     let mut fields = Vec::new();
     for f in n.fields.iter().take(25) {
-        let name = cut(&f.label, 256);
-        let value = cut(if f.value.is_empty() { "-" } else { &f.value }, 1024);
+        let name = cut(&escape(&f.label), 256);
+        let value = cut(
+            &if f.value.is_empty() {
+                "-".to_owned()
+            } else {
+                escape(&f.value)
+            },
+            1024,
+        );
         let size = name.chars().count() + value.chars().count();
         if size > budget.saturating_sub(200) {
             break;
@@ -42,7 +50,7 @@ pub fn render(n: &Notice) -> Value {
     if let Some(v) = &n.version {
         footer.push(v.clone());
     }
-    let footer = cut(&footer.join(" · "), 200);
+    let footer = cut(&escape(&footer.join(" · ")), 200);
     budget = budget.saturating_sub(footer.chars().count());
     let mut embed = json!({"title": title, "color": colour(n.tone), "fields": fields});
     if !footer.is_empty() {
@@ -51,10 +59,24 @@ pub fn render(n: &Notice) -> Value {
     if let Some(b) = &n.body {
         let room = budget.min(4096).saturating_sub(8);
         if room > 50 {
-            embed["description"] = json!(format!("```\n{}\n```", cut_tail(b, room)));
+            // In a code block nothing is markdown, unless the text closes the block itself.
+            let b = cut_tail(b, room).replace("```", "`\u{200b}``");
+            embed["description"] = json!(format!("```\n{b}\n```"));
         }
     }
-    json!({"content": "", "embeds": [embed], "components": components(n), "allowed_mentions": {"parse": []}})
+    json!({"content": "", "embeds": [embed], "components": components(n), "allowed_mentions": no_mentions()})
+}
+
+/// `allowed_mentions` for every message, follow-up and interaction response: `{"parse": []}`,
+/// so no user, role, `@everyone` or `@here` mention is honoured, whatever the text quotes.
+pub fn no_mentions() -> Value {
+    json!({"parse": []})
+}
+
+/// Plain text (an answer, a follow-up) as Discord message content: escaped, within 2,000
+/// characters.
+pub fn content(text: &str) -> String {
+    cut(&escape(text), 2000)
 }
 
 /// The notice's actions as one row of buttons (at most 5, Discord's limit per row).

@@ -86,8 +86,9 @@ fn gate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, 
     Ok(())
 }
 
+/// An ephemeral answer; its text is escaped like every Slack `text` (it may quote user text).
 fn ephemeral(text: &str) -> Response {
-    axum::Json(json!({"response_type": "ephemeral", "text": text})).into_response()
+    axum::Json(json!({"response_type": "ephemeral", "text": render::escape(text)})).into_response()
 }
 
 async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -177,7 +178,7 @@ async fn post_response_url(app: &App, url: &str, text: &str) -> Result<(), Deliv
     let r = app
         .http
         .post(url)
-        .json(&json!({"response_type": "ephemeral", "replace_original": false, "text": text}))
+        .json(&json!({"response_type": "ephemeral", "replace_original": false, "text": render::escape(text)}))
         .send()
         .await
         .map_err(|e| DeliveryError::Retry {

@@ -38,8 +38,13 @@ pub fn render(n: &Notice) -> (String, Value) {
             .min(TOTAL_BUDGET.saturating_sub(used))
             .saturating_sub(8);
         if room > 100 {
-            let text = crate::domain::text::cut_tail(body, room);
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{}```", text)}}));
+            // Step output is escaped too: a step may print what a person typed.
+            // Escaping may lengthen it: cut again, keeping the end.
+            let text = crate::domain::text::cut_tail(
+                &escape(&crate::domain::text::cut_tail(body, room)),
+                room,
+            );
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{text}```")}}));
         }
     }
     if !n.actions.is_empty() {
@@ -48,7 +53,12 @@ pub fn render(n: &Notice) -> (String, Value) {
     if let Some(c) = context(n) {
         blocks.push(c);
     }
-    (crate::domain::text::cut(&title, 3000), Value::Array(blocks))
+    // The top-level text is what notifications show, and Slack parses it for mentions and
+    // links like any mrkdwn: escaped as well.
+    (
+        crate::domain::text::cut(&escape(&title), 3000),
+        Value::Array(blocks),
+    )
 }
 
 /// The notice's actions as buttons (at most 25, Slack's limit).
@@ -88,12 +98,8 @@ fn context(n: &Notice) -> Option<Value> {
     (!context.is_empty()).then(|| json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]}))
 }
 
-/// Slack's three control characters in mrkdwn.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+/// Slack's three control characters in mrkdwn and `text`.
+pub(super) use crate::domain::text::slack_escape as escape;
 
 #[cfg(test)]
 mod tests {
@@ -110,7 +116,7 @@ mod tests {
         .env(Some("staging"))
         .version(Some("abc1234"))
         .job(7)
-        .body("x".repeat(50_000))
+        .body(format!("{}<!channel>", "x".repeat(50_000)))
         .action("rollback", "Roll back", 7, true);
         for i in 0..23 {
             n = n.field(&format!("F{i}"), "v".repeat(5000));
@@ -132,6 +138,7 @@ mod tests {
             }
         }
         let actions = b.iter().find(|x| x["type"] == "actions").unwrap();
+        assert!(!b.iter().any(|x| x.to_string().contains('<')));
         assert_eq!(actions["elements"][0]["action_id"], "rollback");
         assert_eq!(actions["elements"][0]["value"], "7");
     }
