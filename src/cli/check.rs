@@ -23,7 +23,7 @@ pub(super) fn check(config: Option<PathBuf>) -> i32 {
         .unwrap_or_else(|| "<embedded deckhand.toml>".into());
     match Catalog::load(settings.commands_dir().as_deref(), &settings.config) {
         Ok(c) => {
-            println!(
+            outln!(
                 "{file}: ok ({} environments); commands: {}",
                 settings.config.environments.len(),
                 c.commands.keys().cloned().collect::<Vec<_>>().join(", ")

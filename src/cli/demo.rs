@@ -137,7 +137,7 @@ fn deploy() -> Result<()> {
         .spawn()
         .context("cannot start the demo app")?;
     std::fs::write(&pidfile, child.id().to_string())?;
-    println!(
+    outln!(
         "started demo app {version} for {env} on 127.0.0.1:{port} (pid {})",
         child.id()
     );
@@ -223,12 +223,12 @@ fn backup() -> Result<()> {
     let target = dir.join(format!("{env}-{stamp}.db"));
     block_on(crate::store::demo::backup(&db, &target))?;
     let size = std::fs::metadata(&target)?.len();
-    println!(
+    outln!(
         "backed up {} to {} ({size} bytes)",
         db.display(),
         target.display()
     );
-    println!("deckhand-report: backup={}", target.display());
+    outln!("deckhand-report: backup={}", target.display());
     Ok(())
 }
 
@@ -244,7 +244,7 @@ fn migrate(check_only: bool) -> Result<()> {
             .collect();
         if check_only {
             if pending.is_empty() {
-                println!(
+                outln!(
                     "no drift: all {} migrations applied",
                     crate::store::demo::DEMO_MIGRATIONS.len()
                 );
@@ -253,16 +253,16 @@ fn migrate(check_only: bool) -> Result<()> {
             bail!("drift: {} migration(s) not applied", pending.len());
         }
         if pending.is_empty() {
-            println!("deckhand-report: migration=not needed");
+            outln!("deckhand-report: migration=not needed");
             return Ok(());
         }
         let mut names = Vec::new();
         for (name, sql) in pending {
             crate::store::demo::apply(&pool, name, sql).await?;
-            println!("applied {name}");
+            outln!("applied {name}");
             names.push(*name);
         }
-        println!("deckhand-report: migration=applied {}", names.join(", "));
+        outln!("deckhand-report: migration=applied {}", names.join(", "));
         pool.close().await;
         Ok(())
     })
@@ -292,7 +292,7 @@ fn store_secret() -> Result<()> {
         .mode(0o600)
         .open(&path)?;
     f.write_all(v.as_bytes())?;
-    println!("stored {name} for {env} ({} characters)", v.len());
+    outln!("stored {name} for {env} ({} characters)", v.len());
     Ok(())
 }
 

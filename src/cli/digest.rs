@@ -32,14 +32,14 @@ pub async fn run(
     };
     if !now {
         let t = Utc::now();
-        println!(
+        outln!(
             "{}: \"{}\" in {}",
             cfg.name,
             cfg.schedule.expression(),
             cfg.schedule.time_zone().name()
         );
         for f in cfg.schedule.firings_between(t, t + Duration::days(400), 3) {
-            println!(
+            outln!(
                 "  next: {}",
                 local(cfg.schedule.time_zone(), f, "%a %Y-%m-%d %H:%M %Z")
             );
@@ -49,13 +49,13 @@ pub async fn run(
             .schedule_last(&scheduler::state_key(&cfg.name))
             .await?
         {
-            println!("  last handled: {}", crate::domain::time::fmt_time(last));
+            outln!("  last handled: {}", crate::domain::time::fmt_time(last));
         }
-        println!("(`deckhand digest {} --now` prints one now)", cfg.name);
+        outln!("(`deckhand digest {} --now` prints one now)", cfg.name);
         return Ok(exit::OK);
     }
     let d = build(app, cfg, Utc::now()).await?;
-    println!("{}", render_terminal(&notice(&d, None)));
+    outln!("{}", render_terminal(&notice(&d, None)));
     let path: PathBuf = chart_path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| format!("digest-{}.png", cfg.name).into());
@@ -63,7 +63,7 @@ pub async fn run(
         Ok(png) => {
             std::fs::write(&path, &png)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            println!("chart: {} ({} bytes)", path.display(), png.len());
+            outln!("chart: {} ({} bytes)", path.display(), png.len());
         }
         Err(e) => eprintln!("deckhand: no chart: {e}"),
     }

@@ -10,12 +10,17 @@ use crate::domain::time::fmt_time;
 /// `deckhand jobs [--limit N]`: the latest jobs, newest first.
 pub(super) async fn jobs(settings: Settings, limit: i64) -> anyhow::Result<i32> {
     let app = App::build(settings).await?;
-    println!(
+    outln!(
         "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  BY",
-        "JOB", "CREATED", "COMMAND", "WHAT", "STATE", "TOOK"
+        "JOB",
+        "CREATED",
+        "COMMAND",
+        "WHAT",
+        "STATE",
+        "TOOK"
     );
     for j in app.db.recent_jobs(limit).await? {
-        println!(
+        outln!(
             "{:>6}  {:<19}  {:<18} {:<24} {:<11} {:>9}  {}",
             j.id,
             fmt_time(j.created_at).trim_end_matches(" UTC"),
@@ -39,20 +44,20 @@ pub(super) async fn logs(settings: Settings, job: &str) -> anyhow::Result<i32> {
         eprintln!("deckhand: there is no job {id}");
         return Ok(exit::REFUSED);
     };
-    println!(
+    outln!(
         "job {} {} — {}",
         j.id,
         describe(&j.command, j.environment.as_deref(), j.version.as_deref()),
         j.state
     );
     for l in app.db.job_log(id, 0).await? {
-        println!(
+        outln!(
             "{}",
             crate::jobs::render_log_line(&l.step, &l.stream, &l.line)
         );
     }
     if let Some(r) = j.result {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(exit::OK)
 }
@@ -65,7 +70,7 @@ pub(super) async fn audit(
 ) -> anyhow::Result<i32> {
     let app = App::build(settings).await?;
     for a in app.db.audit(env, limit).await? {
-        println!(
+        outln!(
             "{}  {:<22} {:<9} {:<18} {:<11} {:<6} {}",
             fmt_time(a.at),
             a.actor,

@@ -1,5 +1,13 @@
 //! The command line: `deckhand serve | run | jobs | logs | audit | check | …`.
 
+/// `println!` that a closed stdout does not turn into a panic (`deckhand jobs | head -1`):
+/// see [`crate::support::stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::support::stdout::line(format_args!($($arg)*))
+    };
+}
+
 mod check;
 pub mod demo;
 mod digest;
@@ -169,10 +177,10 @@ pub fn main() -> i32 {
     });
     match cli.command {
         Cmd::Demo { action } => return report(crate::cli::demo::action(&action).map(|_| exit::OK)),
-        Cmd::Check => return check::check(cli.config),
+        Cmd::Check => return report(Ok(check::check(cli.config))),
         Cmd::Slack {
             command: SlackCmd::Manifest { url },
-        } => return platforms::slack_manifest(cli.config, &url),
+        } => return report(Ok(platforms::slack_manifest(cli.config, &url))),
         _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -188,6 +196,7 @@ pub fn main() -> i32 {
 
 fn report(r: anyhow::Result<i32>) -> i32 {
     match r {
+        Ok(code) if crate::support::stdout::failed() && code == exit::OK => exit::ERROR,
         Ok(code) => code,
         Err(e) => {
             eprintln!("deckhand: {e:#}");

@@ -26,7 +26,7 @@ pub(super) fn slack_manifest(config: Option<PathBuf>, url: &str) -> i32 {
     match loaded {
         Ok(catalog) => {
             let m = crate::platform::slack::manifest(url, &catalog);
-            println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
             exit::OK
         }
         Err(e) => {
@@ -74,7 +74,7 @@ pub(super) async fn discord_register(
     .await
     {
         Ok(n) => {
-            println!(
+            outln!(
                 "registered {n} commands{}",
                 guild
                     .map(|g| format!(" in guild {g}"))

@@ -36,7 +36,7 @@ pub(super) async fn run(app: Arc<App>, command: String, args: Vec<String>) -> an
             stop.clone(),
         )));
     } else {
-        println!("(a running `deckhand serve` will run it; following)");
+        outln!("(a running `deckhand serve` will run it; following)");
     }
     let code = tokio::select! {
         r = follow(&app, job_id) => r?,
@@ -80,7 +80,7 @@ async fn submit(app: &App, command: String, args: Vec<String>) -> anyhow::Result
             Err(exit::REFUSED)
         }
         Outcome::Info(i) => {
-            println!("{i}");
+            outln!("{i}");
             Err(exit::OK)
         }
         // A new job's first notice says it was queued; a repeat says which job it is.
@@ -90,7 +90,7 @@ async fn submit(app: &App, command: String, args: Vec<String>) -> anyhow::Result
             duplicate,
         } => {
             if duplicate {
-                println!("{message}");
+                outln!("{message}");
             }
             Ok(job_id)
         }
@@ -145,7 +145,7 @@ async fn follow(app: &App, job_id: i64) -> anyhow::Result<i32> {
         }
         out.sort_by_key(|o| o.0);
         for (_, line) in out {
-            println!("{line}");
+            outln!("{line}");
         }
         if crate::store::jobs::state::is_final(&job.state) {
             return Ok(if job.state == crate::store::jobs::state::SUCCEEDED {

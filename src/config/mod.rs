@@ -285,5 +285,13 @@ mod tests {
         let dbg = format!("{secrets:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         assert_eq!(secrets.values(), vec!["xoxb-very-secret".to_string()]);
+        let secrets = Secrets {
+            metrics_token: Some(SecretString::from("metrics-very-secret")),
+            ..Default::default()
+        };
+        let dbg = format!("{secrets:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+        assert!(dbg.contains("metrics_token: \"[set]\""), "{dbg}");
+        assert_eq!(secrets.values(), vec!["metrics-very-secret".to_string()]);
     }
 }

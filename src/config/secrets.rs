@@ -52,6 +52,8 @@ pub struct Secrets {
     pub slack_bot_token: Option<SecretString>,
     pub discord_bot_token: Option<SecretString>,
     pub alert_token: Option<SecretString>,
+    /// `DECKHAND_METRICS_TOKEN`: when set, `/metrics` needs it as a bearer token.
+    pub metrics_token: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
 }
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Secrets {
             .field("slack_bot_token", &set(&self.slack_bot_token))
             .field("discord_bot_token", &set(&self.discord_bot_token))
             .field("alert_token", &set(&self.alert_token))
+            .field("metrics_token", &set(&self.metrics_token))
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
@@ -80,6 +83,7 @@ impl Secrets {
             &self.slack_bot_token,
             &self.discord_bot_token,
             &self.alert_token,
+            &self.metrics_token,
         ]
         .into_iter()
         .flatten()

@@ -171,6 +171,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         slack_bot_token: secret("SLACK_BOT_TOKEN"),
         discord_bot_token: secret("DISCORD_BOT_TOKEN"),
         alert_token: secret("DECKHAND_ALERT_TOKEN"),
+        metrics_token: secret("DECKHAND_METRICS_TOKEN"),
         step_secrets: config
             .runner
             .secret_env

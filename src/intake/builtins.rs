@@ -387,11 +387,15 @@ async fn approve<'a>(
     job: &JobRow,
     held: &BTreeSet<String>,
 ) -> anyhow::Result<Decision<'a>> {
+    let already = app.db.approvals(job.id).await?;
+    // A repeat (a double click, or five) is answered as one, also once the job has moved on.
+    if already.contains(&inv.actor) {
+        return Ok(Decision::Refuse(already_approved(job.id)));
+    }
     let role = match approver_role(app, job) {
         Ok(r) => r,
         Err(refusal) => return Ok(Decision::Refuse(refusal)),
     };
-    let already = app.db.approvals(job.id).await?;
     if let Err(r) =
         policy::check_approver(job.id, &job.requested_by, &inv.actor, &already, held, role)
     {
@@ -443,8 +447,16 @@ async fn approve<'a>(
             "job {} is no longer waiting for approval",
             job.id
         ))),
+        // The same person's approval went in from a simultaneous click (the approvals key
+        // is job and approver): this one changed nothing.
+        Err(e) if e.is_unique_violation() => Ok(Decision::Refuse(already_approved(job.id))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The answer to an approval its approver has already given.
+fn already_approved(job_id: i64) -> String {
+    format!("you have already approved job {job_id}")
 }
 
 async fn reject<'a>(

@@ -88,7 +88,7 @@ impl Deliver for Terminal {
         if self.print
             && let Some(n) = row.notice()
         {
-            println!("{}", n.render_text());
+            crate::support::stdout::line(format_args!("{}", n.render_text()));
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -16,8 +16,9 @@ use crate::app::App;
 use crate::domain::platform::Platform;
 use crate::watch::alerts::{AlertError, ingest, parse};
 
-/// Alertmanager groups can be large; anything past this is refused with 413.
-pub const MAX_BODY: usize = 512 * 1024;
+/// Alertmanager groups can be large: up to the documented 1 MiB is accepted, anything past
+/// it is refused with 413. (`[server] max_body_bytes`, 1 MiB by default, applies too.)
+pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()

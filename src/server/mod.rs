@@ -186,7 +186,29 @@ const QUEUE_STATES: &[&str] = &[
     crate::store::jobs::state::RUNNING,
 ];
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// Whether a request may read `/metrics`: always without `DECKHAND_METRICS_TOKEN`, else only
+/// with it as `Authorization: Bearer …` (compared in constant time), on either listener.
+fn metrics_allowed(app: &App, headers: &axum::http::HeaderMap) -> bool {
+    use secrecy::ExposeSecret;
+    let Some(token) = &app.settings.secrets.metrics_token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    crate::support::secret::constant_eq(given.as_bytes(), token.expose_secret().as_bytes())
+}
+
+async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    if !metrics_allowed(&app, &headers) {
+        tracing::warn!("refused /metrics without the right bearer token");
+        let mut r = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     let mut gauges = Vec::new();
     match app.db.job_counts().await {
         Ok(counts) => {

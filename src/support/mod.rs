@@ -6,3 +6,4 @@ pub(crate) mod net;
 pub mod runner;
 pub(crate) mod schedule;
 pub(crate) mod secret;
+pub(crate) mod stdout;

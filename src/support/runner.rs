@@ -22,45 +22,116 @@ use zeroize::Zeroizing;
 /// Longest line kept; the rest is cut with a marker so one huge line cannot eat memory.
 pub const MAX_LINE: usize = 4096;
 
-/// Replaces every known secret value with `[redacted]`.
+/// Replaces every known secret value with `[redacted]`: as it is, and in the forms a step
+/// may print it in: base64 (standard and URL-safe, padded or not, and the part of a larger
+/// base64 text such as `user:secret` that only the secret decides), percent-encoded and hex.
+///
+/// Values shorter than [`Redactor::MIN_VALUE`] are left alone (they would match everywhere),
+/// and so is any derived form shorter than [`Redactor::MIN_FORM`].
 #[derive(Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<Zeroizing<String>>,
+    /// The values as given, for [`Redactor::with`].
+    values: Vec<Zeroizing<String>>,
+    /// Every string to replace, longest first.
+    patterns: Vec<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} values)", self.secrets.len())
+        write!(f, "Redactor({} values)", self.values.len())
     }
 }
 
 impl Redactor {
+    /// The shortest value redacted.
+    pub const MIN_VALUE: usize = 4;
+    /// The shortest encoded form redacted: shorter ones are too likely to occur by chance.
+    pub const MIN_FORM: usize = 8;
+
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<Zeroizing<String>> = values
+        let values: Vec<Zeroizing<String>> = values
             .into_iter()
-            .filter(|v| v.len() >= 4)
+            .filter(|v| v.len() >= Self::MIN_VALUE)
             .map(Zeroizing::new)
             .collect();
+        let mut patterns: Vec<Zeroizing<String>> = Vec::new();
+        for v in &values {
+            patterns.push(v.clone());
+            patterns.extend(
+                encoded_forms(v.as_bytes())
+                    .into_iter()
+                    .filter(|f| f.len() >= Self::MIN_FORM),
+            );
+        }
         // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
+        patterns.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        patterns.dedup();
+        Self { values, patterns }
     }
 
     pub fn with(&self, value: &str) -> Self {
-        let mut v: Vec<String> = self.secrets.iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = self.values.iter().map(|s| s.to_string()).collect();
         v.push(value.to_owned());
         Self::new(v)
     }
 
     pub fn redact(&self, line: &str) -> String {
         let mut out = line.to_owned();
-        for s in &self.secrets {
+        for s in &self.patterns {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), "[redacted]");
             }
         }
         out
     }
+}
+
+/// The encodings of a secret a step might print (the value itself excluded).
+fn encoded_forms(v: &[u8]) -> Vec<Zeroizing<String>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out: Vec<Zeroizing<String>> = Vec::new();
+    for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        out.push(Zeroizing::new(engine.encode(v)));
+    }
+    // Inside a larger base64 text the secret starts at any byte offset mod 3: the characters
+    // made only of its bits are the same whatever surrounds it.
+    for shift in 0..3usize {
+        let mut bytes = Zeroizing::new(vec![0u8; shift]);
+        bytes.extend_from_slice(v);
+        let first = (8 * shift).div_ceil(6);
+        let last = 8 * bytes.len() / 6;
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let all = Zeroizing::new(engine.encode(bytes.as_slice()));
+            if let Some(core) = all.get(first..last) {
+                out.push(Zeroizing::new(core.to_owned()));
+            }
+        }
+    }
+    // Percent-encoded: every byte but letters and digits, and with `-._~` kept (as URL
+    // libraries do); `+` for a space as forms do.
+    let percent = |keep: &[u8], space_plus: bool| {
+        let mut s = String::with_capacity(v.len() * 3);
+        for &b in v {
+            if b.is_ascii_alphanumeric() || keep.contains(&b) {
+                s.push(b as char);
+            } else if space_plus && b == b' ' {
+                s.push('+');
+            } else {
+                s.push_str(&format!("%{b:02X}"));
+            }
+        }
+        Zeroizing::new(s)
+    };
+    out.push(percent(b"", false));
+    out.push(percent(b"-._~", false));
+    out.push(percent(b"-._~", true));
+    out.push(percent(b"-._*", true));
+    let lower = Zeroizing::new(hex::encode(v));
+    out.push(Zeroizing::new(lower.to_ascii_uppercase()));
+    out.push(lower);
+    out.retain(|f| f.as_bytes() != v);
+    out
 }
 
 /// What to run.
@@ -331,6 +402,70 @@ mod tests {
         assert_eq!(
             r.redact("pw=hunter2hunter2 and hunter2 and ab"),
             "pw=[redacted] and [redacted] and ab"
+        );
+    }
+
+    // The encodings below were made apart from this code (coreutils `base64`, `xxd -p`,
+    // Python's `urllib.parse.quote`).
+    const SECRET: &str = "s3cr3t/v4lue+x?";
+    const B64: &str = "czNjcjN0L3Y0bHVlK3g/";
+    const B64_URL: &str = "czNjcjN0L3Y0bHVlK3g_";
+    const HEX: &str = "7333637233742f76346c75652b783f";
+    const PCT: &str = "s3cr3t%2Fv4lue%2Bx%3F";
+
+    #[test]
+    fn redactor_catches_base64_percent_and_hex_forms() {
+        let r = Redactor::new([SECRET.into()]);
+        for form in [SECRET, B64, B64_URL, HEX, &HEX.to_uppercase(), PCT] {
+            assert_eq!(
+                r.redact(&format!("value: {form} end")),
+                "value: [redacted] end",
+                "{form}"
+            );
+        }
+        // Unpadded, and inside a larger base64 text: `Basic base64("deploy:" + secret)`.
+        let r8 = Redactor::new(["abcdefgh".into()]);
+        assert_eq!(r8.redact("x YWJjZGVmZ2g y"), "x [redacted] y");
+        assert_eq!(r8.redact("x YWJjZGVmZ2g= y"), "x [redacted] y");
+        let basic = "ZGVwbG95OnMzY3IzdC92NGx1ZSt4Pw==";
+        let out = r.redact(&format!("Authorization: Basic {basic}"));
+        assert!(!out.contains(basic), "{out}");
+        assert!(out.contains("[redacted]"), "{out}");
+        // Something else is left as it is.
+        assert_eq!(r.redact("czNjcjN0 733363 s3cr"), "czNjcjN0 733363 s3cr");
+    }
+
+    #[test]
+    fn short_values_and_their_short_forms_are_not_redacted() {
+        // Too short to redact at all: two characters, and their encodings.
+        let r = Redactor::new(["ab".into()]);
+        assert_eq!(r.redact("ab YWI= 6162 a%62"), "ab YWI= 6162 a%62");
+        // Four characters are redacted, and so is their 8-character hex, but not the 6- and
+        // 4-character base64 fragments, which would turn up by chance.
+        let r = Redactor::new(["abcd".into()]);
+        assert_eq!(
+            r.redact("abcd 61626364 YWJjZA== YWJj"),
+            "[redacted] [redacted] [redacted] YWJj"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_printing_an_encoded_secret_is_redacted() {
+        let r = Redactor::new([SECRET.into()]);
+        let script = format!("echo b64 {B64}; echo hex {HEX}; echo url {PCT} >&2");
+        let (o, lines) = run(spec(&["sh", "-c", &script], 5000), &r).await;
+        assert_eq!(o, StepOutcome::Exited(0));
+        assert!(
+            lines.contains(&(Stream::Stdout, "b64 [redacted]".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(Stream::Stdout, "hex [redacted]".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(Stream::Stderr, "url [redacted]".into())),
+            "{lines:?}"
         );
     }
 

@@ -399,3 +399,49 @@ async fn a_probe_that_goes_down_and_up_makes_one_incident_with_its_downtime() {
     assert!(notices[1].contains("Resolved after"));
     assert!(notices[2].contains("Blocker resolved"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_alertmanager_group_up_to_one_mib_is_accepted() {
+    let e = Env::with_config("[probes]\nenabled = false\n");
+    // A group of ten alerts, each with a long description: about 900 KiB in all.
+    let mut group = alertmanager("firing");
+    let one = group["alerts"][0].clone();
+    group["alerts"] = (0..10)
+        .map(|i| {
+            let mut a = one.clone();
+            a["fingerprint"] = json!(format!("big{i}"));
+            a["labels"]["environment"] = json!("staging");
+            a["labels"]["severity"] = json!("warning");
+            a["annotations"]["description"] = json!("x".repeat(90 * 1024));
+            a
+        })
+        .collect();
+    let body = group.to_string();
+    assert!(
+        body.len() > 900 * 1024 && body.len() < 1024 * 1024,
+        "{}",
+        body.len()
+    );
+    let (s, text) = e.post("alertmanager", &body, Some(TOKEN)).await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains("\"accepted\":10"), "{text}");
+
+    // Past 1 MiB: refused by its declared length, and as it is read when it has none.
+    let head = |framing: &str| {
+        format!(
+            "POST /alerts/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nConnection: close\r\n{framing}\r\n"
+        )
+    };
+    let over = "a".repeat(1024 * 1024 + 512);
+    let (s, text, _) = raw_http(
+        e.server.port,
+        (head(&format!("Content-Length: {}\r\n", over.len())) + &over).as_bytes(),
+    );
+    assert_eq!(s, 413, "{text}");
+    let chunked = format!("{:x}\r\n{over}\r\n0\r\n\r\n", over.len());
+    let (s, text, _) = raw_http(
+        e.server.port,
+        (head("Transfer-Encoding: chunked\r\n") + &chunked).as_bytes(),
+    );
+    assert_eq!(s, 413, "{text}");
+}

@@ -165,3 +165,34 @@ fn serve_on_embedded_defaults_creates_the_database() {
     );
     assert!(dir.path().join("deckhand.db").exists());
 }
+
+#[test]
+fn a_closed_stdout_ends_listings_quietly() {
+    let w = ws();
+    let (code, out, err) = w.run(&["deploy", "staging", "abc1234"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    // As `deckhand jobs | head -1` once `head` has gone: every write meets a closed pipe.
+    let cases: &[&[&str]] = &[
+        &["jobs"],
+        &["audit"],
+        &["logs", "1"],
+        &["run", "status", "staging"],
+        &["run", "deploy", "staging", "def5678"],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = w
+            .cmd(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    // The deploy that could not print still ran to its end.
+    let (_, status, _) = w.run(&["status", "staging"]);
+    assert!(status.contains("staging: def5678 (verified"), "{status}");
+}

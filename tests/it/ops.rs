@@ -961,3 +961,46 @@ async fn every_response_carries_a_request_id_and_credentials_never_reach_the_log
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_bearer_token() {
+    let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
+    let token = "metrics-token-7c3e9a1f";
+    let server = Server::start(
+        &ws,
+        &[("DECKHAND_METRICS_TOKEN", token), ("RUST_LOG", "trace")],
+    );
+    let http = reqwest::Client::new();
+    let get = |bearer: Option<&str>| {
+        let mut r = http.get(server.url("/metrics"));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    for bearer in [None, Some("wrong-token-5d2c"), Some("")] {
+        let r = get(bearer).await.unwrap();
+        assert_eq!(r.status(), 401, "{bearer:?}");
+        assert_security_headers(r.headers(), "refused /metrics");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("deckhand_"), "{bearer:?}: {body}");
+    }
+    let r = get(Some(token)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("deckhand_queue_depth"), "{text}");
+    // The other endpoints do not need it, and neither token reaches the log.
+    assert_eq!(get_status(&http, &server.url("/health")).await, 200);
+    let log = eventually(10, "the request spans in the log", || async {
+        let out = server.output();
+        out.contains("refused /metrics").then_some(out)
+    })
+    .await;
+    for secret in [token, "wrong-token-5d2c"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+async fn get_status(http: &reqwest::Client, url: &str) -> u16 {
+    http.get(url).send().await.unwrap().status().as_u16()
+}

@@ -258,7 +258,7 @@ kind = "custom"
 role = "everyone"
 [[steps]]
 name = "print"
-argv = ["sh", "-c", "echo token=$API_TOKEN; echo $API_TOKEN >&2"]
+argv = ["sh", "-c", "echo token=$API_TOKEN; echo $API_TOKEN >&2; echo b64=$(printf %s $API_TOKEN | base64)"]
 pass_env = ["API_TOKEN"]
 "#;
     let Some(w) = Workspace::new(b, "", &[("leak.toml", leak)]) else {
@@ -287,6 +287,8 @@ pass_env = ["API_TOKEN"]
     let jobs = app.db.recent_jobs(1).await.unwrap();
     let log = app.db.job_log(jobs[0].id, 0).await.unwrap();
     assert!(log.iter().any(|l| l.line == "token=[redacted]"), "{log:?}");
+    // Its base64 form too.
+    assert!(log.iter().any(|l| l.line == "b64=[redacted]"), "{log:?}");
     assert!(log.iter().all(|l| !l.line.contains(secret)));
     let logs = w.cmd(&["logs", &jobs[0].id.to_string()]).output().unwrap();
     assert!(!String::from_utf8_lossy(&logs.stdout).contains(secret));

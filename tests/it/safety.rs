@@ -444,3 +444,70 @@ async fn lock_reminders_reach_the_channel_once_per_interval() {
     });
     assert_eq!(reminders, 1);
 }
+
+both!(
+    simultaneous_approvals_by_one_person_count_once,
+    simultaneous_approvals
+);
+async fn simultaneous_approvals(b: Backend) {
+    let config =
+        format!("{GATED}\n[environments.pair]\napprovals = 2\napproval_timeout_seconds = 600\n");
+    let Some(w) = Workspace::new(b, &config, &[("ship.toml", &gated_ship_command())]) else {
+        return;
+    };
+    let app = w.app(&[]).await;
+    // One approval needed (the click queues the job) and two (the job keeps waiting).
+    for (env, queued) in [("gated", true), ("pair", false)] {
+        let id = job_of(&say(&app, "UDEPLOYER", &format!("ship {env} v1")).await);
+        let clicks = (0..5).map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (identity, actor) = who("UAPPROVER");
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).unwrap();
+                submit(
+                    &app,
+                    Invocation {
+                        platform: "slack".into(),
+                        identity,
+                        actor,
+                        channel: Some("CTEST".into()),
+                        command: "approve".into(),
+                        args: vec![id.to_string()],
+                        request_id: Some(hex::encode(b)),
+                        reply_to: None,
+                    },
+                )
+                .await
+            })
+        });
+        let mut approved = 0;
+        for c in clicks.collect::<Vec<_>>() {
+            match c.await.unwrap() {
+                Ok(Outcome::Info(i)) if i.contains("approved by slack:UAPPROVER") => approved += 1,
+                Ok(Outcome::Refused(r)) => {
+                    assert_eq!(r, format!("you have already approved job {id}"), "{env}")
+                }
+                other => panic!("{env}: {other:?}"),
+            }
+        }
+        assert_eq!(approved, 1, "{env}");
+        assert_eq!(
+            app.db.approvals(id).await.unwrap(),
+            vec!["slack:UAPPROVER".to_string()],
+            "{env}"
+        );
+        let want = if queued {
+            state::QUEUED
+        } else {
+            state::AWAITING_APPROVAL
+        };
+        assert_eq!(app.db.job(id).await.unwrap().unwrap().state, want, "{env}");
+        let audit = app.db.audit(Some(env), 100).await.unwrap();
+        assert_eq!(
+            audit.iter().filter(|a| a.action == "job_approved").count(),
+            1,
+            "{env}: {audit:?}"
+        );
+    }
+}
