@@ -28,12 +28,16 @@ impl Default for StorageConfig {
 pub struct LocksConfig {
     /// A lock older than this gets a reminder in its channel, and again this often.
     pub remind_after_seconds: u64,
+    /// Who may release someone else's lock: the holder always may; besides them, people
+    /// with this role (admins always), or `"everyone"` who may change the environment.
+    pub unlock_others: String,
 }
 
 impl Default for LocksConfig {
     fn default() -> Self {
         Self {
             remind_after_seconds: 4 * 3600,
+            unlock_others: "admin".into(),
         }
     }
 }

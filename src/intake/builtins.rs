@@ -110,7 +110,7 @@ pub async fn run<'a>(
             if let Err(r) = may_change(app, e, held, "unlock") {
                 return Ok(Decision::Refuse(r));
             }
-            unlock(app, inv, e).await
+            unlock(app, inv, e, held).await
         }
         _ => Ok(Decision::Refuse(format!("unknown command {name:?}"))),
     }
@@ -560,10 +560,36 @@ async fn lock<'a>(
     }
 }
 
-async fn unlock<'a>(app: &'a App, inv: &Invocation, env: &str) -> anyhow::Result<Decision<'a>> {
+async fn unlock<'a>(
+    app: &'a App,
+    inv: &Invocation,
+    env: &str,
+    held: &BTreeSet<String>,
+) -> anyhow::Result<Decision<'a>> {
     let Some(l) = app.db.lock_of(env).await? else {
         return Ok(Decision::Refuse(format!("{env} is not locked")));
     };
+    let others = app.settings.config.locks.unlock_others.as_str();
+    let may = l.locked_by == inv.actor
+        || others == "everyone"
+        || held.contains(others)
+        || held.contains("admin");
+    if !may {
+        let reason = format!(
+            "{env} is locked by {} ({}); only they or someone with the {others:?} role can unlock it",
+            l.locked_by, l.reason
+        );
+        app.db
+            .apply(&[actor_audit(
+                inv,
+                "unlock_refused",
+                Some(env),
+                None,
+                reason.clone(),
+            )])
+            .await?;
+        return Ok(Decision::Refuse(reason));
+    }
     let title = format!(
         "{env} unlocked by {} (locked by {} for {})",
         inv.actor,

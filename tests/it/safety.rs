@@ -511,3 +511,51 @@ async fn simultaneous_approvals(b: Backend) {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holder_or_an_admin_unlocks_someone_elses_lock() {
+    let w = ws();
+    let app = w.app(&[]).await;
+    assert!(matches!(
+        say(&app, "UDEPLOYER", "lock staging db maintenance").await,
+        Outcome::Info(_)
+    ));
+    // Anyone may change staging, but not release another person's lock.
+    let r = refusal(say(&app, "UNOBODY", "unlock staging").await);
+    assert!(
+        r.contains("staging is locked by slack:UDEPLOYER")
+            && r.contains("only they or someone with the \"admin\" role"),
+        "{r}"
+    );
+    assert!(app.db.lock_of("staging").await.unwrap().is_some());
+    let audit = app.db.audit(Some("staging"), 10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "unlock_refused" && a.actor == "slack:UNOBODY"),
+        "{audit:?}"
+    );
+    // An admin may.
+    assert!(matches!(
+        say(&app, "UADMIN", "unlock staging").await,
+        Outcome::Info(_)
+    ));
+    assert!(app.db.lock_of("staging").await.unwrap().is_none());
+
+    // With `unlock_others = "everyone"`, whoever may change the environment may.
+    let w = Workspace::new(
+        Backend::Sqlite,
+        "[locks]\nunlock_others = \"everyone\"\n",
+        &[],
+    )
+    .unwrap();
+    let app = w.app(&[]).await;
+    assert!(matches!(
+        say(&app, "UDEPLOYER", "lock staging db maintenance").await,
+        Outcome::Info(_)
+    ));
+    assert!(matches!(
+        say(&app, "UNOBODY", "unlock staging").await,
+        Outcome::Info(_)
+    ));
+}
