@@ -5,6 +5,7 @@
 //! and its first notice — is the same code, so a rule holds on every platform at once.
 
 pub(crate) mod builtins;
+mod locks;
 pub mod policy;
 
 use std::collections::BTreeSet;
