@@ -112,7 +112,7 @@ pub async fn run_sender(
         let now = Instant::now();
         due_at.retain(|_, due| *due > now);
         let rows = claim(&app, &platforms, &due_at).await;
-        let (send, later) = pace(rows, &deliverers);
+        let (send, later) = plan(rows, &deliverers);
         for (pace, ids) in later.values() {
             if let Err(e) = app.db.defer(ids, now_ms() + pace.as_millis() as i64).await {
                 // They stay claimed: another sender takes them when the claim runs out.
@@ -164,7 +164,7 @@ type Plan<'a> = (
     HashMap<String, (Duration, Vec<i64>)>,
 );
 
-fn pace(rows: Vec<OutboxRow>, deliverers: &[Deliverer]) -> Plan<'_> {
+fn plan(rows: Vec<OutboxRow>, deliverers: &[Deliverer]) -> Plan<'_> {
     let mut send: Vec<(OutboxRow, String, &dyn Deliver)> = Vec::new();
     let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
     for row in rows {
