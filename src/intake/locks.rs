@@ -19,13 +19,13 @@ fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> 
     routes
         .into_iter()
         .map(|(platform, channel)| {
-            Write::Notice(NewNotice {
-                job_id: None,
+            Write::Notice(NewNotice::new(
+                None,
                 platform,
                 channel,
-                thread_key: format!("lock:{env}"),
-                body: n.to_json(),
-            })
+                format!("lock:{env}"),
+                n,
+            ))
         })
         .collect()
 }

@@ -20,7 +20,7 @@ use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
 use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
 use crate::store::jobs::{JobRow, NewJob, state};
-use crate::store::{AuditEvent, Write};
+use crate::store::{AuditEvent, NewNotice, Write};
 
 /// What someone asked for, wherever they asked.
 #[derive(Debug, Clone)]
@@ -340,7 +340,7 @@ async fn enqueue(
 }
 
 /// What is recorded with the new job `id` (queued behind `behind`): its first notice, the
-/// loud notice of an emergency override, and the audit entries.
+/// loud notice of an emergency override (a message of its own), and the audit entries.
 fn first_writes(
     app: &App,
     inv: &Invocation,
@@ -364,7 +364,17 @@ fn first_writes(
         .env(job.environment.as_deref())
         .version(job.version.as_deref())
         .job(id);
-        w.extend(crate::outbox::routes::notices(&app.settings, &row, &loud));
+        // Its own message, sent first: the job's message moves on and would bury it.
+        let thread = format!("{}:emergency", crate::store::jobs::job_thread(id));
+        w.extend(
+            crate::outbox::routes::routes(&app.settings, &row)
+                .into_iter()
+                .map(|(p, c)| {
+                    Write::Notice(
+                        NewNotice::new(Some(id), p, c, thread.clone(), &loud).urgent(true),
+                    )
+                }),
+        );
         w.push(crate::store::jobs::audit(
             &row,
             "emergency_override",

@@ -172,13 +172,13 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
             l.reminded_at.unwrap_or(l.locked_at),
         )];
         for (platform, channel) in routes {
-            writes.push(Write::Notice(crate::store::NewNotice {
-                job_id: None,
+            writes.push(Write::Notice(crate::store::NewNotice::new(
+                None,
                 platform,
                 channel,
-                thread_key: format!("lock:{}", l.environment),
-                body: n.to_json(),
-            }));
+                format!("lock:{}", l.environment),
+                &n,
+            )));
         }
         // Only the replica whose update matched sends the reminder.
         app.db.apply_if_first(&writes).await?;

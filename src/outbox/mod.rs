@@ -8,7 +8,7 @@
 
 pub(crate) mod routes;
 
-pub use crate::store::outbox::{CLAIM_MS, OutboxRow, channel_key};
+pub use crate::store::outbox::{CLAIM_MS, OutboxRow, Paused, is_edit, priority};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,13 +51,29 @@ pub type Delivery<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = std::result::Result<(), DeliveryError>> + Send + 'a>,
 >;
 
+/// Which of a platform's limits a send counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One channel's (Slack's `chat.postMessage`, Discord's per-channel routes).
+    Channel,
+    /// The whole workspace's (Slack's `chat.update`, a per-workspace tier).
+    Workspace,
+}
+
 /// Where notices of one platform go. Each platform implements this; the sender knows
 /// nothing else about them.
 pub trait Deliver: Send + Sync {
     /// The platform name on outbox rows this delivers.
     fn platform(&self) -> &'static str;
-    /// Minimum time between two messages to one channel.
-    fn pace(&self) -> Duration;
+    /// Minimum time between two sends of one kind, new messages (and replies) or `edits`
+    /// of a posted message, and whether that limit holds per channel or per workspace.
+    /// Zero: unpaced.
+    fn pace(&self, edits: bool) -> (Scope, Duration);
+    /// Whether a thread's message is edited in place, so that of several waiting whole
+    /// states of one message only the newest need be sent.
+    fn edits_in_place(&self) -> bool {
+        false
+    }
     /// Send one notice (post, update or reply).
     fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> Delivery<'a>;
 }
@@ -81,8 +97,8 @@ impl Deliver for Terminal {
     fn platform(&self) -> &'static str {
         crate::domain::platform::Platform::Terminal.as_str()
     }
-    fn pace(&self) -> Duration {
-        Duration::ZERO
+    fn pace(&self, _edits: bool) -> (Scope, Duration) {
+        (Scope::Channel, Duration::ZERO)
     }
     fn deliver<'a>(&'a self, _app: &'a App, row: &'a OutboxRow) -> Delivery<'a> {
         if self.print
@@ -96,18 +112,28 @@ impl Deliver for Terminal {
 
 /// Deliver until `stop` fires. Wakes on `app.outbox_wake` or every 250 ms.
 ///
-/// Pacing: a channel gets at most one message per [`Deliver::pace`]. A channel that is
-/// not due is left out of the claim, and a second message for one channel in a batch is
+/// Order: what is due goes most urgent first (a new P0/P1 incident message, then other
+/// new messages, then edits and replies; see `store::outbox::priority`), each thread in
+/// the order written.
+///
+/// Pacing: each kind of send gets at most one message per [`Deliver::pace`] in its scope
+/// (a channel, or the workspace), and a 429's `Retry-After` pauses that kind alone. What
+/// is not due is left out of the claim, and a second send of one kind in a batch is
 /// handed back until it is due, so a busy channel never holds up the others and costs no
 /// database writes while it waits.
+///
+/// Storms: where messages are edited in place, a notice with newer whole states of its
+/// message waiting behind it is not sent; the newest goes instead (see
+/// [`crate::store::Db::supersede`]), so 1,000 updates of one incident cost a handful of
+/// edits, not 1,000 paced ones.
 pub async fn run_sender(
     app: Arc<App>,
     deliverers: Vec<Deliverer>,
     stop: crate::support::runner::CancelToken,
 ) {
     let platforms: Vec<&str> = deliverers.iter().map(|d| d.platform()).collect();
-    // When each channel may get its next message.
-    let mut due_at: HashMap<String, Instant> = HashMap::new();
+    // When each kind of send may go next.
+    let mut due_at: HashMap<Paused, Instant> = HashMap::new();
     while !stop.is_cancelled() {
         let now = Instant::now();
         due_at.retain(|_, due| *due > now);
@@ -120,12 +146,18 @@ pub async fn run_sender(
             }
         }
         let busy = !send.is_empty();
-        for (row, key, d) in send {
+        for Planned { row, key, pace, d } in send {
+            let row = newest(&app, row, d).await;
             let Some(result) = send_holding_claim(&app, &row, d).await else {
                 continue;
             };
-            if !d.pace().is_zero() {
-                due_at.insert(key, Instant::now() + d.pace());
+            // A 429 pauses this kind of send for as long as the platform asked.
+            let wait = match &result {
+                Err(DeliveryError::Retry { after: Some(a), .. }) => pace.max(*a),
+                _ => pace,
+            };
+            if !wait.is_zero() {
+                due_at.insert(key, Instant::now() + wait);
             }
             record(&app, &row, &result).await;
         }
@@ -135,9 +167,9 @@ pub async fn run_sender(
     }
 }
 
-/// Claim what may be sent now, leaving out the channels that are waiting for their pace.
-async fn claim(app: &App, platforms: &[&str], due_at: &HashMap<String, Instant>) -> Vec<OutboxRow> {
-    let paused: Vec<String> = due_at.keys().cloned().collect();
+/// Claim what may be sent now, leaving out the kinds of send that wait for their pace.
+async fn claim(app: &App, platforms: &[&str], due_at: &HashMap<Paused, Instant>) -> Vec<OutboxRow> {
+    let paused: Vec<Paused> = due_at.keys().cloned().collect();
     let rows = match app
         .db
         .claim_notices_except(platforms, &app.worker_id, 50, &paused)
@@ -157,29 +189,66 @@ async fn claim(app: &App, platforms: &[&str], due_at: &HashMap<String, Instant>)
     rows
 }
 
-/// Notices to send now (one per paced channel), and per channel the ids to hand back until
-/// the channel is due.
-type Plan<'a> = (
-    Vec<(OutboxRow, String, &'a dyn Deliver)>,
-    HashMap<String, (Duration, Vec<i64>)>,
-);
+/// The newest waiting whole state of `row`'s message, claimed in its place (the older ones
+/// are marked superseded), or `row` itself. A row that may have been posted by a sender
+/// that died goes as it is: its retry looks for that post first.
+async fn newest(app: &App, row: OutboxRow, d: &dyn Deliver) -> OutboxRow {
+    if !d.edits_in_place() || !row.whole || row.maybe_delivered() {
+        return row;
+    }
+    match app.db.supersede(&row, &app.worker_id).await {
+        Ok(Some((newer, n))) => {
+            tracing::debug!(platform = %row.platform, outbox_id = row.id, newest = newer.id, superseded = n, "outbox: sending the newest state only");
+            crate::support::metrics::superseded(&row.platform, n);
+            newer
+        }
+        Ok(None) => row,
+        Err(e) => {
+            tracing::warn!(error = %e, outbox_id = row.id, "outbox: cannot look for newer states; sending this one");
+            row
+        }
+    }
+}
+
+/// One notice to send now, with the pace it counts against.
+struct Planned<'a> {
+    row: OutboxRow,
+    key: Paused,
+    pace: Duration,
+    d: &'a dyn Deliver,
+}
+
+/// Notices to send now (one per paced kind of send), and per kind the ids to hand back
+/// until it is due.
+type Plan<'a> = (Vec<Planned<'a>>, HashMap<Paused, (Duration, Vec<i64>)>);
 
 fn plan(rows: Vec<OutboxRow>, deliverers: &[Deliverer]) -> Plan<'_> {
-    let mut send: Vec<(OutboxRow, String, &dyn Deliver)> = Vec::new();
-    let mut later: HashMap<String, (Duration, Vec<i64>)> = HashMap::new();
+    let mut send: Vec<Planned> = Vec::new();
+    let mut later: HashMap<Paused, (Duration, Vec<i64>)> = HashMap::new();
     for row in rows {
         let Some(d) = deliverers.iter().find(|d| d.platform() == row.platform) else {
             continue;
         };
-        let key = channel_key(&row.platform, row.channel.as_deref());
-        if !d.pace().is_zero() && send.iter().any(|(_, k, _)| *k == key) {
+        let edits = is_edit(&row);
+        let (scope, pace) = d.pace(edits);
+        let key = Paused {
+            platform: row.platform.clone(),
+            channel: (scope == Scope::Channel).then(|| row.channel.clone().unwrap_or_default()),
+            edits,
+        };
+        if !pace.is_zero() && send.iter().any(|p| p.key == key) {
             later
                 .entry(key)
-                .or_insert((d.pace(), Vec::new()))
+                .or_insert((pace, Vec::new()))
                 .1
                 .push(row.id);
         } else {
-            send.push((row, key, d.as_ref()));
+            send.push(Planned {
+                row,
+                key,
+                pace,
+                d: d.as_ref(),
+            });
         }
     }
     (send, later)
@@ -262,7 +331,7 @@ async fn record(app: &App, row: &OutboxRow, result: &std::result::Result<(), Del
 async fn wait(
     app: &App,
     stop: &crate::support::runner::CancelToken,
-    due_at: &HashMap<String, Instant>,
+    due_at: &HashMap<Paused, Instant>,
 ) {
     if due_at.is_empty() {
         tokio::select! {

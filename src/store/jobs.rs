@@ -311,13 +311,13 @@ pub fn job_notice(
     channel: Option<&str>,
     n: &crate::domain::notice::Notice,
 ) -> Write {
-    Write::Notice(NewNotice {
-        job_id: Some(job_id),
-        platform: platform.to_owned(),
-        channel: channel.map(str::to_owned),
-        thread_key: job_thread(job_id),
-        body: n.to_json(),
-    })
+    Write::Notice(NewNotice::new(
+        Some(job_id),
+        platform,
+        channel.map(str::to_owned),
+        job_thread(job_id),
+        n,
+    ))
 }
 
 /// Is this error a guarded update that lost its race?

@@ -66,16 +66,15 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 macro_rules! exec_write {
     ($db:expr, $tx:ident, $w:expr) => {{
 let id: i64 = match $w {
-            $crate::store::Write::Notice(n) => sqlx::query_scalar(
-                "INSERT INTO outbox (job_id, platform, channel, thread_key, body, created_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
-            )
+            $crate::store::Write::Notice(n) => sqlx::query_scalar(sqlx::AssertSqlSafe($crate::store::outbox::INSERT_NOTICE.as_str()))
             .bind(n.job_id)
             .bind(&n.platform)
             .bind(&n.channel)
             .bind(&n.thread_key)
             .bind(&n.body)
             .bind($crate::domain::time::now_ms())
+            .bind(n.whole)
+            .bind(n.urgent)
             .fetch_one(&mut *$tx)
             .await?,
             $crate::store::Write::Audit(a) => sqlx::query_scalar(
@@ -382,6 +381,37 @@ pub struct NewNotice {
     /// Notices with the same key update one message (`job:42`, `incident:…`).
     pub thread_key: String,
     pub body: String,
+    /// The whole state of the thread's message (not a reply, no file): a newer whole
+    /// notice of the same thread and channel makes this one unnecessary.
+    pub whole: bool,
+    /// A new message that must go before everything else due (a P0/P1 incident).
+    pub urgent: bool,
+}
+
+impl NewNotice {
+    pub fn new(
+        job_id: Option<i64>,
+        platform: impl Into<String>,
+        channel: Option<String>,
+        thread_key: impl Into<String>,
+        n: &crate::domain::notice::Notice,
+    ) -> NewNotice {
+        NewNotice {
+            job_id,
+            platform: platform.into(),
+            channel,
+            thread_key: thread_key.into(),
+            body: n.to_json(),
+            whole: !n.is_reply() && n.attachment.is_none(),
+            urgent: false,
+        }
+    }
+
+    /// Send before other due notices when it opens its thread's message.
+    pub fn urgent(mut self, urgent: bool) -> NewNotice {
+        self.urgent = urgent;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -25,6 +25,10 @@ pub struct OutboxRow {
     pub sends: i64,
     pub claimed_by: Option<String>,
     pub claim_until: Option<i64>,
+    /// See [`crate::store::NewNotice::whole`].
+    pub whole: bool,
+    /// See [`priority`].
+    pub priority: i64,
 }
 
 impl OutboxRow {
@@ -44,10 +48,64 @@ impl OutboxRow {
 /// replica may post them meanwhile, or a message could be posted twice).
 pub const CLAIM_MS: i64 = 20_000;
 
-/// A channel as the sender paces it: `platform:channel` (no channel: the platform's
-/// fallback, e.g. Slack's `response_url`).
-pub fn channel_key(platform: &str, channel: Option<&str>) -> String {
-    format!("{platform}:{}", channel.unwrap_or_default())
+/// The sender's order among due notices (the `priority` column), most urgent first.
+pub mod priority {
+    /// A new message of a P0/P1 incident.
+    pub const URGENT: i64 = 0;
+    /// Any other new message.
+    pub const NEW: i64 = 1;
+    /// An edit of a message already posted (or about to be), or a reply under it.
+    pub const FOLLOW_UP: i64 = 2;
+}
+
+/// Adds a notice; binds job_id, platform, channel, thread_key, body, now, whole, urgent.
+/// A notice follows up when its thread already has a message in that channel, or an
+/// undelivered notice before it; only a notice that opens its message can be urgent.
+pub(crate) static INSERT_NOTICE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO outbox \
+         (job_id, platform, channel, thread_key, body, created_at, next_attempt_at, whole, priority) \
+         SELECT $1, $2, $3, $4, $5, $6, $6, $7, CASE \
+         WHEN EXISTS (SELECT 1 FROM outbox e WHERE e.platform = $2 AND e.thread_key = $4 \
+           AND e.delivered_at IS NULL AND e.channel IS NOT DISTINCT FROM $3) \
+         OR EXISTS (SELECT 1 FROM platform_messages m WHERE m.platform = $2 \
+           AND m.channel = COALESCE($3, '') AND m.thread_key = $4) THEN {} \
+         WHEN $8 THEN {} ELSE {} END RETURNING id",
+        priority::FOLLOW_UP,
+        priority::URGENT,
+        priority::NEW
+    )
+});
+
+/// What a paused sender must not take yet: one platform's sends of one kind (new
+/// messages, or edits), in one channel or, with `channel` `None`, in all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Paused {
+    pub platform: String,
+    /// The channel (`""` for notices without one); `None`: every channel (a limit per
+    /// workspace, such as Slack's `chat.update`).
+    pub channel: Option<String>,
+    /// Edits of a posted message; otherwise new messages and replies.
+    pub edits: bool,
+}
+
+/// Is this row, as far as the sender can tell before sending it, an edit of its thread's
+/// message (as opposed to a new message or a reply)?
+pub fn is_edit(row: &OutboxRow) -> bool {
+    row.whole && row.priority == priority::FOLLOW_UP
+}
+
+/// The SQL form of [`is_edit`] on `outbox o`.
+fn is_edit_sql() -> String {
+    format!("(o.whole AND o.priority = {})", priority::FOLLOW_UP)
+}
+
+/// `$from, $from+1, …` for `n` values.
+fn placeholders_from(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Db {
@@ -62,43 +120,55 @@ impl Db {
             .await
     }
 
-    /// [`Db::claim_notices`], leaving alone the channels in `paused` (as
-    /// [`channel_key`]s): channels that must not get another message yet.
+    /// [`Db::claim_notices`], leaving alone what `paused` holds back, most urgent first
+    /// (see [`priority`]), then in the order written.
     pub async fn claim_notices_except(
         &self,
         platforms: &[&str],
         owner: &str,
         limit: i64,
-        paused: &[String],
+        paused: &[Paused],
     ) -> Result<Vec<OutboxRow>> {
         if platforms.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let placeholders = |from: usize, n: usize| {
-            (from..from + n)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // What may be claimed: `$now` is the time; platforms, then paused channels, are
-        // bound from `$first`.
+        // Binds from `first`: the platforms, then per pause its platform and its channel
+        // (when it has one).
+        let binds: Vec<&str> = platforms
+            .iter()
+            .copied()
+            .chain(
+                paused
+                    .iter()
+                    .flat_map(|p| std::iter::once(p.platform.as_str()).chain(p.channel.as_deref())),
+            )
+            .collect();
+        // What may be claimed: `$now` is the time; `binds` are bound from `$first`.
         let claimable = |now: &str, first: usize| {
-            let skip = if paused.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " AND (o.platform || ':' || COALESCE(o.channel, '')) NOT IN ({})",
-                    placeholders(first + platforms.len(), paused.len())
-                )
-            };
+            let mut skip = String::new();
+            let mut at = first + platforms.len();
+            for p in paused {
+                let method = if p.edits {
+                    is_edit_sql()
+                } else {
+                    format!("NOT {}", is_edit_sql())
+                };
+                skip.push_str(&format!(" AND NOT (o.platform = ${at} AND {method}"));
+                at += 1;
+                if p.channel.is_some() {
+                    skip.push_str(&format!(" AND COALESCE(o.channel, '') = ${at}"));
+                    at += 1;
+                }
+                skip.push(')');
+            }
             format!(
                 "o.delivered_at IS NULL AND o.next_attempt_at <= {now} \
                  AND (o.claim_until IS NULL OR o.claim_until < {now}) \
                  AND o.platform IN ({}){skip} \
                  AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.platform = o.platform \
                  AND e.thread_key = o.thread_key AND e.delivered_at IS NULL AND e.id < o.id)",
-                placeholders(first, platforms.len())
+                placeholders_from(first, platforms.len())
             )
         };
         // While channels wait for their pace, look before claiming: what is pending is then
@@ -111,11 +181,8 @@ impl Db {
             );
             let any: Option<i64> = on_db!(self, p => {
                 let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(look)).bind(now);
-                for pl in platforms {
-                    q = q.bind(*pl);
-                }
-                for k in paused {
-                    q = q.bind(k);
+                for b in &binds {
+                    q = q.bind(*b);
                 }
                 q.fetch_optional(p).await?
             });
@@ -129,7 +196,7 @@ impl Db {
         };
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1 WHERE id IN (\
-             SELECT o.id FROM outbox o WHERE {} ORDER BY o.id LIMIT $4{lock}) RETURNING *",
+             SELECT o.id FROM outbox o WHERE {} ORDER BY o.priority, o.id LIMIT $4{lock}) RETURNING *",
             claimable("$3", 5)
         );
         let mut rows: Vec<OutboxRow> = on_db!(self, p => {
@@ -138,16 +205,81 @@ impl Db {
                 .bind(now + CLAIM_MS)
                 .bind(now)
                 .bind(limit);
-            for pl in platforms {
-                q = q.bind(*pl);
-            }
-            for k in paused {
-                q = q.bind(k);
+            for b in &binds {
+                q = q.bind(*b);
             }
             q.fetch_all(p).await?
         });
-        rows.sort_by_key(|r| r.id);
+        rows.sort_by_key(|r| (r.priority, r.id));
         Ok(rows)
+    }
+
+    /// `row` is claimed by `owner` and carries the whole state of its message: when newer
+    /// whole notices of its thread and channel are waiting (with no reply of that channel
+    /// between, which needs the message as it was), mark `row` and all but the newest of
+    /// them superseded, and claim the newest instead, returned with the most urgent
+    /// priority of those it replaces. `None`: nothing newer, send `row`.
+    pub async fn supersede(
+        &self,
+        row: &OutboxRow,
+        owner: &str,
+    ) -> Result<Option<(OutboxRow, usize)>> {
+        let now = now_ms();
+        let later_sql = "SELECT id, whole, priority FROM outbox WHERE platform = $1 \
+             AND thread_key = $2 AND channel IS NOT DISTINCT FROM $3 AND id > $4 \
+             AND delivered_at IS NULL ORDER BY id";
+        let newest = |later: Vec<(i64, bool, i64)>| {
+            let whole: Vec<(i64, i64)> = later
+                .into_iter()
+                .take_while(|r| r.1)
+                .map(|r| (r.0, r.2))
+                .collect();
+            let (&(newest, _), older) = whole.split_last()?;
+            let mut gone: Vec<i64> = older.iter().map(|r| r.0).collect();
+            gone.push(row.id);
+            let urgency = whole.iter().map(|r| r.1).chain([row.priority]).min();
+            Some((newest, gone, urgency.unwrap_or(row.priority)))
+        };
+        let taken: Option<(OutboxRow, usize)> = on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let later: Vec<(i64, bool, i64)> = sqlx::query_as(later_sql)
+                .bind(&row.platform)
+                .bind(&row.thread_key)
+                .bind(&row.channel)
+                .bind(row.id)
+                .fetch_all(&mut *tx)
+                .await?;
+            match newest(later) {
+                None => None,
+                Some((newest, gone, urgency)) => {
+                    let list = placeholders_from(3, gone.len());
+                    let sql = format!(
+                        "UPDATE outbox SET delivered_at = $1, last_error = $2, claimed_by = NULL, \
+                         claim_until = NULL WHERE id IN ({list}) AND delivered_at IS NULL"
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(format!("superseded by notice {newest}"));
+                    for id in &gone {
+                        q = q.bind(*id);
+                    }
+                    q.execute(&mut *tx).await?;
+                    let taken: Option<OutboxRow> = sqlx::query_as(
+                        "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1, \
+                         priority = $3 WHERE id = $4 AND delivered_at IS NULL RETURNING *",
+                    )
+                    .bind(owner)
+                    .bind(now + CLAIM_MS)
+                    .bind(urgency)
+                    .bind(newest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    taken.map(|t| (t, gone.len()))
+                }
+            }
+        });
+        Ok(taken)
     }
 
     /// Extend this sender's claim on an undelivered notice. False when the claim is gone:
@@ -185,10 +317,7 @@ impl Db {
         if ids.is_empty() {
             return Ok(());
         }
-        let list = (0..ids.len())
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders_from(2, ids.len());
         let sql = format!(
             "UPDATE outbox SET next_attempt_at = $1, sends = sends - 1, \
              claimed_by = NULL, claim_until = NULL WHERE id IN ({list})"

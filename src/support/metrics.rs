@@ -40,9 +40,13 @@ fn labels(l: &[(&'static str, &str)]) -> Labels {
 }
 
 pub fn inc(name: &'static str, help: &'static str, l: &[(&'static str, &str)]) {
+    inc_by(name, help, l, 1);
+}
+
+pub fn inc_by(name: &'static str, help: &'static str, l: &[(&'static str, &str)], n: u64) {
     let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
     r.help.entry(name).or_insert((help, "counter"));
-    *r.counters.entry((name, labels(l))).or_default() += 1;
+    *r.counters.entry((name, labels(l))).or_default() += n;
 }
 
 pub fn observe(name: &'static str, help: &'static str, l: &[(&'static str, &str)], secs: f64) {
@@ -88,6 +92,15 @@ pub fn delivered(platform: &str) {
         "deckhand_notices_delivered_total",
         "Notices delivered, by platform.",
         &[("platform", platform)],
+    );
+}
+
+pub fn superseded(platform: &str, n: usize) {
+    inc_by(
+        "deckhand_notices_superseded_total",
+        "Notices not sent because a newer state of the same message was waiting, by platform.",
+        &[("platform", platform)],
+        n as u64,
     );
 }
 

@@ -77,13 +77,10 @@ fn notice_writes(row: &IncidentRow, n: &Notice) -> Vec<Write> {
     row.routes()
         .into_iter()
         .map(|(platform, channel)| {
-            Write::Notice(NewNotice {
-                job_id: None,
-                platform,
-                channel,
-                thread_key: row.thread(),
-                body: n.to_json(),
-            })
+            Write::Notice(
+                NewNotice::new(None, platform, channel, row.thread(), n)
+                    .urgent(matches!(row.severity.as_str(), "P0" | "P1")),
+            )
         })
         .collect()
 }

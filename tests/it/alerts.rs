@@ -72,7 +72,19 @@ impl Env {
     }
 
     fn with_config(config: &str) -> Env {
+        Env::with_server_keys(config, "")
+    }
+
+    /// `server` is added to the workspace's `[server]` table.
+    fn with_server_keys(config: &str, server: &str) -> Env {
         let ws = Workspace::new(Backend::Sqlite, config, &[]).unwrap();
+        let path = ws.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen("[server]\n", &format!("[server]\n{server}\n"), 1),
+        )
+        .unwrap();
         let fake = FakeApi::start();
         let server = Server::start(
             &ws,
@@ -444,4 +456,81 @@ async fn a_large_alertmanager_group_up_to_one_mib_is_accepted() {
         (head("Transfer-Encoding: chunked\r\n") + &chunked).as_bytes(),
     );
     assert_eq!(s, 413, "{text}");
+}
+
+/// Issue 19: 1,000 repeats of one alert, then a new P0. The P0's message must not wait
+/// behind the repeats' updates, and the repeated incident's message ends at its true count
+/// after a handful of edits (each newer state supersedes the ones still waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_repeats_never_buries_a_new_p0() {
+    let e = Env::with_server_keys(
+        &ROUTING.replace("reminder_seconds = { P0 = 1 }\n", ""),
+        "rate_limit_per_minute = 0",
+    );
+    let storm = alertmanager("firing").to_string();
+    for i in 0..1000 {
+        let (s, body) = e.post("alertmanager", &storm, Some(TOKEN)).await;
+        assert_eq!(s, 200, "repeat {i}: {body}");
+    }
+    let mut p0 = alertmanager("firing");
+    p0["alerts"][0]["fingerprint"] = json!("77aa00ff11bb");
+    p0["alerts"][0]["annotations"]["summary"] = json!("Checkout database is down");
+    p0["commonAnnotations"]["summary"] = json!("Checkout database is down");
+    let sent = std::time::Instant::now();
+    assert_eq!(
+        e.post("alertmanager", &p0.to_string(), Some(TOKEN)).await.0,
+        200
+    );
+    eventually(10, "the new P0's message within 10 s", || async {
+        slack_calls(&e.fake)
+            .into_iter()
+            .any(|c| c.0 == "chat.postMessage" && c.2.contains("Checkout database is down"))
+            .then_some(())
+    })
+    .await;
+    let p0_after = sent.elapsed();
+
+    let storm_updates = |calls: &[(String, String, String, Option<String>)]| {
+        calls
+            .iter()
+            .filter(|c| c.0 == "chat.update" && c.2.contains("Error rate above 5%"))
+            .count()
+    };
+    eventually(60, "the storm's message shows all 1,000", || async {
+        e.fake
+            .ok_calls("/api/chat.update")
+            .last()
+            .filter(|u| {
+                u.body["blocks"]
+                    .to_string()
+                    .contains("*Firing count*\\n1000")
+            })
+            .map(|_| ())
+    })
+    .await;
+    let calls = slack_calls(&e.fake);
+    let posts = calls
+        .iter()
+        .filter(|c| c.0 == "chat.postMessage" && c.2.contains("Error rate above 5%"))
+        .count();
+    let updates = storm_updates(&calls);
+    eprintln!(
+        "new P0 posted after {p0_after:?}; the storm cost {posts} post and {updates} updates"
+    );
+    assert_eq!(posts, 1, "one message for the repeated incident");
+    assert!(
+        updates <= 15,
+        "a handful of updates, not one per repeat: {updates}"
+    );
+    // The superseded states are accounted for, not lost: every row is settled.
+    let app = e.ws.app(&[]).await;
+    eventually(10, "an empty outbox", || async {
+        app.db
+            .outbox_depth()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }

@@ -27,3 +27,4 @@ mod ops;
 mod queue;
 mod safety;
 mod slack;
+mod storms;

@@ -339,13 +339,13 @@ both!(a_busy_channel_does_not_hold_up_another, channel_pacing);
 /// A Slack notice for `channel`, alone in its thread `thread` (also its title).
 fn slack_notice(channel: &str, thread: &str) -> deckhand::store::Write {
     use deckhand::domain::notice::{Notice, NoticeKind, Tone};
-    deckhand::store::Write::Notice(deckhand::store::NewNotice {
-        job_id: None,
-        platform: "slack".into(),
-        channel: Some(channel.into()),
-        thread_key: thread.into(),
-        body: Notice::new(NoticeKind::EnvironmentReady, Tone::Info, thread).to_json(),
-    })
+    deckhand::store::Write::Notice(deckhand::store::NewNotice::new(
+        None,
+        "slack",
+        Some(channel.into()),
+        thread,
+        &Notice::new(NoticeKind::EnvironmentReady, Tone::Info, thread),
+    ))
 }
 
 async fn channel_pacing(b: Backend) {

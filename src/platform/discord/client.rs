@@ -13,7 +13,7 @@ use super::render::render;
 use crate::app::App;
 use crate::domain::notice::Notice;
 use crate::domain::platform::Platform;
-use crate::outbox::{DeliveryError, OutboxRow};
+use crate::outbox::{DeliveryError, OutboxRow, Scope};
 use crate::platform::classify;
 
 /// Delivers notices as channel messages with the bot token, honouring rate-limit buckets.
@@ -22,6 +22,8 @@ pub struct DiscordClient {
     pub(super) http: reqwest::Client,
     /// Not before this instant, per route bucket (from `X-RateLimit-Remaining: 0`).
     waits: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// With a bot token, a job's or incident's one message is edited in place.
+    edits: bool,
 }
 
 impl DiscordClient {
@@ -34,6 +36,7 @@ impl DiscordClient {
                 .to_owned(),
             http: app.http.clone(),
             waits: Mutex::new(HashMap::new()),
+            edits: app.settings.secrets.discord_bot_token.is_some(),
         }
     }
 
@@ -282,8 +285,13 @@ impl crate::outbox::Deliver for DiscordClient {
     fn platform(&self) -> &'static str {
         Platform::Discord.as_str()
     }
-    fn pace(&self) -> Duration {
-        Duration::from_millis(100)
+    /// New messages and edits are separate route buckets, each per channel; the buckets
+    /// Discord announces do the rest.
+    fn pace(&self, _edits: bool) -> (Scope, Duration) {
+        (Scope::Channel, Duration::from_millis(100))
+    }
+    fn edits_in_place(&self) -> bool {
+        self.edits
     }
     fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> crate::outbox::Delivery<'a> {
         Box::pin(DiscordClient::deliver(self, app, row))

@@ -11,7 +11,7 @@ use super::render::render;
 use crate::app::App;
 use crate::domain::notice::Notice;
 use crate::domain::platform::Platform;
-use crate::outbox::{DeliveryError, OutboxRow};
+use crate::outbox::{DeliveryError, OutboxRow, Scope};
 use crate::platform::classify;
 
 /// Message metadata marking Deckhand's posts, so a crashed delivery can find its message.
@@ -21,13 +21,21 @@ const METADATA_EVENT: &str = "deckhand_notice";
 pub struct SlackClient {
     pub base: String,
     pub(super) http: reqwest::Client,
+    /// With a bot token, a job's or incident's one message is edited in place.
+    edits: bool,
 }
+
+/// `chat.postMessage`: about one message per second per channel.
+const POST_PACE: Duration = Duration::from_millis(1000);
+/// `chat.update` is a Tier 3 method: 50+ calls a minute per workspace.
+const UPDATE_PACE: Duration = Duration::from_millis(1200);
 
 impl SlackClient {
     pub fn new(app: &App) -> Self {
         Self {
             base: app.settings.slack_api_url.trim_end_matches('/').to_owned(),
             http: app.http.clone(),
+            edits: app.settings.secrets.slack_bot_token.is_some(),
         }
     }
 
@@ -271,8 +279,15 @@ impl crate::outbox::Deliver for SlackClient {
     fn platform(&self) -> &'static str {
         Platform::Slack.as_str()
     }
-    fn pace(&self) -> Duration {
-        Duration::from_millis(1000)
+    fn pace(&self, edits: bool) -> (Scope, Duration) {
+        if edits && self.edits {
+            (Scope::Workspace, UPDATE_PACE)
+        } else {
+            (Scope::Channel, POST_PACE)
+        }
+    }
+    fn edits_in_place(&self) -> bool {
+        self.edits
     }
     fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> crate::outbox::Delivery<'a> {
         Box::pin(SlackClient::deliver(self, app, row))

@@ -269,13 +269,13 @@ pub async fn check_budgets(app: &App, now: DateTime<Utc>) -> anyhow::Result<Vec<
             &app.worker_id,
         )];
         for (platform, channel) in crate::outbox::routes::destinations(&app.settings, &channels) {
-            writes.push(Write::Notice(NewNotice {
-                job_id: None,
+            writes.push(Write::Notice(NewNotice::new(
+                None,
                 platform,
                 channel,
-                thread_key: format!("budget:{key}"),
-                body: notice.to_json(),
-            }));
+                format!("budget:{key}"),
+                &notice,
+            )));
         }
         if app.db.apply_if_first(&writes).await? {
             app.outbox_wake.notify_one();

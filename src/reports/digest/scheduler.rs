@@ -146,13 +146,13 @@ async fn tick_one(
     }
     let mut writes = vec![super::claim_write(&key, &at_ms.to_string(), &app.worker_id)];
     for (platform, channel) in crate::outbox::routes::destinations(&app.settings, &cfg.channels) {
-        writes.push(Write::Notice(NewNotice {
-            job_id: None,
+        writes.push(Write::Notice(NewNotice::new(
+            None,
             platform,
             channel,
-            thread_key: format!("{key}:{at_ms}"),
-            body: notice.to_json(),
-        }));
+            format!("{key}:{at_ms}"),
+            &notice,
+        )));
     }
     writes.push(advance(&key, at_ms));
     if app.db.apply_if_first(&writes).await? {

@@ -514,3 +514,10 @@ pub fn hang_command() -> String {
 pub fn gated_ship_command() -> String {
     deploy_command("ship", "deployer", r#"["true"]"#)
 }
+
+/// A notice the sender did not send because a newer state of its message was waiting.
+pub fn superseded(r: &deckhand::outbox::OutboxRow) -> bool {
+    r.last_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("superseded by notice "))
+}
