@@ -13,6 +13,7 @@ mod digest_support;
 
 mod alerts;
 mod clean_text;
+mod connections;
 mod cli;
 mod cost;
 mod crash;
