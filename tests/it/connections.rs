@@ -380,11 +380,17 @@ async fn sigterm_finishes_a_request_in_flight_and_closes_idle_connections() {
     let _ = health(port).await;
     let signalled = Instant::now();
     server.sigterm();
-    // The in-flight request still gets its answer (the request timeout's 503), whole.
+    let idle_closed = tokio::spawn(closed_after(idle, signalled, Duration::from_secs(15)));
+    // The in-flight request still gets its answer (the request timeout's 503), whole...
     let r = read_response(&mut busy).await;
+    let answered = signalled.elapsed();
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
-    let idle_closed = closed_after(idle, signalled, Duration::from_secs(15)).await;
-    assert!(idle_closed.is_some(), "the idle keep-alive was not closed");
+    // ...while the idle keep-alive was closed at once, before it.
+    let idle_closed = idle_closed
+        .await
+        .unwrap()
+        .expect("the idle keep-alive was closed");
+    assert!(idle_closed < answered, "idle closed {idle_closed:?}, request answered {answered:?}");
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
@@ -397,7 +403,8 @@ async fn sigterm_finishes_a_request_in_flight_and_closes_idle_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!(
-        "exit {status:?} {:?} after SIGTERM; idle keep-alive closed after {idle_closed:?}",
+        "exit {status:?} {:?} after SIGTERM; idle keep-alive closed after {idle_closed:?}, \
+         request in flight answered after {answered:?}",
         signalled.elapsed()
     );
     assert_eq!(status.code(), Some(0), "{}", server.output());
