@@ -108,3 +108,28 @@ pub(super) fn server_problems(s: &ServerConfig) -> Vec<(&'static str, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_bounds_are_checked() {
+        assert!(server_problems(&ServerConfig::default()).is_empty());
+        let bad = ServerConfig {
+            header_read_timeout_seconds: 0,
+            idle_timeout_seconds: 86_400,
+            max_connections: 4,
+            ..ServerConfig::default()
+        };
+        let keys: Vec<&str> = server_problems(&bad).iter().map(|p| p.0).collect();
+        assert_eq!(
+            keys,
+            [
+                "header_read_timeout_seconds",
+                "idle_timeout_seconds",
+                "max_connections"
+            ]
+        );
+    }
+}

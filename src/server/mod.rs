@@ -354,7 +354,7 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
     loops.close();
 
     let server = &app.settings.config.server;
-    let listeners = if server.metrics_listen.is_some() { 2 } else { 1 };
+    let listeners = 1 + u64::from(server.metrics_listen.is_some());
     conn::ensure_fd_limit(listeners * server.max_connections as u64 + 256);
     let metrics = match app.settings.config.server.metrics_listen.clone() {
         Some(addr) => Some(serve_metrics(app, &addr, stop_http.clone()).await?),

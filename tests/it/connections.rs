@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, Server, Workspace, free_port, parse_metrics};
+use crate::common::{Backend, Server, Workspace, eventually, free_port, parse_metrics};
 
 /// A server with these `[server]` settings (as `DECKHAND__SERVER__…` variables).
 fn start(server: &[(&str, &str)], env: &[(&str, &str)]) -> (Workspace, Server) {
     let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
     let mut vars: Vec<(String, String)> = server
         .iter()
-        .map(|(k, v)| (format!("DECKHAND__SERVER__{}", k.to_uppercase()), v.to_string()))
+        .map(|(k, v)| {
+            (
+                format!("DECKHAND__SERVER__{}", k.to_uppercase()),
+                v.to_string(),
+            )
+        })
         .collect();
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -150,9 +155,11 @@ async fn two_thousand_idle_and_two_thousand_half_sent_sockets_leave_health_fast(
                 tokio::spawn(closed_after(idle, opened, Duration::from_secs(30))),
             ));
             let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            half.write_all(format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Batch: {batch}\r\n").as_bytes())
-                .await
-                .unwrap();
+            half.write_all(
+                format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Batch: {batch}\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
             let sent = Instant::now();
             watchers.push((
                 true,
@@ -280,7 +287,10 @@ async fn at_the_cap_a_new_client_is_answered_and_the_longest_idle_connection_goe
     let mut idle = idle.into_iter();
     let first = idle.next().unwrap();
     let closed = closed_after(first, Instant::now(), Duration::from_secs(5)).await;
-    assert!(closed.is_some(), "the longest-idle connection was not closed");
+    assert!(
+        closed.is_some(),
+        "the longest-idle connection was not closed"
+    );
     let mut b = [0u8; 16];
     for (i, s) in idle.enumerate() {
         assert!(
@@ -298,8 +308,14 @@ async fn at_the_cap_a_new_client_is_answered_and_the_longest_idle_connection_goe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_connection_has_a_request_in_flight_a_new_one_is_closed_at_once() {
     const CAP: usize = 16;
+    let metrics_port = free_port();
+    let addr = format!("127.0.0.1:{metrics_port}");
     let (_ws, server) = start(
-        &[("max_connections", "16"), ("request_timeout_seconds", "3")],
+        &[
+            ("max_connections", "16"),
+            ("request_timeout_seconds", "3"),
+            ("metrics_listen", &addr),
+        ],
         &[("SLACK_SIGNING_SECRET", "s3cret-for-the-test")],
     );
     let port = server.port;
@@ -307,11 +323,19 @@ async fn when_every_connection_has_a_request_in_flight_a_new_one_is_closed_at_on
     let mut busy = Vec::new();
     for _ in 0..CAP {
         let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        s.write_all(STALLED)
-            .await
-            .unwrap();
+        s.write_all(STALLED).await.unwrap();
         busy.push(s);
     }
+    // The metrics listener has its own cap: it tells when the server holds all of them.
+    eventually(
+        10,
+        "every connection to have a request in flight",
+        || async {
+            let m = metrics(metrics_port).await;
+            (m["deckhand_http_connections_busy{listener=\"public\"}"] == CAP as f64).then_some(())
+        },
+    )
+    .await;
     let sent = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let _ = s.write_all(HEALTH).await;
@@ -330,8 +354,8 @@ async fn when_every_connection_has_a_request_in_flight_a_new_one_is_closed_at_on
         let r = read_response(&mut s).await;
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     }
-    let m = metrics(port).await;
-    assert!(m[&series("public", "over_capacity")] >= 1.0, "{m:?}");
+    let m = metrics(metrics_port).await;
+    assert_eq!(m[&series("public", "over_capacity")], 1.0, "{m:?}");
     assert_eq!(m[&series("public", "shed")], 0.0, "{m:?}");
 }
 
@@ -366,7 +390,10 @@ async fn the_metrics_listener_has_the_same_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_a_request_in_flight_and_closes_idle_connections() {
     let (_ws, mut server) = start(
-        &[("request_timeout_seconds", "3"), ("shutdown_grace_seconds", "5")],
+        &[
+            ("request_timeout_seconds", "3"),
+            ("shutdown_grace_seconds", "5"),
+        ],
         &[("SLACK_SIGNING_SECRET", "s3cret-for-the-test")],
     );
     let port = server.port;
@@ -374,9 +401,7 @@ async fn sigterm_finishes_a_request_in_flight_and_closes_idle_connections() {
     idle.write_all(HEALTH).await.unwrap();
     assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
     let mut busy = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    busy.write_all(STALLED)
-        .await
-        .unwrap();
+    busy.write_all(STALLED).await.unwrap();
     let _ = health(port).await;
     let signalled = Instant::now();
     server.sigterm();
@@ -390,7 +415,10 @@ async fn sigterm_finishes_a_request_in_flight_and_closes_idle_connections() {
         .await
         .unwrap()
         .expect("the idle keep-alive was closed");
-    assert!(idle_closed < answered, "idle closed {idle_closed:?}, request answered {answered:?}");
+    assert!(
+        idle_closed < answered,
+        "idle closed {idle_closed:?}, request answered {answered:?}"
+    );
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;

@@ -13,8 +13,8 @@ mod digest_support;
 
 mod alerts;
 mod clean_text;
-mod connections;
 mod cli;
+mod connections;
 mod cost;
 mod crash;
 mod digest;

@@ -25,7 +25,8 @@
 //! costs a task and a file descriptor, not hyper's 16 KiB of buffers.
 //!
 //! Counted in `/metrics`: `deckhand_http_connections_closed_total{listener,reason}` (reasons
-//! above) and the gauge `deckhand_http_connections_open{listener}`.
+//! above) and the gauges `deckhand_http_connections_open{listener}` and
+//! `deckhand_http_connections_busy{listener}` (those with a request in flight).
 //!
 //! On shutdown the listener closes first; connections without a request in flight close at
 //! once; a request in flight finishes and its connection then closes, for at most the
@@ -77,23 +78,33 @@ impl Listener {
 /// Open connections by listener, for the gauge.
 static OPEN: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
 
-/// `deckhand_http_connections_open`, one series per listener.
+/// `deckhand_http_connections_open` and `…_busy` (a request in flight), per listener.
 pub(crate) fn open_gauges(with_metrics_listener: bool) -> Vec<Gauge<'static>> {
     let mut which = vec![Listener::Public];
     if with_metrics_listener {
         which.push(Listener::Metrics);
     }
-    which
-        .into_iter()
-        .map(|l| {
+    let series = |name, help, counts: &'static [AtomicI64; 2]| {
+        which.iter().map(move |l| {
             (
-                "deckhand_http_connections_open",
-                "Open HTTP connections, by listener.",
+                name,
+                help,
                 vec![("listener", l.name().to_owned())],
-                OPEN[l as usize].load(Ordering::Relaxed) as f64,
+                counts[*l as usize].load(Ordering::Relaxed) as f64,
             )
         })
-        .collect()
+    };
+    series(
+        "deckhand_http_connections_open",
+        "Open HTTP connections, by listener.",
+        &OPEN,
+    )
+    .chain(series(
+        "deckhand_http_connections_busy",
+        "Open HTTP connections with a request in flight, by listener.",
+        &track::WITH_REQUEST,
+    ))
+    .collect()
 }
 
 /// The limits of one listener, from `[server]`.
@@ -178,13 +189,12 @@ impl Table {
                 .iter()
                 .filter_map(|(id, e)| e.waiting_since().map(|s| ((s, *id), e)))
                 .min_by_key(|(k, _)| *k)
-                .map(|(_, e)| e.clone());
-            let Some(victim) = victim else {
-                return None;
-            };
+                .map(|(_, e)| e.clone())?;
             victim.request_shed();
             t.shedding += 1;
-            if t.warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
+            if t.warned
+                .is_none_or(|w| w.elapsed() > Duration::from_secs(60))
+            {
                 t.warned = Some(Instant::now());
                 tracing::warn!(
                     listener = which.name(),
@@ -195,7 +205,7 @@ impl Table {
         }
         let id = t.next;
         t.next += 1;
-        let e = Entry::new();
+        let e = Entry::new(which as usize);
         t.conns.insert(id, e.clone());
         OPEN[which as usize].fetch_add(1, Ordering::Relaxed);
         Some((id, e))
@@ -428,9 +438,8 @@ fn peek_head(s: &TcpStream, seen: &mut usize) -> std::io::Result<()> {
     }
     let n = n as usize;
     let from = seen.saturating_sub(3);
-    let head_ends = |b: &[u8]| {
-        b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n")
-    };
+    let head_ends =
+        |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n");
     if n == 0 || n == PEEK || head_ends(&buf[from..n]) {
         return Ok(());
     }
@@ -472,5 +481,43 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                 _request: request,
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_the_longest_waiting_idle_connection_makes_room() {
+        let t = Table::default();
+        let conns: Vec<_> = (0..3)
+            .map(|_| t.admit(3, Listener::Public).unwrap())
+            .collect();
+        // The oldest is busy: the next-oldest goes instead.
+        let _req = conns[0].1.begin();
+        let (_, fourth) = t.admit(3, Listener::Public).unwrap();
+        assert!(!conns[0].1.shed_requested());
+        assert!(conns[1].1.shed_requested());
+        assert!(!conns[2].1.shed_requested());
+        // The one leaving no longer counts: with room for 4, nobody else goes.
+        assert!(t.admit(4, Listener::Public).is_some());
+        assert!(!conns[2].1.shed_requested() && !fourth.shed_requested());
+        t.remove(conns[1].0, Listener::Public);
+        let inner = t.inner.lock().unwrap();
+        assert_eq!((inner.conns.len(), inner.shedding), (4, 0));
+    }
+
+    #[test]
+    fn when_every_connection_is_busy_the_new_one_is_refused() {
+        let t = Table::default();
+        let a = t.admit(2, Listener::Metrics).unwrap();
+        let b = t.admit(2, Listener::Metrics).unwrap();
+        let _ra = a.1.begin();
+        let _rb = b.1.begin();
+        assert!(t.admit(2, Listener::Metrics).is_none());
+        drop(_rb);
+        assert!(t.admit(2, Listener::Metrics).is_some());
+        assert!(b.1.shed_requested() && !a.1.shed_requested());
     }
 }

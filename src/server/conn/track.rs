@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,12 +45,17 @@ pub(crate) struct Clock {
     pub idle: Duration,
 }
 
+/// Connections with a request in flight, by listener (index), for the gauge.
+pub(crate) static WITH_REQUEST: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
+
 /// One connection's phase, shared by its socket, its service and the listener's table.
 pub(crate) struct Entry {
     phase: AtomicU8,
     /// When the current phase began (`now_ms`); for a new connection, its accept.
     since: AtomicU64,
     in_flight: AtomicU32,
+    /// Its listener's index in `WITH_REQUEST`.
+    listener: usize,
     /// Chosen to make room at the cap: close as soon as no request is in flight.
     shed: AtomicBool,
     /// Woken when the deadline may have moved or a shed was asked for.
@@ -58,8 +63,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn new() -> Arc<Entry> {
+    pub fn new(listener: usize) -> Arc<Entry> {
         Arc::new(Entry {
+            listener,
             phase: AtomicU8::new(HEAD),
             since: AtomicU64::new(now_ms()),
             in_flight: AtomicU32::new(0),
@@ -125,7 +131,9 @@ impl Entry {
 
     /// A request head was read; the returned guard ends the request when dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            WITH_REQUEST[self.listener].fetch_add(1, Ordering::Relaxed);
+        }
         self.phase.store(BUSY, Ordering::Release);
         InFlight(self.clone())
     }
@@ -138,6 +146,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let e = &self.0;
         if e.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            WITH_REQUEST[e.listener].fetch_sub(1, Ordering::Relaxed);
             e.since.store(now_ms(), Ordering::Release);
             e.phase.store(IDLE, Ordering::Release);
             e.wake.notify_one();
@@ -233,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_request_stops_the_clock_and_its_end_starts_the_idle_one() {
-        let e = Entry::new();
+        let e = Entry::new(1);
         let head_deadline = e.deadline(CLOCK).unwrap();
         assert!(head_deadline <= Instant::now() + CLOCK.header);
         let req = e.begin();
@@ -249,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_shed_waits_for_the_request_in_flight() {
-        let e = Entry::new();
+        let e = Entry::new(1);
         let req = e.begin();
         e.request_shed();
         assert_eq!(e.verdict(CLOCK), None);
@@ -259,7 +268,7 @@ mod tests {
 
     #[test]
     fn an_expired_head_is_a_header_timeout() {
-        let e = Entry::new();
+        let e = Entry::new(1);
         let short = Clock {
             header: Duration::ZERO,
             idle: Duration::from_secs(60),
