@@ -243,6 +243,17 @@ async fn an_idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_idle_t
         .unwrap();
     s.write_all(HEALTH).await.unwrap();
     assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Another keep-alive starts a second head and stalls: the header clock runs from its
+    // first byte, not the idle one.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    slow.write_all(HEALTH).await.unwrap();
+    assert!(read_response(&mut slow).await.starts_with("HTTP/1.1 200"));
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
+    let slow = tokio::spawn(closed_after(slow, Instant::now(), Duration::from_secs(10)));
     // Idle for twice the header timeout: the connection still serves the next request.
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.write_all(HEALTH).await.unwrap();
@@ -256,9 +267,18 @@ async fn an_idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_idle_t
         took >= Duration::from_millis(2950) && took < Duration::from_secs(5),
         "closed after {took:?}"
     );
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the stalled second head was closed");
+    eprintln!("a stalled second head closed {slow:?} after its first byte (header timeout 1 s)");
+    assert!(
+        slow >= Duration::from_millis(950) && slow < Duration::from_millis(2500),
+        "closed after {slow:?}"
+    );
     let m = metrics(server.port).await;
     assert_eq!(m[&series("public", "idle_timeout")], 1.0, "{m:?}");
-    assert_eq!(m[&series("public", "header_timeout")], 0.0, "{m:?}");
+    assert_eq!(m[&series("public", "header_timeout")], 1.0, "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

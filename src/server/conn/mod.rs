@@ -251,14 +251,18 @@ pub(crate) async fn serve(
     let tasks = TaskTracker::new();
     let force = CancelToken::new();
     let service = TowerToHyperService::new(router);
+    let mut accept_warned = None;
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors, or a client gone before its accept: back off
-                    // a moment rather than spin.
-                    tracing::warn!(listener = which.name(), error = %e, "cannot accept a connection");
+                    // a moment rather than spin, and say so at most every 10 s.
+                    if accept_warned.is_none_or(|w: Instant| w.elapsed() > Duration::from_secs(10)) {
+                        accept_warned = Some(Instant::now());
+                        tracing::warn!(listener = which.name(), error = %e, "cannot accept a connection");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
                         _ = stop.cancelled() => break,
