@@ -145,6 +145,7 @@ async fn two_thousand_idle_and_two_thousand_half_sent_sockets_leave_health_fast(
     let mut rss_max = rss_before;
     let mut open_max = 0.0f64;
     let mut watchers = Vec::new();
+    let mut slowest_connect = Duration::ZERO;
     // In batches, with a new client's /health between them: the check is "throughout".
     for batch in 0..(2 * EACH / 200) {
         for _ in 0..100 {
@@ -154,16 +155,18 @@ async fn two_thousand_idle_and_two_thousand_half_sent_sockets_leave_health_fast(
                 false,
                 tokio::spawn(closed_after(idle, opened, Duration::from_secs(30))),
             ));
+            // Timed from before the connect: the header clock starts at the accept.
+            let opened = Instant::now();
             let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            slowest_connect = slowest_connect.max(opened.elapsed());
             half.write_all(
                 format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Batch: {batch}\r\n").as_bytes(),
             )
             .await
             .unwrap();
-            let sent = Instant::now();
             watchers.push((
                 true,
-                tokio::spawn(closed_after(half, sent, Duration::from_secs(30))),
+                tokio::spawn(closed_after(half, opened, Duration::from_secs(30))),
             ));
         }
         latencies.push(health(port).await);
@@ -201,7 +204,7 @@ async fn two_thousand_idle_and_two_thousand_half_sent_sockets_leave_health_fast(
     eprintln!(
         "{} /health checks, slowest {max_latency:?}; RSS {rss_before:.1} MiB before, {rss_max:.1} max, \
          {rss_after:.1} after (peak {peak:.1}); open gauge max {open_max}; idle closed after \
-         {idle_range:?}, half-sent after {half_range:?}",
+         {idle_range:?}, half-sent after {half_range:?}; slowest connect {slowest_connect:?}",
         latencies.len()
     );
     assert!(
@@ -211,10 +214,7 @@ async fn two_thousand_idle_and_two_thousand_half_sent_sockets_leave_health_fast(
     assert!(rss_max < 60.0, "RSS reached {rss_max:.1} MiB");
     // Neither kind closes before the header timeout, nor long after it.
     for (what, (min, max)) in [("idle", idle_range), ("half-sent", half_range)] {
-        assert!(
-            min >= HEADER - Duration::from_millis(50),
-            "{what}: one closed after {min:?}"
-        );
+        assert!(min >= HEADER, "{what}: one closed after {min:?}");
         assert!(
             max < HEADER + Duration::from_secs(3),
             "{what}: one closed after {max:?}"

@@ -28,9 +28,10 @@ pub(crate) const IDLE_TIMEOUT: &str = "idle_timeout";
 pub(crate) const SHED: &str = "shed";
 pub(crate) const OVER_CAPACITY: &str = "over_capacity";
 
-/// Milliseconds since the first call in this process; cheap to store in an atomic.
-pub(crate) fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+/// Microseconds since the first call in this process, rounded up (so a deadline from it
+/// is never early); cheap to store in an atomic.
+pub(crate) fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64 + 1
 }
 
 fn epoch() -> Instant {
@@ -51,7 +52,7 @@ pub(crate) static WITH_REQUEST: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::
 /// One connection's phase, shared by its socket, its service and the listener's table.
 pub(crate) struct Entry {
     phase: AtomicU8,
-    /// When the current phase began (`now_ms`); for a new connection, its accept.
+    /// When the current phase began (`now_us`); for a new connection, its accept.
     since: AtomicU64,
     in_flight: AtomicU32,
     /// Its listener's index in `WITH_REQUEST`.
@@ -67,7 +68,7 @@ impl Entry {
         Arc::new(Entry {
             listener,
             phase: AtomicU8::new(HEAD),
-            since: AtomicU64::new(now_ms()),
+            since: AtomicU64::new(now_us()),
             in_flight: AtomicU32::new(0),
             shed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -101,7 +102,7 @@ impl Entry {
             IDLE => c.idle,
             _ => return None,
         };
-        Some(epoch() + Duration::from_millis(self.since.load(Ordering::Acquire)) + limit)
+        Some(epoch() + Duration::from_micros(self.since.load(Ordering::Acquire)) + limit)
     }
 
     /// Why this connection must close now, if it must.
@@ -123,7 +124,7 @@ impl Entry {
     /// Bytes arrived: between requests they start the next head's clock.
     fn on_read(&self) {
         if self.phase.load(Ordering::Acquire) == IDLE {
-            self.since.store(now_ms(), Ordering::Release);
+            self.since.store(now_us(), Ordering::Release);
             self.phase.store(HEAD, Ordering::Release);
             self.wake.notify_one();
         }
@@ -147,7 +148,7 @@ impl Drop for InFlight {
         let e = &self.0;
         if e.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             WITH_REQUEST[e.listener].fetch_sub(1, Ordering::Relaxed);
-            e.since.store(now_ms(), Ordering::Release);
+            e.since.store(now_us(), Ordering::Release);
             e.phase.store(IDLE, Ordering::Release);
             e.wake.notify_one();
         }
