@@ -24,6 +24,16 @@ pub struct ServerConfig {
     /// A request not answered within this long gets 503. At least 3, so a slow database
     /// still leaves the platform handlers time to send their "answer follows" reply.
     pub request_timeout_seconds: u64,
+    /// A connection must send a whole request head within this long: from its accept for
+    /// the first request, from the first byte of each later one. Then it is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_seconds: u64,
+    /// Open connections per listener. At the cap a new client is still served: the
+    /// connection without a request in flight that has waited longest (idle keep-alive or
+    /// unfinished head) is closed to make room; only when every one has a request in flight
+    /// is the new connection closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +46,9 @@ impl Default for ServerConfig {
             rate_limit_burst: 30,
             client_ip_header: None,
             request_timeout_seconds: 10,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 1024,
         }
     }
 }
@@ -69,6 +82,20 @@ pub(super) fn server_problems(s: &ServerConfig) -> Vec<(&'static str, String)> {
             "server.request_timeout_seconds must be at least 3 (Slack and Discord allow 3 s for an answer)".into(),
         ));
     }
+    for (key, v) in [
+        ("header_read_timeout_seconds", s.header_read_timeout_seconds),
+        ("idle_timeout_seconds", s.idle_timeout_seconds),
+    ] {
+        if !(1..=3600).contains(&v) {
+            out.push((key, format!("server.{key} must be between 1 and 3600")));
+        }
+    }
+    if !(16..=1_000_000).contains(&s.max_connections) {
+        out.push((
+            "max_connections",
+            "server.max_connections must be between 16 and 1000000".into(),
+        ));
+    }
     if let Some(a) = &s.metrics_listen
         && !a
             .rsplit_once(':')
@@ -80,4 +107,29 @@ pub(super) fn server_problems(s: &ServerConfig) -> Vec<(&'static str, String)> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_bounds_are_checked() {
+        assert!(server_problems(&ServerConfig::default()).is_empty());
+        let bad = ServerConfig {
+            header_read_timeout_seconds: 0,
+            idle_timeout_seconds: 86_400,
+            max_connections: 4,
+            ..ServerConfig::default()
+        };
+        let keys: Vec<&str> = server_problems(&bad).iter().map(|p| p.0).collect();
+        assert_eq!(
+            keys,
+            [
+                "header_read_timeout_seconds",
+                "idle_timeout_seconds",
+                "max_connections"
+            ]
+        );
+    }
 }

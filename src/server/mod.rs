@@ -8,11 +8,14 @@
 //! Every route passes `server::limits` (per-client rate on the command and alert
 //! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
 //! carry the security headers too.
+//!
+//! Both listeners serve through `server::conn`: header-read and idle timeouts, and a cap
+//! on open connections that sheds idle ones rather than refusing new clients.
 
 pub(crate) mod alerts;
+pub(crate) mod conn;
 pub(crate) mod limits;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -244,6 +247,9 @@ async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) ->
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count pending notices"),
     }
+    gauges.extend(conn::open_gauges(
+        app.settings.config.server.metrics_listen.is_some(),
+    ));
     gauges.push((
         "deckhand_draining",
         "1 while the process shuts down and refuses new commands.",
@@ -319,7 +325,7 @@ struct Running {
     /// The outbox sender, the presence heartbeat, probes and digests: all stop on
     /// `stop_sender`, and the drain waits for the lot.
     loops: TaskTracker,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     /// The separate metrics listener, when `[server] metrics_listen` asks for one.
     metrics: Option<JoinHandle<()>>,
 }
@@ -347,6 +353,9 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
     background(&loops, app.clone(), stop_sender.clone());
     loops.close();
 
+    let server = &app.settings.config.server;
+    let listeners = 1 + u64::from(server.metrics_listen.is_some());
+    conn::ensure_fd_limit(listeners * server.max_connections as u64 + 256);
     let metrics = match app.settings.config.server.metrics_listen.clone() {
         Some(addr) => Some(serve_metrics(app, &addr, stop_http.clone()).await?),
         None => None,
@@ -369,21 +378,21 @@ fn serve_http(
     app: &Arc<App>,
     listener: tokio::net::TcpListener,
     stop: CancelToken,
-) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+) -> anyhow::Result<JoinHandle<()>> {
     let router = router(
         app.clone(),
         app.settings.config.server.metrics_listen.is_none(),
     );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = app.db.backend(), "deckhand is listening");
-    Ok(tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    }))
+    let bounds = conn::Bounds::new(&app.settings.config.server);
+    Ok(tokio::spawn(conn::serve(
+        listener,
+        router,
+        bounds,
+        conn::Listener::Public,
+        stop,
+    )))
 }
 
 /// Serve `/metrics` on `addr` until `stop`.
@@ -396,11 +405,14 @@ async fn serve_metrics(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
     let r = metrics_router(app.clone());
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(l, r)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    }))
+    let bounds = conn::Bounds::new(&app.settings.config.server);
+    Ok(tokio::spawn(conn::serve(
+        l,
+        r,
+        bounds,
+        conn::Listener::Metrics,
+        stop,
+    )))
 }
 
 /// Stop in order: refuse new commands and stop claiming; give running jobs the grace

@@ -40,10 +40,11 @@ fn labels(l: &[(&'static str, &str)]) -> Labels {
 }
 
 pub fn inc(name: &'static str, help: &'static str, l: &[(&'static str, &str)]) {
-    inc_by(name, help, l, 1);
+    add(name, help, l, 1);
 }
 
-pub fn inc_by(name: &'static str, help: &'static str, l: &[(&'static str, &str)], n: u64) {
+/// Add `n` to a counter; `n = 0` makes the series appear at zero.
+pub fn add(name: &'static str, help: &'static str, l: &[(&'static str, &str)], n: u64) {
     let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
     r.help.entry(name).or_insert((help, "counter"));
     *r.counters.entry((name, labels(l))).or_default() += n;
@@ -96,7 +97,7 @@ pub fn delivered(platform: &str) {
 }
 
 pub fn superseded(platform: &str, n: usize) {
-    inc_by(
+    add(
         "deckhand_notices_superseded_total",
         "Notices not sent because a newer state of the same message was waiting, by platform.",
         &[("platform", platform)],
@@ -137,6 +138,17 @@ pub fn rejected(reason: &str) {
         "deckhand_http_rejected_total",
         "Requests refused by the inbound limits, by reason (rate_limited, body_too_large, timeout).",
         &[("reason", reason)],
+    );
+}
+
+/// Connections the server closed itself, by listener and reason (header_timeout,
+/// idle_timeout, shed, over_capacity); `n = 0` registers the series.
+pub fn connections_closed(listener: &str, reason: &str, n: u64) {
+    add(
+        "deckhand_http_connections_closed_total",
+        "Connections closed by the server, by reason (header_timeout, idle_timeout, shed, over_capacity).",
+        &[("listener", listener), ("reason", reason)],
+        n,
     );
 }
 

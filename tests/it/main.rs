@@ -14,6 +14,7 @@ mod digest_support;
 mod alerts;
 mod clean_text;
 mod cli;
+mod connections;
 mod cost;
 mod crash;
 mod digest;
