@@ -26,5 +26,6 @@ mod fuzz_regressions;
 mod layers;
 mod ops;
 mod queue;
+mod ratelimits;
 mod safety;
 mod slack;
