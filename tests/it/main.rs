@@ -23,6 +23,7 @@ mod escape;
 mod faults;
 mod fly_config;
 mod fuzz_regressions;
+mod interactions;
 mod layers;
 mod ops;
 mod queue;
