@@ -29,11 +29,11 @@ pub struct DiscordConfig {
     pub allowed_guilds: Vec<String>,
 }
 
-/// `prefix` followed by at least two upper-case letters or digits, as Slack's ids are.
+/// One of `prefixes` followed by upper-case letters or digits, as Slack's ids are.
 fn slack_id(s: &str, prefixes: &[char]) -> bool {
     let mut c = s.chars();
     c.next().is_some_and(|p| prefixes.contains(&p))
-        && s.len() >= 3
+        && s.len() >= 2
         && c.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 

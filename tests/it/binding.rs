@@ -321,3 +321,51 @@ async fn identities_carry_the_team_and_old_rows_keep_their_owner() {
     );
     assert!(app.db.lock_of("staging").await.unwrap().is_none());
 }
+
+/// `deckhand check` refuses ids of the wrong shape, naming the key; `serve` warns once
+/// about each list left unset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_validates_the_ids_and_serve_warns_about_unset_lists() {
+    for (extra, says) in [
+        (
+            "[slack]\nallowed_teams = [\"myteam\"]\n",
+            "slack.allowed_teams: \"myteam\" is not a Slack team id",
+        ),
+        (
+            "[slack]\napp_id = \"T0TEAM\"\n",
+            "slack.app_id: \"T0TEAM\" is not a Slack app id",
+        ),
+        (
+            "[discord]\nallowed_guilds = [\"my-server\"]\n",
+            "discord.allowed_guilds: \"my-server\" is not a Discord guild id",
+        ),
+        (
+            "[roles.ops]\nslack_users = [\"alice\"]\n",
+            "roles.ops.slack_users: \"alice\" is not a Slack user id",
+        ),
+    ] {
+        let ws = Workspace::new(Backend::Sqlite, extra, &[]).unwrap();
+        let out = ws.cmd(&["check"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{extra}");
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    let ws = Workspace::new(Backend::Sqlite, "[slack]\nallowed_teams = [\"T0TEAM\", \"E0ORG\"]\napp_id = \"A0APP\"\n[discord]\nallowed_guilds = [\"112233445566778899\"]\n[roles.ops]\nslack_users = [\"U1\", \"T0TEAM:U2\"]\n", &[]).unwrap();
+    let out = ws.cmd(&["check"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let c = Chat::start(Backend::Sqlite, "", &[], &[]).unwrap();
+    let log = c.server.output();
+    for key in [
+        "[slack] allowed_teams is not set",
+        "[slack] app_id is not set",
+        "[discord] allowed_guilds is not set",
+    ] {
+        assert_eq!(log.matches(key).count(), 1, "{key}:\n{log}");
+    }
+}
