@@ -99,14 +99,12 @@ fn ephemeral(text: &str) -> Response {
 /// The budget the middleware handed over, if any (`[server] rate_limit_*`).
 type Budget = Option<Extension<Arc<SignedBudget>>>;
 
-/// Spend one of `origin`'s requests, or the 429 that says to wait.
-fn spend(budget: &Budget, origin: &Origin) -> Result<(), Response> {
-    match budget {
-        Some(Extension(b)) => b
-            .take(origin.budget_key(), &origin.qualified_user())
-            .map_err(|wait| too_many_requests(wait, "too many requests from you; slow down")),
-        None => Ok(()),
-    }
+/// Spend one of `origin`'s requests; over budget, the 429 that says to wait.
+fn spend(budget: &Budget, origin: &Origin) -> Option<Response> {
+    let Extension(b) = budget.as_ref()?;
+    b.take(origin.budget_key(), &origin.qualified_user())
+        .err()
+        .map(|wait| too_many_requests(wait, "too many requests from you; slow down"))
 }
 
 /// An invocation by the person `origin` names.
@@ -138,7 +136,7 @@ async fn commands(
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     let origin = Origin::of_command(&cmd);
-    if let Err(r) = spend(&budget, &origin) {
+    if let Some(r) = spend(&budget, &origin) {
         return r;
     }
     let reply = cmd.response_url.clone();
@@ -184,7 +182,7 @@ async fn interactions(
         return StatusCode::OK.into_response();
     };
     let origin = Origin::of_click(&p);
-    if let Err(r) = spend(&budget, &origin) {
+    if let Some(r) = spend(&budget, &origin) {
         return r;
     }
     let text = if let Err(reason) = origin.check(&app.settings.config.slack) {
