@@ -10,6 +10,7 @@
 //! sections; each section's type is in its own file, [`Settings`] in `settings`.
 
 pub mod alerts;
+mod bound;
 pub mod catalog;
 pub mod cost;
 pub mod digest;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use bound::{DiscordConfig, SlackConfig, binding_warnings, valid_slack_user};
 pub use environment::EnvironmentConfig;
 pub use roles::RoleGrant;
 pub use runtime::{LocksConfig, QueueConfig, RunnerConfig, StorageConfig};
@@ -33,6 +35,7 @@ pub use secrets::{Alphabet, SecretSpec, Secrets};
 pub use server::ServerConfig;
 pub use settings::{Env, ProcessEnv, Settings};
 
+use bound::bound_problems;
 use environment::environment_problems;
 use roles::role_problems;
 use runtime::runtime_problems;
@@ -95,6 +98,12 @@ pub struct Config {
     /// Where cost figures come from.
     #[serde(default)]
     pub costs: Vec<crate::config::cost::CostSource>,
+    /// Which Slack workspaces and app this Deckhand serves.
+    #[serde(default)]
+    pub slack: SlackConfig,
+    /// Which Discord guilds this Deckhand serves.
+    #[serde(default)]
+    pub discord: DiscordConfig,
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -207,6 +216,7 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
         .collect();
     out.extend(environment_problems(text, c));
     out.extend(role_problems(text, c));
+    out.extend(bound_problems(text, c));
     out.extend(runtime_problems(text, c));
     for (key, message) in server_problems(&c.server) {
         out.push((line_of_str(text, key), message));

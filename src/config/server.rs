@@ -12,11 +12,19 @@ pub struct ServerConfig {
     /// Largest request body accepted on any route (413 above it). The Slack routes keep
     /// their own, smaller limit.
     pub max_body_bytes: usize,
-    /// Requests per minute one client may send to `/slack/*`, `/discord/*` and `/alerts/*`
-    /// on average (429 with `Retry-After` above it); 0 turns the limit off.
+    /// Requests per minute one client may send to each of `/slack/*`, `/discord/*` and
+    /// `/alerts/*` on average (429 with `Retry-After` above it); 0 turns the limits off.
+    /// A client is, for signed requests, the person (a Slack team's user, a Discord user)
+    /// or the alert sender's address; for requests failing their signature or token check,
+    /// the address, in a bucket of its own that only such requests spend.
     pub rate_limit_per_minute: u32,
     /// Requests a client may send at once before the per-minute rate applies.
     pub rate_limit_burst: u32,
+    /// Signed requests per minute from one Slack workspace or Discord guild, all its
+    /// people together; 0 turns this limit off.
+    pub rate_limit_workspace_per_minute: u32,
+    /// Requests a workspace may send at once before its per-minute rate applies.
+    pub rate_limit_workspace_burst: u32,
     /// Take the client's address from this header (its first address) instead of the TCP
     /// peer. Only behind a proxy that sets it, e.g. `Fly-Client-IP` on Fly.io: anyone can
     /// send the header, so trusting it elsewhere lets clients pick their own bucket.
@@ -44,6 +52,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             rate_limit_per_minute: 120,
             rate_limit_burst: 30,
+            rate_limit_workspace_per_minute: 6000,
+            rate_limit_workspace_burst: 600,
             client_ip_header: None,
             request_timeout_seconds: 10,
             header_read_timeout_seconds: 10,
@@ -66,6 +76,12 @@ pub(super) fn server_problems(s: &ServerConfig) -> Vec<(&'static str, String)> {
         out.push((
             "rate_limit_burst",
             "server.rate_limit_burst must be at least 1 (or set rate_limit_per_minute = 0 to turn the limit off)".into(),
+        ));
+    }
+    if s.rate_limit_workspace_per_minute > 0 && s.rate_limit_workspace_burst == 0 {
+        out.push((
+            "rate_limit_workspace_burst",
+            "server.rate_limit_workspace_burst must be at least 1 (or set rate_limit_workspace_per_minute = 0 to turn the limit off)".into(),
         ));
     }
     if let Some(h) = &s.client_ip_header

@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::config::catalog::BUILTINS;
 use crate::domain::JobId;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
+use crate::domain::platform::same_actor;
 use crate::domain::text::describe;
 use crate::domain::time::fmt_duration;
 use crate::domain::time::fmt_time;
@@ -304,7 +305,7 @@ async fn cancel<'a>(
     held: &BTreeSet<String>,
 ) -> anyhow::Result<Decision<'a>> {
     let env = job.environment.as_deref().unwrap_or("-");
-    if job.requested_by != inv.actor
+    if !same_actor(&job.requested_by, &inv.actor)
         && let Err(r) = may_change(app, env, held, "cancel")
     {
         return Ok(Decision::Refuse(r));
@@ -389,7 +390,7 @@ async fn approve<'a>(
 ) -> anyhow::Result<Decision<'a>> {
     let already = app.db.approvals(job.id).await?;
     // A repeat (a double click, or five) is answered as one, also once the job has moved on.
-    if already.contains(&inv.actor) {
+    if already.iter().any(|a| same_actor(a, &inv.actor)) {
         return Ok(Decision::Refuse(already_approved(job.id)));
     }
     let role = match approver_role(app, job) {
@@ -469,7 +470,8 @@ async fn reject<'a>(
         Ok(r) => r,
         Err(refusal) => return Ok(Decision::Refuse(refusal)),
     };
-    if job.requested_by != inv.actor && !held.contains(role) && !held.contains("admin") {
+    if !same_actor(&job.requested_by, &inv.actor) && !held.contains(role) && !held.contains("admin")
+    {
         return Ok(Decision::Refuse(format!(
             "refused by approval rule: rejecting job {} needs the {role:?} role",
             job.id

@@ -80,7 +80,7 @@ pub(super) async fn unlock<'a>(
         return Ok(Decision::Refuse(format!("{env} is not locked")));
     };
     let others = app.settings.config.locks.unlock_others.as_str();
-    let may = l.locked_by == inv.actor
+    let may = crate::domain::platform::same_actor(&l.locked_by, &inv.actor)
         || others == "everyone"
         || held.contains(others)
         || held.contains("admin");

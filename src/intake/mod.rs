@@ -71,23 +71,47 @@ pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
         Decision::Job(job, cmd) => return enqueue(app, &inv, *job, cmd).await,
     };
     if let Outcome::Refused(reason) = &outcome {
-        crate::support::metrics::command(&inv.platform, "refused");
-        app.db
-            .apply(&[Write::Audit(AuditEvent {
-                actor: inv.actor.clone(),
-                platform: inv.platform.clone(),
-                action: "command_refused".into(),
-                environment: inv
-                    .args
-                    .first()
-                    .cloned()
-                    .filter(|a| app.settings.config.environments.contains_key(a)),
-                job_id: None,
-                detail: format!("/{name}: {reason}"),
-            })])
-            .await?;
+        audit_refusal(app, &inv, "command_refused", reason).await?;
     }
     Ok(outcome)
+}
+
+/// Refuse a correctly signed request from a workspace, app or guild this Deckhand does not
+/// serve: nothing is looked up or changed; the refusal is audited like any other.
+pub async fn refuse_elsewhere(
+    app: &App,
+    inv: Invocation,
+    reason: String,
+) -> anyhow::Result<Outcome> {
+    tracing::warn!(platform = %inv.platform, actor = %inv.actor, %reason, "refused a request from elsewhere");
+    audit_refusal(app, &inv, "refused_elsewhere", &reason).await?;
+    Ok(Outcome::Refused(reason))
+}
+
+/// The audit row (and counter) of a refusal.
+async fn audit_refusal(
+    app: &App,
+    inv: &Invocation,
+    action: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    crate::support::metrics::command(&inv.platform, "refused");
+    let name = inv.command.trim_start_matches('/');
+    app.db
+        .apply(&[Write::Audit(AuditEvent {
+            actor: inv.actor.clone(),
+            platform: inv.platform.clone(),
+            action: action.into(),
+            environment: inv
+                .args
+                .first()
+                .cloned()
+                .filter(|a| app.settings.config.environments.contains_key(a)),
+            job_id: None,
+            detail: format!("/{name}: {reason}"),
+        })])
+        .await?;
+    Ok(())
 }
 
 pub enum Decision<'a> {

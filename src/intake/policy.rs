@@ -12,6 +12,9 @@ pub enum Identity {
     /// The local operator at a terminal (`deckhand run`).
     Operator,
     Slack {
+        /// The user qualified by their team, `T…:U…` (the Enterprise Grid organisation
+        /// `E…` for its workspaces), so the same user id in two workspaces is two people.
+        /// Callers without a team give the bare `U…`.
         user: String,
     },
     Discord {
@@ -26,7 +29,7 @@ pub fn roles_of(config: &Config, who: &Identity) -> BTreeSet<String> {
     for (name, g) in &config.roles {
         let holds = match who {
             Identity::Operator => g.operator,
-            Identity::Slack { user } => g.slack_users.iter().any(|u| u == user),
+            Identity::Slack { user } => g.slack_users.iter().any(|u| slack_user_is(u, user)),
             Identity::Discord { user, roles } => {
                 g.discord_users.iter().any(|u| u == user)
                     || g.discord_roles.iter().any(|r| roles.contains(r))
@@ -37,6 +40,17 @@ pub fn roles_of(config: &Config, who: &Identity) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Whether the `[roles.*] slack_users` entry `entry` names `user` (`T…:U…` or bare): `T…:U…`
+/// only that user of that team, a bare `U…` that user in any team that reaches intake (only
+/// allowed teams do when `[slack] allowed_teams` is set).
+fn slack_user_is(entry: &str, user: &str) -> bool {
+    if entry.contains(':') {
+        entry == user
+    } else {
+        user.rsplit(':').next() == Some(entry)
+    }
 }
 
 /// May someone with `held` run `command` on `env`, which needs `required`? `None` as the
@@ -138,12 +152,15 @@ pub fn check_approver(
     held: &BTreeSet<String>,
     approver_role: &str,
 ) -> Result<(), String> {
-    if requester == approver {
+    if crate::domain::platform::same_actor(requester, approver) {
         return Err(format!(
             "refused by two-person rule: you requested job {job_id}, so someone else must approve it"
         ));
     }
-    if already.iter().any(|a| a == approver) {
+    if already
+        .iter()
+        .any(|a| crate::domain::platform::same_actor(a, approver))
+    {
         return Err(format!("you have already approved job {job_id}"));
     }
     if !held.contains(approver_role) && !held.contains("admin") {
@@ -190,6 +207,24 @@ mod tests {
             roles_of(&c, &Identity::Slack { user: "U2".into() }),
             held(&["everyone"])
         );
+    }
+
+    #[test]
+    fn slack_users_bare_or_with_their_team() {
+        let text =
+            format!("{EMBEDDED_CONFIG}\n[roles.viewer]\nslack_users = [\"U1\", \"T1:U2\"]\n");
+        let c = parse_config(
+            "x",
+            &text,
+            &std::collections::BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        let has = |u: &str| roles_of(&c, &Identity::Slack { user: u.into() }).contains("viewer");
+        assert!(has("T1:U1") && has("T2:U1") && has("U1"), "bare: any team");
+        assert!(has("T1:U2"));
+        assert!(!has("T2:U2"), "qualified: that team only");
+        assert!(!has("U2"), "no team: not the qualified entry");
+        assert!(!has("T1:U3"));
     }
 
     #[test]

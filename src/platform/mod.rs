@@ -39,7 +39,43 @@ where
     Fut: Future<Output = ()> + Send,
 {
     let a = app.clone();
-    let mut task = tokio::spawn(async move { crate::intake::submit(&a, inv).await });
+    in_time(
+        app,
+        async move { crate::intake::submit(&a, inv).await },
+        late,
+    )
+    .await
+}
+
+/// [`ack_or_defer`] for a request from a workspace, app or guild this Deckhand does not
+/// serve: refused (and audited) without being looked at further.
+pub async fn refuse_elsewhere<F, Fut>(
+    app: Arc<App>,
+    inv: Invocation,
+    reason: String,
+    late: F,
+) -> String
+where
+    F: FnOnce(Arc<App>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let a = app.clone();
+    in_time(
+        app,
+        async move { crate::intake::refuse_elsewhere(&a, inv, reason).await },
+        late,
+    )
+    .await
+}
+
+/// The outcome of `work` as text within [`ACK_BUDGET`], else "answer follows" and `late`.
+async fn in_time<W, F, Fut>(app: Arc<App>, work: W, late: F) -> String
+where
+    W: Future<Output = anyhow::Result<Outcome>> + Send + 'static,
+    F: FnOnce(Arc<App>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut task = tokio::spawn(work);
     match tokio::time::timeout(ACK_BUDGET, &mut task).await {
         Ok(r) => outcome_text(r),
         Err(_) => {
@@ -62,6 +98,20 @@ fn outcome_text(r: Result<anyhow::Result<Outcome>, tokio::task::JoinError>) -> S
         }
         Err(_) => "✖ Deckhand hit an internal error; nothing was queued.".into(),
     }
+}
+
+/// The answer to a signed request over its budget (`[server] rate_limit_*`): 429 with
+/// `Retry-After` in whole seconds.
+pub fn too_many_requests(wait: Duration, who: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    crate::support::metrics::rejected("rate_limited");
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut r = (axum::http::StatusCode::TOO_MANY_REQUESTS, who).into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
+    r
 }
 
 /// What a button means as a typed command: approve/reject/cancel JOB, or rollback ENV for

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -14,6 +14,8 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::domain::platform::Platform;
+use crate::server::limits::ClientAddr;
+use crate::support::ratelimit::SignedBudget;
 use crate::watch::alerts::{AlertError, ingest, parse};
 
 /// Alertmanager groups can be large: up to the documented 1 MiB is accepted, anything past
@@ -29,6 +31,8 @@ pub fn routes() -> Router<Arc<App>> {
 async fn receive(
     State(app): State<Arc<App>>,
     Path(source): Path<String>,
+    budget: Option<Extension<Arc<SignedBudget>>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -48,6 +52,15 @@ async fn receive(
         crate::support::metrics::command(Platform::Alerts.as_str(), "bad_signature");
         tracing::warn!(%source, "refused an alert without the right bearer token");
         return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    // Verified senders spend their own budget, per address: forged alerts cannot.
+    if let (Some(Extension(b)), Some(Extension(ClientAddr(ip)))) = (&budget, &client)
+        && let Err(wait) = b.take(None, &ip.to_string())
+    {
+        return crate::platform::too_many_requests(
+            wait,
+            "too many alerts from this sender; Alertmanager will retry",
+        );
     }
     if app.health.draining() {
         return (

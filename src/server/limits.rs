@@ -1,106 +1,45 @@
-//! Inbound limits: a per-client rate limit on the command and alert endpoints, a body size
-//! cap on every route, and a deadline on every request.
+//! Inbound limits: rate budgets on the command and alert endpoints, a body size cap on
+//! every route, and a deadline on every request.
 //!
-//! The rate limit is a token bucket per client address in one mutex-guarded map. A request
-//! costs one token; tokens come back at `rate_limit_per_minute / 60` per second up to
-//! `rate_limit_burst`. A bucket that has refilled completely carries no information, so
-//! idle clients are pruned from the map once a minute. (tower_governor does the same, but
-//! its default features pull in tonic.)
+//! `/slack`, `/discord` and `/alerts` each have budgets of their own, so a flood on one
+//! does not refuse the others. In each, two kinds of budget:
+//!
+//! - *unverified*: a bucket per client address, looked at before the request is read and
+//!   spent only by requests that fail their signature or token check (401, or 404 where
+//!   the platform is not configured). Forgers exhaust their own address's bucket and get
+//!   429 before their bodies are read; signed requests neither spend nor need it.
+//! - *signed*: the [`SignedBudget`] the handler spends once the signature holds and it
+//!   knows who asks — per person and per workspace (Slack team, Discord guild), per sender
+//!   address for alerts. Signed Slack traffic thus counts per team and user, not per Slack
+//!   egress address, which all of a workspace's commands share.
+//!
+//! Buckets refill continuously (`support::ratelimit`); over budget is 429 with
+//! `Retry-After`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
+use crate::support::ratelimit::{RateLimiter, SignedBudget};
 
-/// Paths whose requests count against a client's rate.
-pub const LIMITED_PREFIXES: &[&str] = &["/slack/", "/discord/", "/alerts/"];
+/// The route groups with budgets of their own, by path prefix.
+pub const LIMITED_PREFIXES: [&str; 3] = ["/slack/", "/discord/", "/alerts/"];
 
-/// How often idle buckets are dropped.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Past this many tracked clients, prune at once rather than wait for the minute.
-const PRUNE_ABOVE: usize = 50_000;
-
-/// A token bucket per client.
-pub struct RateLimiter {
-    per_sec: f64,
-    burst: f64,
-    state: Mutex<Buckets>,
+/// A route group: an index into [`LIMITED_PREFIXES`].
+fn group_of(path: &str) -> Option<usize> {
+    LIMITED_PREFIXES.iter().position(|p| path.starts_with(p))
 }
 
-struct Buckets {
-    by_client: HashMap<IpAddr, Bucket>,
-    last_prune: Instant,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimiter {
-    /// `None` when the limit is off (`per_minute == 0`).
-    pub fn new(per_minute: u32, burst: u32) -> Option<RateLimiter> {
-        (per_minute > 0).then(|| RateLimiter {
-            per_sec: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
-            state: Mutex::new(Buckets {
-                by_client: HashMap::new(),
-                last_prune: Instant::now(),
-            }),
-        })
-    }
-
-    /// Take a token for `client` at `now`, or say how long until one is available.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if now.saturating_duration_since(s.last_prune) >= PRUNE_EVERY
-            || s.by_client.len() > PRUNE_ABOVE
-        {
-            self.prune(&mut s, now);
-        }
-        let b = s.by_client.entry(client).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        b.tokens = self.refilled(b, now);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
-        }
-    }
-
-    fn refilled(&self, b: &Bucket, now: Instant) -> f64 {
-        let idle = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + idle * self.per_sec).min(self.burst)
-    }
-
-    fn prune(&self, s: &mut Buckets, now: Instant) {
-        s.by_client
-            .retain(|_, b| self.refilled(b, now) < self.burst);
-        s.last_prune = now;
-    }
-
-    /// Clients currently tracked.
-    #[cfg(test)]
-    pub fn tracked(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_client
-            .len()
-    }
-}
+/// The address a request came from (see [`Limits::client`]), for handlers that limit
+/// verified requests by sender.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
 
 /// The bucket key of an address: IPv4 as is (also when mapped into IPv6), IPv6 by its /64,
 /// since one host commonly holds a whole /64.
@@ -128,7 +67,10 @@ pub fn first_address(v: &str) -> Option<IpAddr> {
 
 /// Everything the middleware needs, built once from `[server]`.
 pub struct Limits {
-    pub rate: Option<RateLimiter>,
+    /// Per route group and client address: spent by failed and unsigned requests only.
+    pub unverified: Option<RateLimiter<(usize, IpAddr)>>,
+    /// Per route group: the budget of verified requests, handed to the handler.
+    pub signed: [Arc<SignedBudget>; 3],
     pub client_ip_header: Option<HeaderName>,
     pub max_body: usize,
     pub timeout: Duration,
@@ -136,8 +78,16 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(cfg: &ServerConfig) -> Limits {
+        let person = (cfg.rate_limit_per_minute, cfg.rate_limit_burst);
+        let workspace = (
+            cfg.rate_limit_workspace_per_minute,
+            cfg.rate_limit_workspace_burst,
+        );
+        // With the per-client limit off, every limit is off (as before workspaces had one).
+        let workspace = if person.0 == 0 { (0, 0) } else { workspace };
         Limits {
-            rate: RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            unverified: RateLimiter::new(person.0, person.1),
+            signed: std::array::from_fn(|_| Arc::new(SignedBudget::new(person, workspace))),
             client_ip_header: cfg
                 .client_ip_header
                 .as_deref()
@@ -171,27 +121,30 @@ fn refuse(status: StatusCode, reason: &'static str) -> Response {
     (status, reason).into_response()
 }
 
-/// The middleware: rate limit, then body size by `Content-Length`, then the deadline.
+/// Whether an answer says the request failed its signature or token check.
+fn unverified(status: StatusCode) -> bool {
+    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND)
+}
+
+/// The middleware: the unverified budget, then body size by `Content-Length`, then the
+/// deadline; the handler gets its group's signed budget and the client's address.
 /// Bodies sent without a length are capped as they are read (`DefaultBodyLimit`).
 pub async fn enforce(
     State(limits): State<std::sync::Arc<Limits>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path();
-    if let Some(rate) = &limits.rate
-        && LIMITED_PREFIXES.iter().any(|p| path.starts_with(p))
-        && let Err(wait) = rate.check(limits.client(&req), Instant::now())
-    {
-        crate::support::metrics::rejected("rate_limited");
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut r = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests from this client; slow down",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
+    let group = group_of(req.uri().path());
+    let client = limits.client(&req);
+    if let (Some(g), Some(rate)) = (group, &limits.unverified) {
+        if let Err(wait) = rate.peek(&(g, client), Instant::now()) {
+            return crate::platform::too_many_requests(
+                wait,
+                "too many unsigned or failed requests from this client; slow down",
+            );
+        }
+        req.extensions_mut().insert(limits.signed[g].clone());
+        req.extensions_mut().insert(ClientAddr(client));
     }
     let declared = req
         .headers()
@@ -206,6 +159,11 @@ pub async fn enforce(
         Ok(resp) => {
             if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 crate::support::metrics::rejected("body_too_large");
+            }
+            if let (Some(g), Some(rate)) = (group, &limits.unverified)
+                && unverified(resp.status())
+            {
+                rate.charge(&(g, client), Instant::now());
             }
             resp
         }
@@ -228,56 +186,33 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_then_the_rate() {
-        // 60 a minute: one token a second, three at once.
-        let r = RateLimiter::new(60, 3).unwrap();
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(r.check(ip("10.0.0.1"), t0).is_ok());
-        }
-        let wait = r.check(ip("10.0.0.1"), t0).unwrap_err();
-        assert!(
-            wait > Duration::from_millis(990) && wait <= Duration::from_secs(1),
-            "{wait:?}"
+    fn each_route_group_has_its_own_budgets() {
+        assert_eq!(group_of("/slack/commands"), group_of("/slack/interactions"));
+        assert_ne!(
+            group_of("/slack/commands"),
+            group_of("/discord/interactions")
         );
-        // Another client has its own bucket.
-        assert!(r.check(ip("10.0.0.2"), t0).is_ok());
-        // Half a second later: still empty, half as long to wait.
-        let wait = r
-            .check(ip("10.0.0.1"), t0 + Duration::from_millis(500))
-            .unwrap_err();
-        assert!(wait <= Duration::from_millis(501), "{wait:?}");
-        assert!(
-            r.check(ip("10.0.0.1"), t0 + Duration::from_millis(1001))
-                .is_ok()
+        assert_ne!(
+            group_of("/alerts/generic"),
+            group_of("/discord/interactions")
         );
-        // Refills cap at the burst.
-        let later = t0 + Duration::from_secs(3600);
-        for _ in 0..3 {
-            assert!(r.check(ip("10.0.0.1"), later).is_ok());
-        }
-        assert!(r.check(ip("10.0.0.1"), later).is_err());
-    }
-
-    #[test]
-    fn zero_per_minute_turns_the_limit_off() {
-        assert!(RateLimiter::new(0, 30).is_none());
-    }
-
-    #[test]
-    fn idle_clients_are_pruned() {
-        let r = RateLimiter::new(60, 2).unwrap();
-        let t0 = Instant::now();
-        for i in 0..100 {
-            let _ = r.check(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i)), t0);
-        }
-        assert_eq!(r.tracked(), 100);
-        // One client stays busy; after a minute the others have refilled and go.
-        let busy = ip("192.0.2.1");
-        let t1 = t0 + PRUNE_EVERY;
-        let _ = r.check(busy, t1);
-        let _ = r.check(busy, t1);
-        assert_eq!(r.tracked(), 1);
+        assert_eq!(group_of("/health"), None);
+        assert_eq!(group_of("/slackish"), None);
+        let cfg = ServerConfig {
+            rate_limit_per_minute: 60,
+            rate_limit_burst: 1,
+            ..ServerConfig::default()
+        };
+        let l = Limits::new(&cfg);
+        let r = l.unverified.as_ref().unwrap();
+        let now = Instant::now();
+        r.charge(&(0, ip("10.0.0.1")), now);
+        assert!(r.peek(&(0, ip("10.0.0.1")), now).is_err());
+        assert!(r.peek(&(1, ip("10.0.0.1")), now).is_ok());
+        assert!(r.peek(&(2, ip("10.0.0.1")), now).is_ok());
+        assert!(l.signed[0].take(Some("T1"), "T1:U1").is_ok());
+        assert!(l.signed[0].take(Some("T1"), "T1:U1").is_err());
+        assert!(l.signed[1].take(Some("T1"), "T1:U1").is_ok());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! process groups are stopped and the jobs are left for the next start to report as
 //! interrupted; the outbox is flushed as far as the platforms allow; the process exits 0.
 //!
-//! Every route passes `server::limits` (per-client rate on the command and alert
-//! endpoints, body size, request deadline) inside `observe`, so refusals are measured and
+//! Every route passes `server::limits` (rate budgets per route group on the command and
+//! alert endpoints, body size, request deadline) inside `observe`, so refusals are measured and
 //! carry the security headers too.
 //!
 //! Both listeners serve through `server::conn`: header-read and idle timeouts, and a cap
@@ -332,6 +332,13 @@ struct Running {
 
 /// Start the workers, the outbox sender, the background loops and the listeners.
 async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+    for w in crate::config::binding_warnings(
+        &app.settings.config,
+        app.settings.secrets.slack_signing_secret.is_some(),
+        app.settings.discord_public_key.is_some(),
+    ) {
+        tracing::warn!("{w}");
+    }
     let stop_claiming = CancelToken::new();
     let kill_steps = CancelToken::new();
     let stop_sender = CancelToken::new();

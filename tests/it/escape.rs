@@ -109,7 +109,7 @@ async fn hostile_lock_reason_is_escaped_in_every_slack_field() {
     .await;
     assert!(said.contains(escaped), "{said}");
     assert_no_raw("the lock answer", &said, SLACK_RAW);
-    let lock = slack_post(&fake, "staging locked by slack:UDEPLOYER").await;
+    let lock = slack_post(&fake, "staging locked by slack:T1:UDEPLOYER").await;
     assert!(lock["text"].as_str().unwrap().contains(escaped), "{lock}");
     assert!(lock["blocks"].to_string().contains(escaped), "{lock}");
 
@@ -151,7 +151,7 @@ async fn hostile_lock_reason_is_escaped_in_every_slack_field() {
     )
     .await;
     assert_no_raw("the emergency answer", &said, SLACK_RAW);
-    let emergency = slack_post(&fake, "EMERGENCY OVERRIDE by slack:UADMIN").await;
+    let emergency = slack_post(&fake, "EMERGENCY OVERRIDE by slack:T1:UADMIN").await;
     assert!(
         emergency["text"].as_str().unwrap().contains(escaped),
         "{emergency}"

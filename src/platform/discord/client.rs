@@ -1,6 +1,6 @@
 //! Delivery to Discord with the bot token: one channel message per job, edited as it
-//! moves, through the rate-limit buckets Discord announces; without a token, the job's
-//! final notice as a follow-up on its interaction.
+//! moves, through the rate-limit buckets Discord announces; without a token or without a
+//! channel, the job's final notice as a follow-up on its interaction.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,8 +47,9 @@ impl DiscordClient {
         let Some(token) = &app.settings.secrets.discord_bot_token else {
             return self.deliver_by_interaction(app, row, &notice).await;
         };
+        // An interaction without a channel (a DM, say) is answered on the interaction.
         let Some(channel) = row.channel.clone() else {
-            return Err(DeliveryError::Fatal("no channel to post to".into()));
+            return self.deliver_by_interaction(app, row, &notice).await;
         };
         let body = render(&notice);
         let existing = app

@@ -16,6 +16,9 @@ pub struct Interaction {
     pub token: Option<String>,
     #[serde(default)]
     pub channel_id: Option<String>,
+    /// The server the interaction came from; absent in a direct message.
+    #[serde(default)]
+    pub guild_id: Option<String>,
     #[serde(default)]
     pub member: Option<Member>,
     #[serde(default)]
@@ -55,6 +58,47 @@ pub struct CommandOption {
 
 pub fn parse(body: &[u8]) -> Result<Interaction, String> {
     serde_json::from_slice(body).map_err(|e| format!("malformed interaction: {e}"))
+}
+
+/// Refuse options the command does not take, or that come twice, naming those it takes.
+/// Unknown commands pass: intake refuses them with the commands there are.
+pub fn check_options(catalog: &Catalog, name: &str, opts: &[CommandOption]) -> Result<(), String> {
+    let accepted: Vec<&str> = match catalog.get(name) {
+        Some(cmd) => {
+            let mut a: Vec<&str> = cmd.args.iter().map(|a| a.name.as_str()).collect();
+            if cmd.kind == crate::config::catalog::JobKind::Deploy {
+                a.push("emergency");
+            }
+            a
+        }
+        None if crate::config::catalog::BUILTINS.iter().any(|b| b.0 == name) => {
+            builtin_options(name).iter().map(|o| o.0).collect()
+        }
+        None => return Ok(()),
+    };
+    let list = || {
+        if accepted.is_empty() {
+            "none".to_owned()
+        } else {
+            accepted.join(", ")
+        }
+    };
+    for (i, o) in opts.iter().enumerate() {
+        let shown = crate::domain::text::shorten(&o.name);
+        if !accepted.contains(&o.name.as_str()) {
+            return Err(format!(
+                "/{name} has no option {shown:?}; accepted options: {}",
+                list()
+            ));
+        }
+        if opts[..i].iter().any(|p| p.name == o.name) {
+            return Err(format!(
+                "/{name}: option {shown:?} is given twice; give each once (accepted options: {})",
+                list()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Options in the order the command file declares its arguments; `emergency` becomes the

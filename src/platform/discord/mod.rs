@@ -23,20 +23,23 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::ack_or_defer;
+use super::{ack_or_defer, refuse_elsewhere, too_many_requests};
 use crate::app::App;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
+use crate::support::ratelimit::SignedBudget;
 
 use crate::domain::platform::Platform;
 pub use client::DiscordClient;
-pub use interaction::{CommandOption, Data, Interaction, Member, User, options_to_args, parse};
+pub use interaction::{
+    CommandOption, Data, Interaction, Member, User, check_options, options_to_args, parse,
+};
 pub use register::{register, registration};
 pub use render::render;
 pub use verify::{SigError, public_key, verify};
@@ -57,7 +60,12 @@ fn message(text: &str) -> Response {
     .into_response()
 }
 
-async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn interactions(
+    State(app): State<Arc<App>>,
+    budget: Option<Extension<Arc<SignedBudget>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let i = match signed_interaction(&app, &headers, &body) {
         Ok(i) => i,
         Err(r) => return r.into_response(),
@@ -72,13 +80,21 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
         )
             .into_response();
     }
-    let inv = match invocation(&app, &i).await {
-        Ok(inv) => inv,
-        Err(r) => return r.into_response(),
+    // The id is the idempotency key: without one, two requests would be one job.
+    if i.id.is_empty() {
+        return Refused::Bad("interaction without an id").into_response();
+    }
+    let Some((user, roles)) = who(&i) else {
+        return Refused::Bad("interaction without a user").into_response();
     };
+    if let Some(Extension(b)) = &budget
+        && let Err(wait) = b.take(i.guild_id.as_deref(), &user)
+    {
+        return too_many_requests(wait, "too many requests from you; slow down");
+    }
     let app_id = app.settings.discord_application_id.clone();
     let token = i.token.clone();
-    let text = ack_or_defer(app.clone(), inv, move |app, text| async move {
+    let late = move |app: Arc<App>, text: String| async move {
         if let (Some(a), Some(t)) = (app_id, token) {
             let url = format!(
                 "{}/webhooks/{a}/{t}",
@@ -94,9 +110,65 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
                 .send()
                 .await;
         }
-    })
-    .await;
-    message(&text)
+    };
+    let inv = Invocation {
+        platform: Platform::Discord.as_str().into(),
+        identity: Identity::Discord {
+            user: user.clone(),
+            roles,
+        },
+        actor: format!("{}:{user}", Platform::Discord.as_str()),
+        channel: i.channel_id.clone(),
+        command: String::new(),
+        args: Vec::new(),
+        request_id: Some(format!("{}:{}", Platform::Discord.as_str(), i.id)),
+        reply_to: i.token.clone(),
+    };
+    if let Err(reason) = served(&app, &i) {
+        let command = i
+            .data
+            .as_ref()
+            .and_then(|d| d.name.clone().or(d.custom_id.clone()))
+            .unwrap_or_default();
+        let inv = Invocation { command, ..inv };
+        return message(&refuse_elsewhere(app.clone(), inv, reason, late).await);
+    }
+    let (command, args) = match command(&app, &i).await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let inv = Invocation {
+        command,
+        args,
+        ..inv
+    };
+    message(&ack_or_defer(app.clone(), inv, late).await)
+}
+
+/// Who asks: the member (with their roles) in a guild, the user in a direct message.
+fn who(i: &Interaction) -> Option<(String, Vec<String>)> {
+    match (&i.member, &i.user) {
+        (Some(m), _) => Some((m.user.id.clone(), m.roles.clone())),
+        (None, Some(u)) => Some((u.id.clone(), Vec::new())),
+        _ => None,
+    }
+}
+
+/// `Err(refusal)` when the interaction comes from a guild `[discord] allowed_guilds` does
+/// not list; with the list set, a direct message (no guild) is from elsewhere too.
+fn served(app: &App, i: &Interaction) -> Result<(), String> {
+    let allowed = &app.settings.config.discord.allowed_guilds;
+    match &i.guild_id {
+        _ if allowed.is_empty() => Ok(()),
+        Some(g) if allowed.contains(g) => Ok(()),
+        Some(g) => Err(format!(
+            "refused: this Deckhand does not serve the Discord server {g}; nothing was done"
+        )),
+        None => Err(
+            "refused: this Deckhand takes commands in its Discord servers only, not in direct messages; nothing was done"
+                .into(),
+        ),
+    }
 }
 
 /// The interaction, once Discord is configured here and the request is signed by it.
@@ -131,57 +203,38 @@ enum Refused {
     /// A malformed request: 400.
     Bad(&'static str),
     /// Answered with an ephemeral message.
-    Say(&'static str),
+    Say(String),
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {
             Refused::Bad(m) => (StatusCode::BAD_REQUEST, m).into_response(),
-            Refused::Say(m) => message(m),
+            Refused::Say(m) => message(&m),
         }
     }
 }
 
-/// What a slash command (type 2) or a button click (type 3) asks for, and who asks.
-async fn invocation(app: &App, i: &Interaction) -> Result<Invocation, Refused> {
-    let (user, roles) = match (&i.member, &i.user) {
-        (Some(m), _) => (m.user.id.clone(), m.roles.clone()),
-        (None, Some(u)) => (u.id.clone(), Vec::new()),
-        _ => return Err(Refused::Bad("interaction without a user")),
-    };
+/// What a slash command (type 2) or a button click (type 3) asks for.
+async fn command(app: &App, i: &Interaction) -> Result<(String, Vec<String>), Refused> {
     let Some(data) = &i.data else {
         return Err(Refused::Bad("interaction without data"));
     };
-    let (command, args) = match i.kind {
+    match i.kind {
         2 => {
             let name = data.name.clone().unwrap_or_default();
-            (
-                name.clone(),
-                options_to_args(&app.catalog, &name, &data.options),
-            )
+            check_options(&app.catalog, &name, &data.options)
+                .map_err(|e| Refused::Say(format!("✖ {e}")))?;
+            let args = options_to_args(&app.catalog, &name, &data.options);
+            Ok((name, args))
         }
         3 => {
             let custom = data.custom_id.clone().unwrap_or_default();
             let (action, value) = custom.split_once(':').unwrap_or((&custom, ""));
-            match super::button_command(app, action, Some(value)).await {
-                Some(x) => x,
-                None => return Err(Refused::Say("✖ This button is not known to Deckhand.")),
-            }
+            super::button_command(app, action, Some(value))
+                .await
+                .ok_or_else(|| Refused::Say("✖ This button is not known to Deckhand.".into()))
         }
-        _ => return Err(Refused::Bad("unsupported interaction type")),
-    };
-    Ok(Invocation {
-        platform: Platform::Discord.as_str().into(),
-        identity: Identity::Discord {
-            user: user.clone(),
-            roles,
-        },
-        actor: format!("discord:{user}"),
-        channel: i.channel_id.clone(),
-        command,
-        args,
-        request_id: Some(format!("discord:{}", i.id)),
-        reply_to: i.token.clone(),
-    })
+        _ => Err(Refused::Bad("unsupported interaction type")),
+    }
 }

@@ -8,9 +8,11 @@
 //! not justify slack-morphism's dependency tree and its https-only connector.
 //!
 //! This file owns the two routes and the gate they share; the signature check is in
-//! `verify`, the request bodies in `payload`, delivery in `client` (charts in `chart`),
-//! Block Kit in `render` and the app manifest in `manifest`.
+//! `verify`, the request bodies in `payload`, where a request comes from and whether it is
+//! served (`[slack] allowed_teams`, `app_id`) in `binding`, delivery in `client` (charts in
+//! `chart`), Block Kit in `render` and the app manifest in `manifest`.
 
+mod binding;
 mod chart;
 mod client;
 mod manifest;
@@ -22,24 +24,27 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::ack_or_defer;
+use super::{ack_or_defer, refuse_elsewhere, too_many_requests};
 use crate::app::App;
 use crate::domain::text::split_args;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::DeliveryError;
+use crate::support::ratelimit::SignedBudget;
 
+pub use binding::Origin;
 pub use client::SlackClient;
 pub use manifest::manifest;
 pub use payload::{
-    ActionPayload, BlockActions, IdOnly, SlashCommand, parse_command, parse_interaction,
+    ActionPayload, ActionUser, BlockActions, IdOnly, SlashCommand, Team, parse_command,
+    parse_interaction,
 };
 pub use render::render;
 pub use verify::{MAX_SKEW_SECS, SigError, signature, verify};
@@ -91,7 +96,38 @@ fn ephemeral(text: &str) -> Response {
     axum::Json(json!({"response_type": "ephemeral", "text": render::escape(text)})).into_response()
 }
 
-async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The budget the middleware handed over, if any (`[server] rate_limit_*`).
+type Budget = Option<Extension<Arc<SignedBudget>>>;
+
+/// Spend one of `origin`'s requests; over budget, the 429 that says to wait.
+fn spend(budget: &Budget, origin: &Origin) -> Option<Response> {
+    let Extension(b) = budget.as_ref()?;
+    b.take(origin.budget_key(), &origin.qualified_user())
+        .err()
+        .map(|wait| too_many_requests(wait, "too many requests from you; slow down"))
+}
+
+/// An invocation by the person `origin` names.
+fn invocation(origin: &Origin, command: String, args: Vec<String>) -> Invocation {
+    let user = origin.qualified_user();
+    Invocation {
+        platform: Platform::Slack.as_str().into(),
+        actor: format!("{}:{user}", Platform::Slack.as_str()),
+        identity: Identity::Slack { user },
+        channel: None,
+        command,
+        args,
+        request_id: None,
+        reply_to: None,
+    }
+}
+
+async fn commands(
+    State(app): State<Arc<App>>,
+    budget: Budget,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = gate(&app, &headers, &body) {
         return r.into_response();
     }
@@ -99,32 +135,39 @@ async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
+    let origin = Origin::of_command(&cmd);
+    if let Some(r) = spend(&budget, &origin) {
+        return r;
+    }
+    let reply = cmd.response_url.clone();
+    let late = move |app: Arc<App>, text: String| async move {
+        if let Some(url) = reply {
+            let _ = post_response_url(&app, &url, &text).await;
+        }
+    };
+    if let Err(reason) = origin.check(&app.settings.config.slack) {
+        let inv = invocation(&origin, cmd.command.clone(), Vec::new());
+        return ephemeral(&refuse_elsewhere(app.clone(), inv, reason, late).await);
+    }
     let args = match split_args(&cmd.text) {
         Ok(a) => a,
         Err(e) => return ephemeral(&format!("✖ {e}")),
     };
     let inv = Invocation {
-        platform: Platform::Slack.as_str().into(),
-        identity: Identity::Slack {
-            user: cmd.user_id.clone(),
-        },
-        actor: format!("slack:{}", cmd.user_id),
         channel: cmd.channel_id.clone(),
-        command: cmd.command.clone(),
-        args,
         request_id: Some(format!("slack:{}", cmd.trigger_id)),
         reply_to: cmd.response_url.clone(),
+        ..invocation(&origin, cmd.command.clone(), args)
     };
-    let text = ack_or_defer(app.clone(), inv, move |app, text| async move {
-        if let Some(url) = cmd.response_url {
-            let _ = post_response_url(&app, &url, &text).await;
-        }
-    })
-    .await;
-    ephemeral(&text)
+    ephemeral(&ack_or_defer(app.clone(), inv, late).await)
 }
 
-async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn interactions(
+    State(app): State<Arc<App>>,
+    budget: Budget,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = gate(&app, &headers, &body) {
         return r.into_response();
     }
@@ -138,34 +181,37 @@ async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     let Some(action) = p.actions.first() else {
         return StatusCode::OK.into_response();
     };
-    let Some((command, args)) =
-        super::button_command(&app, &action.action_id, action.value.as_deref()).await
-    else {
-        return (StatusCode::BAD_REQUEST, "unknown button").into_response();
+    let origin = Origin::of_click(&p);
+    if let Some(r) = spend(&budget, &origin) {
+        return r;
+    }
+    let text = if let Err(reason) = origin.check(&app.settings.config.slack) {
+        let args = action.value.iter().cloned().collect();
+        let inv = invocation(&origin, action.action_id.clone(), args);
+        refuse_elsewhere(app.clone(), inv, reason, |_, _| async {}).await
+    } else {
+        let Some((command, args)) =
+            super::button_command(&app, &action.action_id, action.value.as_deref()).await
+        else {
+            return (StatusCode::BAD_REQUEST, "unknown button").into_response();
+        };
+        let inv = Invocation {
+            channel: p.channel.as_ref().map(|c| c.id.clone()),
+            request_id: Some(format!(
+                "slack:{}:{}",
+                p.trigger_id
+                    .as_deref()
+                    .or(action.action_ts.as_deref())
+                    .unwrap_or("-"),
+                action.action_id
+            )),
+            reply_to: p.response_url.clone(),
+            ..invocation(&origin, command, args)
+        };
+        ack_or_defer(app.clone(), inv, |_, _| async {}).await
     };
-    let inv = Invocation {
-        platform: Platform::Slack.as_str().into(),
-        identity: Identity::Slack {
-            user: p.user.id.clone(),
-        },
-        actor: format!("slack:{}", p.user.id),
-        channel: p.channel.as_ref().map(|c| c.id.clone()),
-        command,
-        args,
-        request_id: Some(format!(
-            "slack:{}:{}",
-            p.trigger_id
-                .as_deref()
-                .or(action.action_ts.as_deref())
-                .unwrap_or("-"),
-            action.action_id
-        )),
-        reply_to: p.response_url.clone(),
-    };
-    let url = p.response_url.clone();
-    let text = ack_or_defer(app.clone(), inv, |_, _| async {}).await;
     // The clicker learns the outcome privately; the job's message shows it to everyone.
-    if let Some(url) = url {
+    if let Some(url) = p.response_url.clone() {
         let app = app.clone();
         tokio::spawn(async move {
             let _ = post_response_url(&app, &url, &text).await;

@@ -14,6 +14,15 @@ pub struct SlashCommand {
     pub trigger_id: String,
     #[serde(default)]
     pub response_url: Option<String>,
+    /// The workspace the command was typed in (`T…`).
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// The Enterprise Grid organisation of that workspace (`E…`), if any.
+    #[serde(default)]
+    pub enterprise_id: Option<String>,
+    /// The app the command was sent to (`A…`).
+    #[serde(default)]
+    pub api_app_id: Option<String>,
 }
 
 /// Parse a form-encoded slash command.
@@ -26,9 +35,16 @@ pub fn parse_command(body: &[u8]) -> Result<SlashCommand, String> {
 pub struct BlockActions {
     #[serde(rename = "type")]
     pub kind: String,
-    pub user: IdOnly,
+    pub user: ActionUser,
     #[serde(default)]
     pub channel: Option<IdOnly>,
+    /// The workspace the click came from; `enterprise_id` on Enterprise Grid.
+    #[serde(default)]
+    pub team: Option<Team>,
+    #[serde(default)]
+    pub enterprise: Option<IdOnly>,
+    #[serde(default)]
+    pub api_app_id: Option<String>,
     #[serde(default)]
     pub trigger_id: Option<String>,
     #[serde(default)]
@@ -40,6 +56,22 @@ pub struct BlockActions {
 #[derive(Debug, Deserialize)]
 pub struct IdOnly {
     pub id: String,
+}
+
+/// Who clicked. `team_id` is the user's own team: in a Slack Connect channel, the connected
+/// organisation's; on Enterprise Grid, the organisation (`E…`).
+#[derive(Debug, Deserialize)]
+pub struct ActionUser {
+    pub id: String,
+    #[serde(default)]
+    pub team_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Team {
+    pub id: String,
+    #[serde(default)]
+    pub enterprise_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Shared test harness: throw-away databases on both backends, a config in a temporary
 //! folder with free ports, and helpers to run the real binary and wait for it.
 
+pub mod chat;
 pub mod fake;
 
 /// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and
