@@ -95,6 +95,31 @@ fn production_needs_the_version_verified_on_staging() {
     assert!(out.contains("Deployed abc1234 to production"), "{out}");
 }
 
+/// A pid file outlives its app, and pids are reused (a busy host wraps at 32,768; a fresh
+/// container hands out the same low pids on every boot). Deploying production used to
+/// SIGTERM whatever held the pid in its stale `production.pid`: here, as after a reuse,
+/// that is the staging app, which must keep serving.
+#[test]
+fn a_stale_pid_file_never_stops_another_environments_app() {
+    let w = ws();
+    assert_eq!(w.run(&["deploy", "staging", "abc1234"]).0, 0);
+    let demo = w.data_dir().join("demo");
+    let staging_pid = std::fs::read_to_string(demo.join("staging.pid")).unwrap();
+    std::fs::write(demo.join("production.pid"), &staging_pid).unwrap();
+    let (code, out, err) = w.run(&["deploy", "production", "abc1234"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid: i32 = staging_pid.trim().parse().unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the staging app was killed");
+    let staging = format!("http://127.0.0.1:{}/health", w.staging_port);
+    assert!(http_get(&staging).unwrap().1.contains("\"abc1234\""));
+    let production = format!("http://127.0.0.1:{}/health", w.production_port);
+    assert!(http_get(&production).unwrap().1.contains("\"abc1234\""));
+    // A redeploy of staging still replaces its own app.
+    assert_eq!(w.run(&["deploy", "staging", "def5678"]).0, 0);
+    assert!(http_get(&staging).unwrap().1.contains("def5678"));
+}
+
 #[test]
 fn check_reports_file_line_and_reason() {
     let w = Workspace::new(
