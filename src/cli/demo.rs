@@ -89,9 +89,7 @@ fn is_app_of(pid: i32, pidfile: &Path) -> bool {
         full.canonicalize().is_ok_and(|p| p == want)
     };
     args.get(1) == Some(&b"demo-app".as_slice())
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"--pid-file" && same(w[1]))
+        && args.windows(2).any(|w| w[0] == b"--pid-file" && same(w[1]))
 }
 
 /// Stop the app a pid file names, politely, then firmly; a pid now held by any other

@@ -110,7 +110,11 @@ fn a_stale_pid_file_never_stops_another_environments_app() {
     assert_eq!(code, 0, "{out}{err}");
     let pid: i32 = staging_pid.trim().parse().unwrap();
     // SAFETY: signal 0 only checks that the process exists.
-    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the staging app was killed");
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the staging app was killed"
+    );
     let staging = format!("http://127.0.0.1:{}/health", w.staging_port);
     assert!(http_get(&staging).unwrap().1.contains("\"abc1234\""));
     let production = format!("http://127.0.0.1:{}/health", w.production_port);
