@@ -18,6 +18,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 pub use crate::config::digest::{DigestConfig, Section, config_problems, cost_channels};
+pub use crate::support::chart::{SLO_COLOR, UptimePanel};
 pub use render::{chart, notice, render_terminal, uptime_panel};
 pub use scheduler::{Fired, run, tick};
 use stats::{DeployStats, Uptime};

@@ -153,7 +153,9 @@ fn uptime_line(d: &Digest, e: &EnvReport) -> String {
         None => "no error budget at 100%".to_owned(),
         Some(b) => {
             let spent = u.budget_spent(d.slo_percent, period).unwrap_or(0.0);
-            if u.down_ms() <= b {
+            if u.down_ms() == 0 {
+                format!("error budget {} for the period, none spent", fmt_span(b))
+            } else if u.down_ms() <= b {
                 format!(
                     "error budget {} for the period, {} spent ({spent:.0}%)",
                     fmt_span(b),
