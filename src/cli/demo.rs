@@ -64,7 +64,36 @@ fn zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Stop the app a pid file names, politely, then firmly.
+/// Is `pid` the demo app that `pidfile` belongs to? A pid file outlives its app (an app
+/// that exited, a machine that rebooted), and pids are reused: with `pid_max` at 32,768 a
+/// busy host wraps in minutes, and a fresh container hands out the same low pids on every
+/// boot. Signalling whatever now holds a stale pid killed the *other* environment's demo
+/// app when production was deployed after staging; so the pid must still run `demo-app`
+/// with this very pid file.
+fn is_app_of(pid: i32, pidfile: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let Ok(want) = pidfile.canonicalize() else {
+        return false;
+    };
+    // The same file, however the path was spelled (relative to the app's own folder).
+    let same = |arg: &[u8]| {
+        let arg = Path::new(std::ffi::OsStr::from_bytes(arg));
+        let full = match arg.is_relative() {
+            true => Path::new(&format!("/proc/{pid}/cwd")).join(arg),
+            false => arg.to_path_buf(),
+        };
+        full.canonicalize().is_ok_and(|p| p == want)
+    };
+    args.get(1) == Some(&b"demo-app".as_slice())
+        && args.windows(2).any(|w| w[0] == b"--pid-file" && same(w[1]))
+}
+
+/// Stop the app a pid file names, politely, then firmly; a pid now held by any other
+/// process is left alone.
 pub fn stop_app(pidfile: &Path) {
     let Some(pid) = std::fs::read_to_string(pidfile)
         .ok()
@@ -72,7 +101,7 @@ pub fn stop_app(pidfile: &Path) {
     else {
         return;
     };
-    if !alive(pid) {
+    if !alive(pid) || !is_app_of(pid, pidfile) {
         return;
     }
     // SAFETY: plain signals to a pid we started.

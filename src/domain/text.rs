@@ -134,6 +134,45 @@ pub fn discord_escape(s: &str) -> String {
     out
 }
 
+/// Longest code span of the bot's own that [`discord_text`] keeps.
+const MAX_CODE_SPAN: usize = 100;
+
+/// Text that mixes the bot's words with user input, for Discord: like [`discord_escape`],
+/// except that a code span the bot writes around a command (`` `unlock staging` ``,
+/// `` `/deploy ENV VERSION` ``) stays a code span. Only spans whose content is made of
+/// letters, digits, spaces and `_ . / : = -` are kept: inside a code span Discord renders
+/// nothing (no mention, link or formatting), so user text that happens to have that shape
+/// shows as code and nothing more. Every other backtick, a lone one or one that would pair
+/// across user text, is escaped with the rest.
+pub fn discord_text(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || " _./:=-".contains(c);
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut rest = s;
+    while let Some(open) = rest.find('`') {
+        out.push_str(&discord_escape(&rest[..open]));
+        let after = &rest[open + 1..];
+        match after.find('`') {
+            Some(close)
+                if close > 0
+                    && close <= MAX_CODE_SPAN
+                    && after[..close].chars().all(safe)
+                    && !after[..close].trim().is_empty() =>
+            {
+                out.push('`');
+                out.push_str(&after[..close]);
+                out.push('`');
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push_str("\\`");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(&discord_escape(rest));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +195,30 @@ mod tests {
         assert!(e.contains("\\*\\*b\\*\\*"), "{e}");
         assert!(e.contains("\\@everyone"), "{e}");
         assert_eq!(discord_escape("# h\n - l\na-b #c"), "\\# h\n \\- l\na-b #c");
+    }
+
+    #[test]
+    fn discord_text_keeps_the_bots_code_spans_only() {
+        let t = format!(
+            "refused: {:?}. Run `unlock staging` or `/deploy ENV VERSION`",
+            HOSTILE
+        );
+        let e = discord_text(&t);
+        assert!(
+            e.contains(" `unlock staging` or `/deploy ENV VERSION`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\\<\\@U123\\>") && e.contains("\\*\\*b\\*\\*"),
+            "{e}"
+        );
+        // A user's backtick cannot pair with the bot's across other text.
+        let e = discord_text("reason \"a`b <@U1>\". Run `unlock staging`");
+        assert_eq!(e, "reason \"a\\`b \\<\\@U1\\>\". Run `unlock staging`");
+        // Spans with markup inside, empty or lone backticks are escaped.
+        assert_eq!(discord_text("`<@U1>` `` `"), "\\`\\<\\@U1\\>\\` \\`\\` \\`");
+        // Without backticks it is discord_escape.
+        assert_eq!(discord_text(HOSTILE), discord_escape(HOSTILE));
     }
 
     #[test]

@@ -182,6 +182,10 @@ async fn run_one(
     };
     let outcome = runner::run_step(spec, redactor, tx, either).await;
     let _ = record.await;
+    // The group is gone (run_step kills what the leader left). A pgid kept on record past
+    // this point names a free pid that a later process may hold as its own group (a demo
+    // app is a group leader): recovery after a crash in verify or watch would SIGKILL it.
+    let _ = app.db.set_step_pgid(job_id, None).await;
     watcher.abort();
     let (lines, facts) = collector.await.unwrap_or_default();
     Ran {

@@ -102,16 +102,40 @@ pub fn advance(name: &str, at: i64) -> Write {
 }
 
 impl Db {
-    /// Probe results of `env` in `[from, to)`: (all, successful).
-    pub async fn probe_counts(&self, env: &str, from: i64, to: i64) -> Result<(i64, i64)> {
-        let (total, ok): (i64, Option<i64>) = on_db!(self, p => {
+    /// Probe results of `env` weighted by time, per target: `(up_ms, monitored_ms)` of
+    /// `[from, to)`. A result counts from its `at` until the target's next result, at most
+    /// `cap_ms`, clipped to the period (a result shortly before `from` covers its start).
+    pub async fn probe_time(
+        &self,
+        env: &str,
+        from: i64,
+        to: i64,
+        cap_ms: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        // Window functions and CASE (not LEAST/GREATEST or MIN/MAX of two) so the same
+        // text runs on SQLite and PostgreSQL.
+        let rows: Vec<(String, i64, i64)> = on_db!(self, p => {
             sqlx::query_as(
-                "SELECT COUNT(*), SUM(CASE WHEN ok THEN 1 ELSE 0 END) FROM probe_results \
-                 WHERE environment = $1 AND at >= $2 AND at < $3",
+                "SELECT target, \
+                   CAST(COALESCE(SUM(CASE WHEN ok THEN w ELSE 0 END), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(w), 0) AS BIGINT) \
+                 FROM ( \
+                   SELECT target, ok, \
+                     (CASE WHEN stop > $3 THEN $3 ELSE stop END) - (CASE WHEN at < $2 THEN $2 ELSE at END) AS w \
+                   FROM ( \
+                     SELECT target, ok, at, \
+                       CASE WHEN next_at IS NOT NULL AND next_at < at + $4 THEN next_at ELSE at + $4 END AS stop \
+                     FROM ( \
+                       SELECT target, ok, at, LEAD(at) OVER (PARTITION BY target ORDER BY at, id) AS next_at \
+                       FROM probe_results WHERE environment = $1 AND at >= $5 AND at < $3 \
+                     ) r \
+                   ) s \
+                 ) t WHERE w > 0 GROUP BY target ORDER BY target",
             )
-            .bind(env).bind(from).bind(to).fetch_one(p).await?
+            .bind(env).bind(from).bind(to).bind(cap_ms).bind(from.saturating_sub(cap_ms))
+            .fetch_all(p).await?
         });
-        Ok((total, ok.unwrap_or(0)))
+        Ok(rows.into_iter().map(|(_, up, all)| (up, all)).collect())
     }
 
     /// Incidents of `env` open at any time in `[from, to)`: (severity, first_seen, resolved_at).

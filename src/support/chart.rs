@@ -29,23 +29,45 @@ pub struct DailySeries {
     pub points: Vec<(NaiveDate, f64)>,
 }
 
+/// The uptime panel: one line per environment, and the SLO they are held to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UptimePanel {
+    /// Shown as the panel title.
+    pub label: String,
+    /// One per environment; each line's label names it in the legend.
+    pub lines: Vec<DailySeries>,
+    /// Drawn as a horizontal line in [`SLO_COLOR`] across the whole panel.
+    pub slo_percent: f64,
+}
+
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 500;
 /// plotters asks for fonts by family name; its own labels use "sans-serif".
 const FAMILY: &str = "sans-serif";
 const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-const UPTIME_COLOR: RGBColor = RGBColor(31, 119, 180);
+/// Environments' lines, in order; none is close to the SLO's red or the cost's orange.
+const LINE_COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+];
+/// The SLO line.
+pub const SLO_COLOR: RGBColor = RGBColor(214, 39, 40);
 const COST_COLOR: RGBColor = RGBColor(230, 126, 34);
 const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
 /// The uptime axis shows at least 95-100 %, so a day at 99.5 % is not drawn as a cliff.
 const UPTIME_FLOOR: f64 = 95.0;
 
-/// Renders the digest chart as PNG bytes: uptime per day (line with points, y axis from
-/// min(95, lowest day) to 100) above cost per day (bars from zero). An empty series draws
-/// "no data" in its panel instead of failing, so a new service still gets a digest.
+/// Renders the digest chart as PNG bytes: uptime per day, one line per environment with
+/// the SLO as a red line across (y axis from min(95, lowest day, SLO) to 100), above cost
+/// per day (bars from zero). An empty panel says "no data" instead of failing, so a new
+/// service still gets a digest.
 pub fn digest_chart(
     title: &str,
-    uptime: &DailySeries,
+    uptime: &UptimePanel,
     cost: &DailySeries,
 ) -> Result<Vec<u8>, String> {
     ensure_font()?;
@@ -55,8 +77,8 @@ pub fn digest_chart(
         root.fill(&WHITE).map_err(draw_error)?;
         let body = root.titled(title, (FAMILY, 24)).map_err(draw_error)?;
         let (top, bottom) = body.split_vertically(HEIGHT.saturating_sub(40) / 2);
-        draw_panel(&top, uptime, Panel::Uptime)?;
-        draw_panel(&bottom, cost, Panel::Cost)?;
+        draw_uptime(&top, uptime)?;
+        draw_cost(&bottom, cost)?;
         root.present().map_err(draw_error)?;
     }
     encode_png(&pixels)
@@ -129,11 +151,12 @@ impl DayAxis {
     }
 }
 
-/// The y range of the uptime panel: min(95, lowest) to 100, widened if data exceeds 100.
-fn uptime_range(points: &[(NaiveDate, f64)]) -> std::ops::Range<f64> {
+/// The y range of the uptime panel: min(95, lowest, a point under the SLO) to 100,
+/// widened if data exceeds 100.
+fn uptime_range(points: &[(NaiveDate, f64)], slo: f64) -> std::ops::Range<f64> {
     let lowest = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let highest = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let low = lowest.floor().min(UPTIME_FLOOR);
+    let low = lowest.floor().min(UPTIME_FLOOR).min((slo - 1.0).floor());
     let high = highest.ceil().max(100.0);
     low..high
 }
@@ -172,28 +195,24 @@ fn draw_no_data(area: &DrawingArea<BitMapBackend<'_>, Shift>, label: &str) -> Re
         .map_err(draw_error)
 }
 
-/// The two panels: uptime as a line, cost as bars.
-#[derive(Clone, Copy)]
-enum Panel {
-    Uptime,
-    Cost,
-}
-
-fn draw_panel(
-    area: &DrawingArea<BitMapBackend<'_>, Shift>,
-    series: &DailySeries,
-    panel: Panel,
-) -> Result<(), String> {
-    let points = clean_points(series);
-    let Some(axis) = DayAxis::new(&points) else {
-        return draw_no_data(area, &series.label);
-    };
-    let (y_range, decimals) = match panel {
-        Panel::Uptime => (uptime_range(&points), 1),
-        Panel::Cost => (cost_range(&points), 2),
-    };
+/// Days as x values and the mesh both panels share.
+fn mesh<'a, 'b: 'a>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    label: &str,
+    unit: String,
+    axis: &DayAxis,
+    y_range: std::ops::Range<f64>,
+    decimals: usize,
+) -> Result<
+    ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    String,
+> {
     let mut chart = ChartBuilder::on(area)
-        .caption(&series.label, (FAMILY, 18))
+        .caption(label, (FAMILY, 18))
         .margin(10)
         .x_label_area_size(28)
         .y_label_area_size(56)
@@ -205,28 +224,81 @@ fn draw_panel(
         .x_label_formatter(&|x| axis.label(x))
         .y_labels(6)
         .y_label_formatter(&|y| format!("{y:.decimals$}"))
-        .y_desc(axis_label(series))
+        .y_desc(unit)
         .label_style((FAMILY, 12))
         .axis_desc_style((FAMILY, 13))
         .light_line_style(WHITE)
         .bold_line_style(GRID_COLOR)
         .draw()
         .map_err(draw_error)?;
-    match panel {
-        Panel::Uptime => {
-            let line = points.iter().map(|(day, v)| (axis.x(*day), *v));
-            chart
-                .draw_series(LineSeries::new(line, UPTIME_COLOR.stroke_width(2)).point_size(3))
-                .map_err(draw_error)?;
-        }
-        Panel::Cost => {
-            let bars = points.iter().map(|(day, v)| {
-                let x = axis.x(*day);
-                Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], COST_COLOR.filled())
-            });
-            chart.draw_series(bars).map_err(draw_error)?;
-        }
+    Ok(chart)
+}
+
+/// Each environment's line (with points), then the SLO across the panel, and a legend.
+fn draw_uptime(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    panel: &UptimePanel,
+) -> Result<(), String> {
+    let lines: Vec<(&str, Vec<(NaiveDate, f64)>)> = panel
+        .lines
+        .iter()
+        .map(|l| (l.label.as_str(), clean_points(l)))
+        .collect();
+    let mut all: Vec<(NaiveDate, f64)> = lines.iter().flat_map(|l| l.1.clone()).collect();
+    all.sort_by_key(|(day, _)| *day);
+    let Some(axis) = DayAxis::new(&all) else {
+        return draw_no_data(area, &panel.label);
+    };
+    let range = uptime_range(&all, panel.slo_percent);
+    let mut chart = mesh(area, &panel.label, "%".into(), &axis, range, 1)?;
+    for (i, (label, points)) in lines.iter().enumerate() {
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
+        let line = points.iter().map(|(day, v)| (axis.x(*day), *v));
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)).point_size(3))
+            .map_err(draw_error)?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     }
+    let slo = panel.slo_percent;
+    let across = [(axis.range.start, slo), (axis.range.end, slo)];
+    chart
+        .draw_series(LineSeries::new(across, SLO_COLOR.stroke_width(2)))
+        .map_err(draw_error)?
+        .label(format!("SLO {slo}%"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], SLO_COLOR.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GRID_COLOR)
+        .label_font((FAMILY, 12))
+        .draw()
+        .map_err(draw_error)?;
+    Ok(())
+}
+
+fn draw_cost(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    series: &DailySeries,
+) -> Result<(), String> {
+    let points = clean_points(series);
+    let Some(axis) = DayAxis::new(&points) else {
+        return draw_no_data(area, &series.label);
+    };
+    let mut chart = mesh(
+        area,
+        &series.label,
+        axis_label(series),
+        &axis,
+        cost_range(&points),
+        2,
+    )?;
+    let bars = points.iter().map(|(day, v)| {
+        let x = axis.x(*day);
+        Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], COST_COLOR.filled())
+    });
+    chart.draw_series(bars).map_err(draw_error)?;
     Ok(())
 }
 
@@ -279,10 +351,70 @@ mod tests {
             .count()
     }
 
-    fn month() -> (DailySeries, DailySeries) {
+    fn panel(slo: f64, lines: Vec<DailySeries>) -> UptimePanel {
+        UptimePanel {
+            label: "Uptime".into(),
+            lines,
+            slo_percent: slo,
+        }
+    }
+
+    fn month() -> (UptimePanel, DailySeries) {
         let uptime: Vec<f64> = (0..30).map(|i| 100.0 - f64::from(i % 7) * 0.3).collect();
         let cost: Vec<f64> = (0..30).map(|i| 40.0 + f64::from(i % 5) * 3.5).collect();
-        (series("Uptime", "%", &uptime), series("Cost", "EUR", &cost))
+        (
+            panel(99.5, vec![series("staging", "%", &uptime)]),
+            series("Cost", "EUR", &cost),
+        )
+    }
+
+    /// The row holding the most pixels of `color`, and how many it holds.
+    pub(crate) fn longest_row(rgb: &[u8], color: RGBColor) -> (usize, usize) {
+        let row = WIDTH as usize * 3;
+        rgb.chunks(row)
+            .map(|r| {
+                r.chunks(3)
+                    .filter(|p| p == &[color.0, color.1, color.2])
+                    .count()
+            })
+            .enumerate()
+            .max_by_key(|(_, n)| *n)
+            .unwrap_or((0, 0))
+    }
+
+    #[test]
+    fn the_slo_is_a_line_across_the_uptime_panel_at_its_value() {
+        let days: Vec<f64> = vec![100.0, 99.9, 100.0, 98.0, 100.0, 100.0, 99.95];
+        let lines = vec![
+            series("staging", "%", &days),
+            series("production", "%", &[100.0; 7]),
+        ];
+        let cost = series("Cost", "EUR", &[1.0]);
+        let at = |slo: f64| {
+            let (_, _, rgb) =
+                decode(&digest_chart("t", &panel(slo, lines.clone()), &cost).unwrap());
+            longest_row(&rgb, SLO_COLOR)
+        };
+        let (high_row, high_len) = at(99.5);
+        let (low_row, low_len) = at(97.0);
+        // Across most of the plot (800 px wide, minus axis labels and margins)…
+        assert!(high_len > 500 && low_len > 500, "{high_len} {low_len}");
+        // …in the top panel, and lower down for a lower SLO: 2.5 points of a 95–100 axis
+        // of about 150 px are some 75 px.
+        assert!(high_row < 250 && low_row < 250, "{high_row} {low_row}");
+        assert!(
+            (60..90).contains(&(low_row - high_row)),
+            "{high_row} {low_row}"
+        );
+        // Without an uptime line there is no SLO line either ("no data").
+        let (_, _, rgb) = decode(&digest_chart("t", &panel(99.5, vec![]), &cost).unwrap());
+        assert_eq!(longest_row(&rgb, SLO_COLOR).1, 0);
+        // Each environment has its own colour.
+        let (_, _, rgb) = decode(&digest_chart("t", &panel(99.5, lines.clone()), &cost).unwrap());
+        for c in &LINE_COLORS[..2] {
+            assert!(rgb.chunks(3).filter(|p| p == &[c.0, c.1, c.2]).count() > 200);
+        }
+        assert_eq!(uptime_range(&[(day(1), 99.0)], 90.0), 89.0..100.0);
     }
 
     #[test]
@@ -307,14 +439,14 @@ mod tests {
         let a = digest_chart("api", &uptime, &cost).expect("chart");
         let b = digest_chart("api", &uptime, &cost).expect("chart");
         assert_eq!(a, b);
-        let other = series("Uptime", "%", &[99.0]);
+        let other = panel(99.5, vec![series("Uptime", "%", &[99.0])]);
         let c = digest_chart("api", &other, &cost).expect("chart");
         assert_ne!(a, c);
     }
 
     #[test]
     fn empty_series_draw_no_data_panels() {
-        let empty = series("Uptime", "%", &[]);
+        let empty = panel(99.5, vec![series("Uptime", "%", &[])]);
         let no_cost = series("Cost", "EUR", &[f64::NAN]);
         let bytes = digest_chart("new service", &empty, &no_cost).expect("chart");
         let (w, h, rgb) = decode(&bytes);
@@ -324,12 +456,15 @@ mod tests {
 
     #[test]
     fn single_points_and_odd_values_render() {
-        let one = series("Uptime", "%", &[87.5]);
+        let one = panel(99.5, vec![series("Uptime", "%", &[87.5])]);
         let cost = series("Cost", "", &[0.0]);
         let (w, h, rgb) = decode(&digest_chart("", &one, &cost).expect("chart"));
         assert_eq!((w, h), (WIDTH, HEIGHT));
         assert!(colored_pixels(&rgb) > 0, "the single uptime point is drawn");
-        let weird = series("Uptime", "%", &[f64::INFINITY, 101.0, -3.0]);
+        let weird = panel(
+            99.5,
+            vec![series("Uptime", "%", &[f64::INFINITY, 101.0, -3.0])],
+        );
         let credits = series("Cost", "EUR", &[-5.0, 12.0, f64::NAN]);
         digest_chart("weird", &weird, &credits).expect("chart");
     }
@@ -337,8 +472,8 @@ mod tests {
     #[test]
     fn axis_ranges() {
         let points = |v: &[f64]| -> Vec<_> { (1u32..).zip(v).map(|(d, v)| (day(d), *v)).collect() };
-        assert_eq!(uptime_range(&points(&[99.2, 100.0])), 95.0..100.0);
-        assert_eq!(uptime_range(&points(&[87.4, 99.0])), 87.0..100.0);
+        assert_eq!(uptime_range(&points(&[99.2, 100.0]), 99.5), 95.0..100.0);
+        assert_eq!(uptime_range(&points(&[87.4, 99.0]), 99.5), 87.0..100.0);
         assert_eq!(cost_range(&points(&[0.0])), 0.0..1.0);
         assert_eq!(cost_range(&points(&[-2.0, 10.0])), -2.0..11.5);
         let axis = DayAxis::new(&points(&[1.0, 2.0, 3.0])).expect("axis");

@@ -95,6 +95,35 @@ fn production_needs_the_version_verified_on_staging() {
     assert!(out.contains("Deployed abc1234 to production"), "{out}");
 }
 
+/// A pid file outlives its app, and pids are reused (a busy host wraps at 32,768; a fresh
+/// container hands out the same low pids on every boot). Deploying production used to
+/// SIGTERM whatever held the pid in its stale `production.pid`: here, as after a reuse,
+/// that is the staging app, which must keep serving.
+#[test]
+fn a_stale_pid_file_never_stops_another_environments_app() {
+    let w = ws();
+    assert_eq!(w.run(&["deploy", "staging", "abc1234"]).0, 0);
+    let demo = w.data_dir().join("demo");
+    let staging_pid = std::fs::read_to_string(demo.join("staging.pid")).unwrap();
+    std::fs::write(demo.join("production.pid"), &staging_pid).unwrap();
+    let (code, out, err) = w.run(&["deploy", "production", "abc1234"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid: i32 = staging_pid.trim().parse().unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the staging app was killed"
+    );
+    let staging = format!("http://127.0.0.1:{}/health", w.staging_port);
+    assert!(http_get(&staging).unwrap().1.contains("\"abc1234\""));
+    let production = format!("http://127.0.0.1:{}/health", w.production_port);
+    assert!(http_get(&production).unwrap().1.contains("\"abc1234\""));
+    // A redeploy of staging still replaces its own app.
+    assert_eq!(w.run(&["deploy", "staging", "def5678"]).0, 0);
+    assert!(http_get(&staging).unwrap().1.contains("def5678"));
+}
+
 #[test]
 fn check_reports_file_line_and_reason() {
     let w = Workspace::new(
@@ -195,4 +224,46 @@ fn a_closed_stdout_ends_listings_quietly() {
     // The deploy that could not print still ran to its end.
     let (_, status, _) = w.run(&["status", "staging"]);
     assert!(status.contains("staging: def5678 (verified"), "{status}");
+}
+
+/// A step's process group is on record only while it exists. It used to stay on the job
+/// row through verify and watch: a crash then had recovery SIGKILL a pgid whose pid any
+/// later process may hold (a demo app leads its own group, so its pgid is its pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_steps_group_is_off_the_record_while_health_is_checked() {
+    let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = health.local_addr().unwrap().port();
+    let config = format!(
+        "[environments.qa]\nhealth_url = \"http://127.0.0.1:{port}/health\"\nhealth_timeout_seconds = 30\n"
+    );
+    let ship = deploy_command("ship", "everyone", r#"["true"]"#);
+    let w = Workspace::new(Backend::Sqlite, &config, &[("ship.toml", &ship)]).unwrap();
+    let app = w.app(&[]).await;
+    let mut run = w
+        .cmd(&["run", "ship", "qa", "v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The health check's request arrives once the step has ended; hold the answer while
+    // the job row is read.
+    let (mut conn, _) = tokio::task::spawn_blocking(move || health.accept().unwrap())
+        .await
+        .unwrap();
+    let job = app.db.recent_jobs(1).await.unwrap().remove(0);
+    assert_eq!(job.state, deckhand::store::jobs::state::RUNNING);
+    assert_eq!(
+        job.step_pgid, None,
+        "the ended step's group is still on record"
+    );
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 1024];
+    let _ = conn.read(&mut buf);
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        .unwrap();
+    drop(conn);
+    let status = tokio::task::spawn_blocking(move || run.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -9,7 +9,10 @@ use crate::digest_support::*;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use deckhand::app::App;
 use deckhand::reports::cost::fmt_money;
-use deckhand::reports::digest::{Fired, tick};
+use deckhand::reports::digest::{
+    Digest, Fired, build, chart, notice, render_terminal, tick, uptime_panel,
+};
+use deckhand::store::Arg;
 use deckhand::support::runner::CancelToken;
 use serde_json::Value;
 
@@ -87,10 +90,11 @@ async fn digest_now(b: Backend) {
     let forecast = mtd + 16.5 * (in_month - covered) as f64;
     let usd = |a: f64| fmt_money(a, "USD");
     for expected in [
-        "Uptime 98.50% (394 of 400 probes passed); SLO 99.5% missed, error budget exhausted, overspent by 200%".to_owned(),
+        // 400 probes 21 minutes apart: each stands for one minute (twice the 30 s interval).
+        "Uptime: monitored 6 h 40 min of 7 d (4.0%): 98.50%; SLO 99.5% missed, error budget 50 min 24 s for the period, 6 min 0 s spent (12%)".to_owned(),
         "Incidents 2 (P1 1, P3 1), downtime 30 min 0 s".to_owned(),
         "Deployments 4: 2 of 4 verified (50%), 2 rollbacks (1 automatic), median 40.0 s".to_owned(),
-        "Uptime 99.75% (399 of 400 probes passed); SLO 99.5% met, 50% of the error budget left".to_owned(),
+        "Uptime: monitored 6 h 40 min of 7 d (4.0%): 99.75%; SLO 99.5% met, error budget 50 min 24 s for the period, 1 min 0 s spent (2%)".to_owned(),
         "Incidents 0, downtime 0 s".to_owned(),
         "Deployments 1: 1 of 1 verified (100%), 0 rollbacks, median 2 min 0 s".to_owned(),
         format!("Month to date {} (through {})", usd(mtd), end.format("%-d %b")),
@@ -110,6 +114,132 @@ async fn digest_now(b: Backend) {
     assert_eq!(png_size(&png), (800, 500));
     // The preview posts nothing.
     assert!(digest_rows(&app, "%").await.is_empty());
+}
+
+/// One probe result of `env` (its only target) at `at`.
+fn probe_at(env: &str, at: i64, ok: bool) -> Seed {
+    sql(
+        "INSERT INTO probe_results (target, environment, at, ok, status, latency_ms) VALUES ($1, $1, $2, $3 = 1, 200, 12)",
+        vec![Arg::Text(env.into()), Arg::Int(at), Arg::Int(i64::from(ok))],
+    )
+}
+
+/// The digest `weekly` for the period ending at `to`, in the terminal's words.
+async fn digest_text(app: &App, to: DateTime<Utc>) -> (Digest, String) {
+    let cfg = &app.settings.config.digests[0];
+    let d = build(app, cfg, to).await.unwrap();
+    let text = render_terminal(&notice(&d, None));
+    (d, text)
+}
+
+fn env<'a>(d: &'a Digest, name: &str) -> &'a deckhand::reports::digest::EnvReport {
+    d.environments.iter().find(|e| e.name == name).unwrap()
+}
+
+fn line_of<'a>(text: &'a str, env: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(&format!("{env}:")))
+        .unwrap_or_else(|| panic!("no {env} line in:\n{text}"))
+}
+
+both!(
+    a_new_install_reports_what_it_monitored_not_an_outage,
+    new_install
+);
+async fn new_install(b: Backend) {
+    let Some(ws) = Workspace::new(b, &config(WEEKLY), &[("cost-fixed.toml", COST_CMD)]) else {
+        return;
+    };
+    let app = ws.app(&[]).await;
+    let to = t("2026-11-23T08:00:00Z");
+    // Installed two minutes ago: staging probed every 30 s since, all up; production
+    // never probed.
+    let w: Vec<Seed> = (1..=4)
+        .map(|i| probe_at("staging", ms(to) - i * 30_000, true))
+        .collect();
+    seed(&app.db, &w).await;
+    let (d, text) = digest_text(&app, to).await;
+    let staging = line_of(&text, "staging");
+    assert!(
+        staging.contains("Uptime: monitored 2 min 0 s of 7 d (0.02%): 100.00%; SLO 99.5% met"),
+        "{staging}"
+    );
+    assert!(
+        staging.contains("error budget 50 min 24 s for the period, none spent"),
+        "{staging}"
+    );
+    assert!(
+        line_of(&text, "production").contains("Uptime: not enough data"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("overspent") && !text.contains(" 0.00%"),
+        "{text}"
+    );
+    assert_eq!(env(&d, "staging").uptime.monitored_ms, 120_000);
+}
+
+both!(uptime_weighs_each_probe_by_the_time_it_stands_for, uneven);
+async fn uneven(b: Backend) {
+    let Some(ws) = Workspace::new(b, &config(WEEKLY), &[("cost-fixed.toml", COST_CMD)]) else {
+        return;
+    };
+    let app = ws.app(&[]).await;
+    let to = t("2026-11-23T08:00:00Z");
+    let t0 = ms(to) - 10 * 60_000;
+    // Up at 0 and 30 s, down at 60 s, then 9 minutes without a probe (Deckhand was down):
+    // the failure counts for the cap (60 s), not for the silence. By count this would be
+    // 66.67 %; weighted without the cap, 10 %.
+    let mut w = vec![
+        probe_at("staging", t0, true),
+        probe_at("staging", t0 + 30_000, true),
+        probe_at("staging", t0 + 60_000, false),
+    ];
+    // Production: a probe just before the period counts for the part inside it only, and
+    // a second target of the same environment shares its clock.
+    let from = ms(to) - 7 * 86_400_000;
+    w.push(probe_at("production", from - 20_000, false));
+    w.push(probe_at("production", from + 10_000, true));
+    w.push(sql(
+        "INSERT INTO probe_results (target, environment, at, ok, status, latency_ms) VALUES ('api', 'production', $1, TRUE, 200, 12)",
+        vec![Arg::Int(from + 10_000)],
+    ));
+    seed(&app.db, &w).await;
+    let (d, text) = digest_text(&app, to).await;
+    let staging = line_of(&text, "staging");
+    assert!(
+        staging.contains("monitored 2 min 0 s of 7 d (0.02%): 50.00%; SLO 99.5% missed"),
+        "{staging}"
+    );
+    assert!(
+        staging.contains("error budget 50 min 24 s for the period, 1 min 0 s spent (2%)"),
+        "{staging}"
+    );
+    // Production: 10 s down (the part of the early probe inside the period), then 60 s up
+    // on each target: 130 s of target time, 10 s down, over 70 s of wall-clock.
+    let p = &env(&d, "production").uptime;
+    assert_eq!((p.monitored_ms, p.up_ms), (70_000, 64_615), "{text}");
+    // The chart's data: each environment against the SLO.
+    let panel = uptime_panel(&d);
+    assert_eq!(panel.slo_percent, 99.5);
+    let names: Vec<&str> = panel.lines.iter().map(|l| l.label.as_str()).collect();
+    assert_eq!(names, ["production", "staging"]);
+    assert_eq!(panel.lines[1].points.len(), 1);
+    assert!((panel.lines[1].points[0].1 - 50.0).abs() < 1e-9);
+    // …and in the picture: a line of the SLO's colour across the uptime panel.
+    let png = chart(&d, &app.settings.config.costs).unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(&png[..]));
+    let mut reader = reader.read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut rgb).unwrap();
+    let slo = deckhand::reports::digest::SLO_COLOR;
+    let (row, len) = rgb
+        .chunks(800 * 3)
+        .map(|r| r.chunks(3).filter(|p| p == &[slo.0, slo.1, slo.2]).count())
+        .enumerate()
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    assert!(len > 500 && row < 250, "SLO line: {len} px on row {row}");
 }
 
 /// The bundled config as shipped: `deckhand digest weekly --now` with the demo cost source.

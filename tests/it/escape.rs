@@ -279,6 +279,13 @@ async fn hostile_lock_reason_is_escaped_in_every_discord_message() {
             .contains(r"\<!channel\>"),
         "{reminder}"
     );
+    assert!(
+        reminder["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains(". Run `unlock staging` when it is safe"),
+        "{reminder}"
+    );
 
     let v = discord_command(
         &http,
@@ -303,6 +310,12 @@ async fn hostile_lock_reason_is_escaped_in_every_discord_message() {
     .await;
     assert!(
         content(&v).contains("refused by lock rule") && content(&v).contains(escaped),
+        "{v}"
+    );
+    // The bot's own formatting survives next to the escaped reason: its hint stays a code
+    // span, not "\`unlock staging\`".
+    assert!(
+        content(&v).ends_with("Ask them, or run `unlock staging` once it is safe"),
         "{v}"
     );
     discord_command(

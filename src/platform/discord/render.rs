@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::domain::notice::{Notice, Tone};
-use crate::domain::text::{cut, cut_tail, discord_escape as escape};
+use crate::domain::text::{cut, cut_tail, discord_text as escape};
 
 /// Colour of an embed by the notice's tone.
 fn colour(t: Tone) -> u32 {
@@ -19,7 +19,8 @@ fn colour(t: Tone) -> u32 {
 /// Render a notice as one embed plus buttons, within Discord's limits. Fields are walked
 /// generically: a field added to a notice shows here without Discord-specific code.
 pub fn render(n: &Notice) -> Value {
-    // Titles, fields and footers may quote user text: markdown is escaped in all of them.
+    // Titles, fields and footers may quote user text: markdown is escaped in all of them,
+    // except the bot's own code spans around commands (`discord_text`).
     let title = cut(&format!("{} {}", n.tone.symbol(), escape(&n.title)), 256);
     let mut budget = 6000usize.saturating_sub(title.chars().count());
     let mut fields = Vec::new();
@@ -73,8 +74,8 @@ pub fn no_mentions() -> Value {
     json!({"parse": []})
 }
 
-/// Plain text (an answer, a follow-up) as Discord message content: escaped, within 2,000
-/// characters.
+/// Plain text (an answer, a follow-up) as Discord message content: escaped but for the
+/// bot's code spans, within 2,000 characters.
 pub fn content(text: &str) -> String {
     cut(&escape(text), 2000)
 }

@@ -1,7 +1,8 @@
 //! Scheduled digests of uptime, deployments and cost.
 //!
 //! A digest (`[[digests]]`) looks back `period_days` from its firing instant and reports, per
-//! environment, uptime from the stored probe results against the SLO, incidents and the time
+//! environment, uptime from the stored probe results (time-weighted over the monitored part
+//! of the period, see [`stats::Uptime`]) against the SLO, incidents and the time
 //! they were open, and deployments; then each cost source's month to date, forecast, budget
 //! and biggest movers. It goes out as one notice with a PNG chart stored in `attachments`
 //! (uploaded to Slack, attached on Discord); the notice's fields are the text fallback.
@@ -17,7 +18,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 pub use crate::config::digest::{DigestConfig, Section, config_problems, cost_channels};
-pub use render::{chart, notice, render_terminal};
+pub use crate::support::chart::{SLO_COLOR, UptimePanel};
+pub use render::{chart, notice, render_terminal, uptime_panel};
 pub use scheduler::{Fired, run, tick};
 use stats::{DeployStats, Uptime};
 
@@ -54,8 +56,8 @@ pub struct Digest {
     pub environments: Vec<EnvReport>,
     /// Per source: its summary, or (source, why it could not be read).
     pub costs: Vec<std::result::Result<CostSummary, (String, String)>>,
-    /// Uptime of all environments together, per local day.
-    pub uptime_daily: Vec<(NaiveDate, f64)>,
+    /// Per environment, its uptime per local day (days without probe results left out).
+    pub uptime_daily: Vec<(String, Vec<(NaiveDate, f64)>)>,
 }
 
 /// A digest that goes out after its time.
@@ -77,7 +79,8 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
         cfg.environments.clone()
     };
     let days = stats::local_days(tz, from, to);
-    let mut daily = vec![Uptime::default(); days.len()];
+    let cap = Uptime::cap_ms(app.settings.config.probes.interval_seconds);
+    let mut uptime_daily = Vec::new();
     let mut environments = Vec::new();
     for name in names {
         let mut env = EnvReport {
@@ -88,11 +91,13 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
             deploys: DeployStats::default(),
         };
         if cfg.includes(Section::Uptime) {
-            for (i, (_, a, b)) in days.iter().enumerate() {
-                let u = probe_counts(&app.db, &name, *a, *b).await?;
-                daily[i].add(u);
+            let mut daily = Vec::new();
+            for (day, a, b) in &days {
+                let u = Uptime::of_targets(&app.db.probe_time(&name, *a, *b, cap).await?);
                 env.uptime.add(u);
+                daily.extend(u.percent().map(|p| (*day, p)));
             }
+            uptime_daily.push((name.clone(), daily));
             let rows = incidents(&app.db, &name, from_ms, to_ms).await?;
             for (severity, _, _) in &rows {
                 *env.incidents.entry(severity.clone()).or_default() += 1;
@@ -117,11 +122,6 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
     } else {
         Vec::new()
     };
-    let uptime_daily = days
-        .iter()
-        .zip(&daily)
-        .filter_map(|((d, _, _), u)| u.percent().map(|p| (*d, p)))
-        .collect();
     Ok(Digest {
         name: cfg.name.clone(),
         from,
@@ -133,11 +133,6 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
         costs,
         uptime_daily,
     })
-}
-
-async fn probe_counts(db: &Db, env: &str, from: i64, to: i64) -> Result<Uptime> {
-    let (total, ok) = db.probe_counts(env, from, to).await?;
-    Ok(Uptime { ok, total })
 }
 
 /// Incidents of `env` open at any time in `[from, to)`: (severity, first_seen, resolved_at).

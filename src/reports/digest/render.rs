@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use super::stats::Uptime as Stats;
 use super::{Digest, EnvReport, Late, Section};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::domain::time::fmt_duration;
 use crate::reports::cost::{CostSummary, fmt_money};
-use crate::support::chart::DailySeries;
+use crate::support::chart::{DailySeries, UptimePanel};
 
 pub(crate) fn local(tz: Tz, t: DateTime<Utc>, fmt: &str) -> String {
     t.with_timezone(&tz).format(fmt).to_string()
@@ -83,22 +84,7 @@ fn fmt_late(d: Duration) -> String {
 fn env_lines(d: &Digest, e: &EnvReport) -> Vec<String> {
     let mut out = Vec::new();
     if d.include.contains(&Section::Uptime) {
-        out.push(match e.uptime.percent() {
-            None => "Uptime: no probe results in this period".to_owned(),
-            Some(p) => {
-                let met = if p >= d.slo_percent { "met" } else { "missed" };
-                let budget = match e.uptime.budget_left(d.slo_percent) {
-                    Some(b) if b >= 0.0 => format!("{b:.0}% of the error budget left"),
-                    Some(b) => format!("error budget exhausted, overspent by {:.0}%", -b),
-                    None if p >= 100.0 => "no failures".to_owned(),
-                    None => "no error budget at 100%".to_owned(),
-                };
-                format!(
-                    "Uptime {p:.2}% ({} of {} probes passed); SLO {}% {met}, {budget}",
-                    e.uptime.ok, e.uptime.total, d.slo_percent
-                )
-            }
-        });
+        out.push(uptime_line(d, e));
         let total: i64 = e.incidents.values().sum();
         out.push(if total == 0 {
             "Incidents 0, downtime 0 s".to_owned()
@@ -138,6 +124,59 @@ fn env_lines(d: &Digest, e: &EnvReport) -> Vec<String> {
         out.push(line);
     }
     out
+}
+
+/// A span of time in the units that read well, whole days without "0 h".
+fn fmt_span(ms: i64) -> String {
+    let s = fmt_late(Duration::milliseconds(ms));
+    s.strip_suffix(" 0 h").map(str::to_owned).unwrap_or(s)
+}
+
+/// "Uptime: monitored 2 min 0 s of 7 d (0.02%): 100.00%; SLO 99.5% met, …". Uptime is
+/// over the monitored time only; the error budget is the SLO's allowance over the whole
+/// period, so a new install's few minutes neither look like an outage nor blow the budget.
+fn uptime_line(d: &Digest, e: &EnvReport) -> String {
+    let u = &e.uptime;
+    let Some(p) = u.percent() else {
+        return "Uptime: not enough data (no probe results in this period)".to_owned();
+    };
+    let period = (d.to - d.from).num_milliseconds().max(1);
+    let share = u.monitored_ms as f64 * 100.0 / period as f64;
+    let share = if share < 1.0 {
+        format!("{share:.2}%")
+    } else {
+        format!("{share:.1}%")
+    };
+    let met = if p >= d.slo_percent { "met" } else { "missed" };
+    let budget = match Stats::budget_ms(d.slo_percent, period) {
+        None if u.down_ms() == 0 => "no failures".to_owned(),
+        None => "no error budget at 100%".to_owned(),
+        Some(b) => {
+            let spent = u.budget_spent(d.slo_percent, period).unwrap_or(0.0);
+            if u.down_ms() == 0 {
+                format!("error budget {} for the period, none spent", fmt_span(b))
+            } else if u.down_ms() <= b {
+                format!(
+                    "error budget {} for the period, {} spent ({spent:.0}%)",
+                    fmt_span(b),
+                    fmt_span(u.down_ms())
+                )
+            } else {
+                format!(
+                    "error budget {} for the period exhausted: {} down, overspent by {:.0}%",
+                    fmt_span(b),
+                    fmt_span(u.down_ms()),
+                    spent - 100.0
+                )
+            }
+        }
+    };
+    format!(
+        "Uptime: monitored {} of {} ({share}): {p:.2}%; SLO {}% {met}, {budget}",
+        fmt_span(u.monitored_ms),
+        fmt_span(period),
+        d.slo_percent
+    )
 }
 
 fn cost_lines(s: &CostSummary) -> Vec<String> {
@@ -197,17 +236,31 @@ fn cost_lines(s: &CostSummary) -> Vec<String> {
     out
 }
 
-/// The PNG: uptime per day above cost per day (summed over the sources that share the
-/// first source's currency; a sum source would count its parts twice).
+/// What the uptime panel of the chart shows: one line per environment against the SLO.
+pub fn uptime_panel(d: &Digest) -> UptimePanel {
+    UptimePanel {
+        label: format!("Uptime per day against the {}% SLO", d.slo_percent),
+        lines: d
+            .uptime_daily
+            .iter()
+            .map(|(env, points)| DailySeries {
+                label: env.clone(),
+                unit: "%".into(),
+                points: points.clone(),
+            })
+            .collect(),
+        slo_percent: d.slo_percent,
+    }
+}
+
+/// The PNG: uptime per day per environment against the SLO, above cost per day (summed
+/// over the sources that share the first source's currency; a sum source would count its
+/// parts twice).
 pub fn chart(
     d: &Digest,
     costs: &[crate::config::cost::CostSource],
 ) -> std::result::Result<Vec<u8>, String> {
-    let uptime = DailySeries {
-        label: "Uptime, all environments".into(),
-        unit: "%".into(),
-        points: d.uptime_daily.clone(),
-    };
+    let uptime = uptime_panel(d);
     let mut currency = None;
     let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
     for s in d.costs.iter().flatten() {

@@ -3,34 +3,68 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
-/// Probe samples in a period: uptime is the share that passed. Probes run on a fixed
-/// interval, so a share of samples is a share of time without weighting.
+/// Probe results of a period, weighted by time: each result stands for the time until the
+/// target's next probe, at most [`Uptime::cap_ms`] (twice the probe interval), so a gap in
+/// which nothing was probed (Deckhand down, a new install) is unmonitored rather than up
+/// or down, and a result that opens a long silence does not stand for all of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Uptime {
-    pub ok: i64,
-    pub total: i64,
+    /// Monitored time the environment was up, in ms.
+    pub up_ms: i64,
+    /// Time covered by probe results, in ms.
+    pub monitored_ms: i64,
 }
 
 impl Uptime {
-    pub fn percent(&self) -> Option<f64> {
-        (self.total > 0).then(|| self.ok as f64 * 100.0 / self.total as f64)
+    /// How long one probe result counts at most, for a probe interval.
+    pub fn cap_ms(interval_seconds: u64) -> i64 {
+        (interval_seconds.max(1) as i64).saturating_mul(2000)
     }
 
-    /// How much of the error budget the SLO allows is left, in percent of it: 100 with no
-    /// failure, 0 exactly at the SLO, negative once overspent. `None` without samples, or
-    /// for an SLO of 100 % (no budget to speak of).
-    pub fn budget_left(&self, slo_percent: f64) -> Option<f64> {
-        let allowed = (100.0 - slo_percent) / 100.0;
-        if self.total == 0 || allowed <= 0.0 {
-            return None;
+    /// One environment from its targets' `(up_ms, monitored_ms)`: the share of target
+    /// time up, over the wall-clock time the best-covered target was monitored (two
+    /// targets probed for the same minute are one monitored minute).
+    pub fn of_targets(targets: &[(i64, i64)]) -> Uptime {
+        let (up, all) = targets
+            .iter()
+            .fold((0i64, 0i64), |(u, m), t| (u + t.0, m + t.1));
+        let wall = targets.iter().map(|t| t.1).max().unwrap_or(0);
+        if all <= 0 {
+            return Uptime::default();
         }
-        let failed = (self.total - self.ok) as f64 / self.total as f64;
-        Some((1.0 - failed / allowed) * 100.0)
+        Uptime {
+            up_ms: (up as f64 * wall as f64 / all as f64).round() as i64,
+            monitored_ms: wall,
+        }
+    }
+
+    /// Uptime over the monitored time; `None` without any.
+    pub fn percent(&self) -> Option<f64> {
+        (self.monitored_ms > 0).then(|| self.up_ms as f64 * 100.0 / self.monitored_ms as f64)
+    }
+
+    pub fn down_ms(&self) -> i64 {
+        self.monitored_ms - self.up_ms
+    }
+
+    /// The error budget of a period: the downtime the SLO allows over all of it, in ms.
+    /// `None` for an SLO of 100 % (no budget to speak of).
+    pub fn budget_ms(slo_percent: f64, period_ms: i64) -> Option<i64> {
+        let allowed = (100.0 - slo_percent) / 100.0;
+        (allowed > 0.0).then(|| (allowed * period_ms as f64).round() as i64)
+    }
+
+    /// Share of the period's error budget spent by the downtime seen, in percent (above
+    /// 100 once overspent). Measured against the whole period, so a few monitored minutes
+    /// with one failure spend a few minutes of it, not a multiple of it.
+    pub fn budget_spent(&self, slo_percent: f64, period_ms: i64) -> Option<f64> {
+        let budget = Self::budget_ms(slo_percent, period_ms)?;
+        (budget > 0).then(|| self.down_ms() as f64 * 100.0 / budget as f64)
     }
 
     pub fn add(&mut self, other: Uptime) {
-        self.ok += other.ok;
-        self.total += other.total;
+        self.up_ms += other.up_ms;
+        self.monitored_ms += other.monitored_ms;
     }
 }
 
@@ -165,20 +199,28 @@ mod tests {
 
     #[test]
     fn uptime_and_error_budget() {
+        let week = 7 * 86_400_000;
+        // 10 h monitored, 9 min down.
         let u = Uptime {
-            ok: 394,
-            total: 400,
+            up_ms: 591 * 60_000,
+            monitored_ms: 600 * 60_000,
         };
-        assert_eq!(u.percent(), Some(98.5));
-        // 1.5 % failed against 0.5 % allowed: 200 % overspent.
-        assert!((u.budget_left(99.5).unwrap() + 200.0).abs() < 1e-9);
-        let u = Uptime {
-            ok: 399,
-            total: 400,
-        };
-        assert!((u.budget_left(99.5).unwrap() - 50.0).abs() < 1e-9);
+        assert!((u.percent().unwrap() - 98.5).abs() < 1e-9);
+        // 0.5 % of a week is 50 min 24 s; 9 min of it spent.
+        assert_eq!(Uptime::budget_ms(99.5, week), Some(3_024_000));
+        assert!((u.budget_spent(99.5, week).unwrap() - 540.0 / 30.24).abs() < 1e-9);
         assert_eq!(Uptime::default().percent(), None);
-        assert_eq!(u.budget_left(100.0), None);
+        assert_eq!(u.budget_spent(100.0, week), None);
+        assert_eq!(Uptime::cap_ms(30), 60_000);
+    }
+
+    #[test]
+    fn targets_share_one_clock() {
+        // Two targets probed over the same 10 minutes, one down for 2 of them.
+        let u = Uptime::of_targets(&[(600_000, 600_000), (480_000, 600_000)]);
+        assert_eq!(u.monitored_ms, 600_000);
+        assert_eq!(u.percent(), Some(90.0));
+        assert_eq!(Uptime::of_targets(&[]), Uptime::default());
     }
 
     #[test]
