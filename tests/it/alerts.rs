@@ -468,6 +468,7 @@ async fn a_storm_of_repeats_never_buries_a_new_p0() {
         "rate_limit_per_minute = 0",
     );
     let storm = alertmanager("firing").to_string();
+    let storm_began = std::time::Instant::now();
     for i in 0..1000 {
         let (s, body) = e.post("alertmanager", &storm, Some(TOKEN)).await;
         assert_eq!(s, 200, "repeat {i}: {body}");
@@ -476,6 +477,7 @@ async fn a_storm_of_repeats_never_buries_a_new_p0() {
     p0["alerts"][0]["fingerprint"] = json!("77aa00ff11bb");
     p0["alerts"][0]["annotations"]["summary"] = json!("Checkout database is down");
     p0["commonAnnotations"]["summary"] = json!("Checkout database is down");
+    let storm_took = storm_began.elapsed();
     let sent = std::time::Instant::now();
     assert_eq!(
         e.post("alertmanager", &p0.to_string(), Some(TOKEN)).await.0,
@@ -509,18 +511,36 @@ async fn a_storm_of_repeats_never_buries_a_new_p0() {
     })
     .await;
     let calls = slack_calls(&e.fake);
-    let posts = calls
-        .iter()
-        .filter(|c| c.0 == "chat.postMessage" && c.2.contains("Error rate above 5%"))
-        .count();
+    let storm_posts: Vec<_> = e
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            // (A reminder under it is a reply: its alert began days ago.)
+            c.path == "/api/chat.postMessage"
+                && c.body.get("thread_ts").is_none()
+                && c.body["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Error rate above 5%")
+        })
+        .collect();
+    let posts = storm_posts.len();
     let updates = storm_updates(&calls);
     eprintln!(
-        "new P0 posted after {p0_after:?}; the storm cost {posts} post and {updates} updates"
+        "1,000 repeats in {storm_took:?}; new P0 posted after {p0_after:?}; the storm cost {posts} post and {updates} updates"
     );
-    assert_eq!(posts, 1, "one message for the repeated incident");
+    assert_eq!(
+        posts, 1,
+        "one message for the repeated incident: {storm_posts:#?}"
+    );
+    // At most one edit per pace of `chat.update` (1.2 s) while the storm lasts, and the
+    // last state: a handful, not one per repeat (on this machine the 1,000 repeats take
+    // a few seconds).
+    let paced = (storm_took.as_secs_f64() / 1.2).ceil() as usize + 3;
     assert!(
-        updates <= 15,
-        "a handful of updates, not one per repeat: {updates}"
+        updates <= paced.min(40),
+        "{updates} updates for a storm of {storm_took:?}: more than one per pace"
     );
     // The superseded states are accounted for, not lost: every row is settled.
     let app = e.ws.app(&[]).await;
