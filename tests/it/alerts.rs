@@ -544,13 +544,5 @@ async fn a_storm_of_repeats_never_buries_a_new_p0() {
     );
     // The superseded states are accounted for, not lost: every row is settled.
     let app = e.ws.app(&[]).await;
-    eventually(10, "an empty outbox", || async {
-        app.db
-            .outbox_depth()
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    outbox_drained(&app, 10).await;
 }

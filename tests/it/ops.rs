@@ -682,15 +682,7 @@ async fn logs_carry_job_context_and_no_secrets() {
         !stored.iter().any(|l| l.contains(STEP_SECRET)),
         "{stored:?}"
     );
-    eventually(20, "every notice delivered", || async {
-        app.db
-            .outbox_depth()
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    outbox_drained(&app, 20).await;
 
     bot.server.sigterm();
     let (code, _) = bot.wait_exit(Instant::now(), Duration::from_secs(20));

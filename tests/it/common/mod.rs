@@ -522,3 +522,16 @@ pub fn superseded(r: &deckhand::outbox::OutboxRow) -> bool {
         .as_deref()
         .is_some_and(|e| e.starts_with("superseded by notice "))
 }
+
+/// Wait (up to `secs`) until no notice waits for delivery on any platform.
+pub async fn outbox_drained(app: &App, secs: u64) {
+    eventually(secs, "every notice delivered", || async {
+        app.db
+            .outbox_depth()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
