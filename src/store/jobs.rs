@@ -157,8 +157,11 @@ impl Db {
             };
             let behind: Option<i64> = match &job.concurrency_key {
                 Some(k) => sqlx::query_scalar(
-                    "SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
-                     AND (state IN ('queued', 'running') OR held_since IS NOT NULL)",
+                    // Two parts, so each is an index search (not a walk of the key's history).
+                    "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
+                     AND id < $2 AND state IN ('queued', 'running') UNION ALL \
+                     SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
+                     AND held_since IS NOT NULL) m",
                 )
                 .bind(k)
                 .bind(id)
