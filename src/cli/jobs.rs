@@ -1,5 +1,5 @@
 //! What the database recorded, printed: `deckhand jobs`, `deckhand logs JOB` and
-//! `deckhand audit`.
+//! `deckhand audit`; and `deckhand jobs release`, which frees a held environment.
 
 use super::exit;
 use crate::app::App;
@@ -32,6 +32,30 @@ pub(super) async fn jobs(settings: Settings, limit: i64) -> anyhow::Result<i32> 
         );
     }
     Ok(exit::OK)
+}
+
+/// `deckhand jobs release JOB --reason "…"`: free the environment an interrupted job holds
+/// for a step that may still be alive. The local operator counts as an admin, like `run`.
+pub(super) async fn release(settings: Settings, job: &str, reason: &str) -> anyhow::Result<i32> {
+    let id = crate::domain::JobId::parse(job)
+        .map_err(|e| anyhow::anyhow!(e.0))?
+        .0;
+    let app = App::build(settings).await?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    let actor = format!("terminal:{}", crate::domain::text::shorten(&user));
+    let platform = crate::domain::platform::Platform::Terminal.as_str();
+    Ok(
+        match crate::jobs::release_by_admin(&app, id, &actor, platform, reason).await? {
+            Ok(done) => {
+                outln!("✔ {done}");
+                exit::OK
+            }
+            Err(why) => {
+                eprintln!("✖ refused: {why}");
+                exit::REFUSED
+            }
+        },
+    )
 }
 
 /// `deckhand logs JOB`: a job's stored log and its result.

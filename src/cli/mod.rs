@@ -61,10 +61,12 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// List recent jobs.
+    /// List recent jobs; `jobs release JOB --reason "…"` frees an interrupted job's environment.
     Jobs {
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        #[command(subcommand)]
+        action: Option<JobsCmd>,
     },
     /// Print a job's stored log.
     Logs { job: String },
@@ -118,6 +120,19 @@ pub enum Cmd {
     /// Steps of the bundled demo commands.
     #[command(hide = true)]
     Demo { action: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCmd {
+    /// Stop waiting for an interrupted job's step that may still run (on a host this one
+    /// cannot see): its environment is free again at once. Audited.
+    Release {
+        /// The interrupted job, e.g. 12.
+        job: String,
+        /// What you checked, e.g. "host-a is down; the step there did not finish".
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,7 +244,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Discord {
             command: DiscordCmd::Register { guild },
         } => platforms::discord_register(settings, guild).await,
-        Cmd::Jobs { limit } => jobs::jobs(settings, limit).await,
+        Cmd::Jobs {
+            action: Some(JobsCmd::Release { job, reason }),
+            ..
+        } => jobs::release(settings, &job, &reason).await,
+        Cmd::Jobs { limit, .. } => jobs::jobs(settings, limit).await,
         Cmd::Logs { job } => jobs::logs(settings, &job).await,
         // --- digests ---
         Cmd::Digest { name, now, chart } => {

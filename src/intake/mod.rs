@@ -478,6 +478,6 @@ fn pseudo_row(id: i64, j: &NewJob) -> JobRow {
         approval_deadline: j.approval_deadline,
         emergency: j.emergency.clone(),
         cancel_requested: false,
-        step_pgid: None,
+        step: Default::default(),
     }
 }

@@ -3,6 +3,7 @@
 
 mod finish;
 pub(crate) mod health;
+pub(crate) mod orphans;
 mod rollback;
 mod run;
 pub(crate) mod steps;
@@ -85,7 +86,7 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
             tracing::error!(job_id = job.id, error = %e, "cannot record the end of a job");
         }
     }
-    let _ = app.db.set_step_pgid(job.id, None).await;
+    let _ = app.db.step_ended(job.id).await;
     app.poke();
 }
 
@@ -170,5 +171,6 @@ pub fn job_duration(job: &JobRow) -> String {
     }
 }
 
+pub use crate::jobs::orphans::release_by_admin;
 pub use crate::jobs::steps::{fingerprint, generate_secret};
 pub use crate::jobs::worker::{recover, remind_locks, run_workers};

@@ -172,11 +172,21 @@ async fn run_one(
         started: Some(pg_tx),
         ..spec
     };
+    // On record before it is spawned, so a crash at any point leaves a deadline to wait for.
+    let deadline =
+        crate::domain::time::now_ms() + (spec.timeout + spec.kill_grace).as_millis() as i64;
+    if let Err(e) = app
+        .db
+        .step_starting(job_id, &crate::app::hostname(), deadline)
+        .await
+    {
+        tracing::warn!(job_id, error = %e, "cannot record the step's start");
+    }
     let record = {
         let app = app.clone();
         tokio::spawn(async move {
-            if let Some(g) = pg_rx.recv().await {
-                let _ = app.db.set_step_pgid(job_id, Some(g as i64)).await;
+            if let Some((g, leader)) = pg_rx.recv().await {
+                let _ = app.db.step_group(job_id, g as i64, leader.as_deref()).await;
             }
         })
     };
@@ -185,7 +195,7 @@ async fn run_one(
     // The group is gone (run_step kills what the leader left). A pgid kept on record past
     // this point names a free pid that a later process may hold as its own group (a demo
     // app is a group leader): recovery after a crash in verify or watch would SIGKILL it.
-    let _ = app.db.set_step_pgid(job_id, None).await;
+    let _ = app.db.step_ended(job_id).await;
     watcher.abort();
     let (lines, facts) = collector.await.unwrap_or_default();
     Ran {

@@ -11,7 +11,7 @@ use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::audit;
 use crate::store::jobs::{JobRow, state, transition};
-use crate::support::runner::{self, CancelToken};
+use crate::support::runner::CancelToken;
 
 /// Report jobs whose process died: `interrupted`, or back to `queued` when the command
 /// says it is safe to run again. Returns how many were recovered.
@@ -20,6 +20,7 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
     for job in app.db.expired_leases().await? {
         n += usize::from(recover_orphan(app, &job).await?);
     }
+    n += super::orphans::check(app).await?;
     for job in app.db.overdue_approvals().await? {
         n += usize::from(expire(app, &job).await?);
     }
@@ -29,22 +30,26 @@ pub async fn recover(app: &App) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// A running job whose lease ran out: its process died. Stop what is left of its step on
-/// this host, then requeue it (idempotent commands) or report it interrupted. False when
-/// another replica recovered it first.
+/// A running job whose lease ran out: its process died. Requeue it (idempotent commands) or
+/// report it interrupted, and hold its environment while its step may still be alive (see
+/// [`super::orphans`]); then ask that step to stop, on its own host. False when another
+/// replica recovered it first.
 async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
-    // An orphaned step of a dead process on this host is stopped first.
-    if let (Some(pgid), Some(owner)) = (job.step_pgid, &job.lease_owner)
-        && owner.split(':').next() == Some(crate::app::hostname().as_str())
-    {
-        runner::kill_group(pgid as i32, libc::SIGKILL);
-    }
+    let now = crate::domain::time::now_ms();
+    let (hold, held) = super::orphans::hold(app, job, now).await?;
     let requeue = job.idempotent;
     let (to, title, tone, kind) = if requeue {
+        let after = held.as_ref().map_or(String::new(), |h| {
+            let grace = (app.settings.config.runner.kill_grace_seconds * 1000) as i64;
+            format!(
+                ", after waiting for {}",
+                super::orphans::waiting_for(h, &crate::app::hostname(), now, grace)
+            )
+        });
         (
             state::QUEUED,
             format!(
-                "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again",
+                "{} on {} (job {}) was interrupted when the process running it stopped; {} is idempotent, so it runs again{after}",
                 job.command,
                 env_of(job),
                 job.id,
@@ -87,10 +92,14 @@ async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
     if requeue {
         writes.push(crate::store::jobs::release_lease(job.id));
     }
+    writes.extend(hold);
     writes.extend(notices(&app.settings, job, &notice));
     writes.push(audit(job, &format!("job_{to}"), title));
     if !apply_unless_taken(app, &writes).await? {
         return Ok(false);
+    }
+    if let Some(h) = &held {
+        super::orphans::stop(h);
     }
     if !requeue {
         crate::support::metrics::job_finished(&job.kind, state::INTERRUPTED, 0.0);

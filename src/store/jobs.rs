@@ -4,8 +4,9 @@
 //! its first notice and audit event. Workers claim jobs with a lease that a heartbeat
 //! extends; a job whose lease runs out (its process died) is reported `interrupted`, and
 //! re-queued only when its command says re-running is safe. One mutating job per
-//! environment runs at a time: the claim skips environments that have a running job, and a
-//! partial unique index makes that hold even between replicas.
+//! environment runs at a time: the claim skips environments that have a running job or a
+//! job held for an orphaned step (`store::holds`), and a partial unique index makes that
+//! hold even between replicas.
 
 use sqlx::FromRow;
 
@@ -62,7 +63,9 @@ pub struct JobRow {
     pub approval_deadline: Option<i64>,
     pub emergency: Option<String>,
     pub cancel_requested: bool,
-    pub step_pgid: Option<i64>,
+    /// The running step's process group, and the hold it may leave on the environment.
+    #[sqlx(flatten)]
+    pub step: crate::store::holds::StepGroup,
 }
 
 impl JobRow {
@@ -154,8 +157,11 @@ impl Db {
             };
             let behind: Option<i64> = match &job.concurrency_key {
                 Some(k) => sqlx::query_scalar(
-                    "SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
-                     AND state IN ('queued', 'running')",
+                    // Two parts, so each is an index search (not a walk of the key's history).
+                    "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
+                     AND id < $2 AND state IN ('queued', 'running') UNION ALL \
+                     SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
+                     AND held_since IS NOT NULL) m",
                 )
                 .bind(k)
                 .bind(id)
@@ -174,13 +180,19 @@ impl Db {
         })
     }
 
-    /// Claim the oldest runnable job: queued, due, and on an environment with nothing
-    /// running. `None` when there is nothing to do (or another worker won the race).
+    /// Claim the oldest runnable job: queued, due, not held, and on an environment with
+    /// nothing running and nothing held for an orphaned step. `None` when there is nothing
+    /// to do (or another worker won the race).
     pub async fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<JobRow>> {
         let now = now_ms();
+        // A hold is set in the same transaction that moves a job out of `running`, so every
+        // snapshot this reads sees one or the other.
         let pick = "SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_at <= $3 \
-                    AND (j.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r \
-                    WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running')) \
+                    AND j.held_since IS NULL \
+                    AND (j.concurrency_key IS NULL OR (NOT EXISTS (SELECT 1 FROM jobs r \
+                    WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running') \
+                    AND NOT EXISTS (SELECT 1 FROM jobs h \
+                    WHERE h.concurrency_key = j.concurrency_key AND h.held_since IS NOT NULL))) \
                     ORDER BY j.id LIMIT 1";
         let lock = match self {
             Db::Postgres(_) => " FOR UPDATE OF j SKIP LOCKED",
@@ -223,18 +235,6 @@ impl Db {
             .fetch_optional(p)
             .await?
         }))
-    }
-
-    /// Remember the running step's process group (see [`JobRow::step_pgid`]).
-    pub async fn set_step_pgid(&self, id: i64, pgid: Option<i64>) -> Result<()> {
-        on_db!(self, p => {
-            sqlx::query("UPDATE jobs SET step_pgid = $1 WHERE id = $2")
-                .bind(pgid)
-                .bind(id)
-                .execute(p)
-                .await?;
-        });
-        Ok(())
     }
 
     /// Running jobs whose lease ran out: their process died.
@@ -344,10 +344,10 @@ pub fn request_cancel(id: i64) -> Write {
     )
 }
 
-/// Free a job's lease and step group, so it can be claimed again.
+/// Free a job's lease, so it can be claimed again (once any hold on it is released).
 pub fn release_lease(id: i64) -> Write {
     Write::sql(
-        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, step_pgid = NULL WHERE id = $1",
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1",
         vec![Arg::Int(id)],
     )
 }

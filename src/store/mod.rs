@@ -7,6 +7,7 @@
 
 pub(crate) mod demo;
 pub(crate) mod history;
+pub mod holds;
 pub(crate) mod incidents;
 pub mod jobs;
 pub(crate) mod outbox;

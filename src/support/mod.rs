@@ -3,6 +3,7 @@
 pub(crate) mod chart;
 pub(crate) mod metrics;
 pub(crate) mod net;
+pub mod pgroup;
 pub mod ratelimit;
 pub mod runner;
 pub(crate) mod schedule;

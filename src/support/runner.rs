@@ -144,8 +144,9 @@ pub struct StepSpec {
     pub kill_grace: Duration,
     /// Written to the child's stdin, then stdin is closed. Zeroized when dropped.
     pub stdin: Option<Zeroizing<String>>,
-    /// Told the step's process group id once it starts, so a crash can be cleaned up.
-    pub started: Option<mpsc::UnboundedSender<u32>>,
+    /// Told the step's process group id and its leader's identity once it starts (see
+    /// [`super::pgroup`]), so a crash can be cleaned up.
+    pub started: Option<mpsc::UnboundedSender<(u32, Option<String>)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +233,8 @@ pub async fn run_step(
     };
     let pgid = child.id().map(|p| p as i32);
     if let (Some(tx), Some(g)) = (&spec.started, pgid) {
-        let _ = tx.send(g as u32);
+        // Read now, while the leader is our unreaped child and its /proc entry is its own.
+        let _ = tx.send((g as u32, super::pgroup::leader_identity(g)));
     }
     if let (Some(input), Some(mut stdin)) = (spec.stdin.as_ref(), child.stdin.take()) {
         // A step that never reads stdin must not block us: ignore a broken pipe.

@@ -253,7 +253,7 @@ async fn a_finished_steps_group_is_off_the_record_while_health_is_checked() {
     let job = app.db.recent_jobs(1).await.unwrap().remove(0);
     assert_eq!(job.state, deckhand::store::jobs::state::RUNNING);
     assert_eq!(
-        job.step_pgid, None,
+        job.step.pgid, None,
         "the ended step's group is still on record"
     );
     use std::io::{Read, Write};
