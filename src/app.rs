@@ -38,6 +38,10 @@ pub struct Liveness {
     /// Set while the server drains on shutdown: new commands get 503.
     pub draining: AtomicBool,
     outbox_error: Mutex<Option<String>>,
+    /// Slack Socket Mode, when `SLACK_APP_TOKEN` is set: since when (ms) the socket has
+    /// been down, 0 while it is up.
+    pub slack_socket_configured: AtomicBool,
+    pub slack_socket_down_since: AtomicI64,
 }
 
 impl Liveness {
@@ -58,6 +62,12 @@ impl Liveness {
     }
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+    /// How long the configured Slack socket has been down (ms), if it is configured and down.
+    pub fn slack_socket_down_ms(&self) -> Option<i64> {
+        let since = self.slack_socket_down_since.load(Ordering::Relaxed);
+        (self.slack_socket_configured.load(Ordering::Relaxed) && since != 0)
+            .then(|| now_ms() - since)
     }
 }
 

@@ -140,8 +140,15 @@ pub enum SlackCmd {
     /// Print a Slack app manifest (JSON) for every command in `commands/`.
     Manifest {
         /// The public base URL of this Deckhand, e.g. https://deckhand.example.com
+        #[arg(
+            long,
+            required_unless_present = "socket_mode",
+            conflicts_with = "socket_mode"
+        )]
+        url: Option<String>,
+        /// Socket Mode (`SLACK_APP_TOKEN`): no request URLs, `socket_mode_enabled: true`.
         #[arg(long)]
-        url: String,
+        socket_mode: bool,
     },
 }
 
@@ -194,8 +201,8 @@ pub fn main() -> i32 {
         Cmd::Demo { action } => return report(crate::cli::demo::action(&action).map(|_| exit::OK)),
         Cmd::Check => return report(Ok(check::check(cli.config))),
         Cmd::Slack {
-            command: SlackCmd::Manifest { url },
-        } => return report(Ok(platforms::slack_manifest(cli.config, &url))),
+            command: SlackCmd::Manifest { url, .. },
+        } => return report(Ok(platforms::slack_manifest(cli.config, url.as_deref()))),
         _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

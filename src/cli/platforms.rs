@@ -7,9 +7,11 @@ use super::exit;
 use crate::config::catalog::Catalog;
 use crate::config::{ProcessEnv, Settings};
 
-/// `deckhand slack manifest --url URL`.
-pub(super) fn slack_manifest(config: Option<PathBuf>, url: &str) -> i32 {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
+/// `deckhand slack manifest --url URL`, or with `--socket-mode` (`url` `None`).
+pub(super) fn slack_manifest(config: Option<PathBuf>, url: Option<&str>) -> i32 {
+    if let Some(url) = url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
         eprintln!("--url must be the public base URL, e.g. https://deckhand.example.com");
         return exit::REFUSED;
     }

@@ -57,6 +57,9 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    /// An environment variable with a value that cannot be right (never echoes the value).
+    #[error("{0}")]
+    Env(String),
 }
 
 /// The file's contents, typed.

@@ -50,6 +50,8 @@ impl Alphabet {
 pub struct Secrets {
     pub slack_signing_secret: Option<SecretString>,
     pub slack_bot_token: Option<SecretString>,
+    /// `SLACK_APP_TOKEN` (`xapp-…`, `connections:write`): set → Slack Socket Mode.
+    pub slack_app_token: Option<SecretString>,
     pub discord_bot_token: Option<SecretString>,
     pub alert_token: Option<SecretString>,
     /// `DECKHAND_METRICS_TOKEN`: when set, `/metrics` needs it as a bearer token.
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("slack_signing_secret", &set(&self.slack_signing_secret))
             .field("slack_bot_token", &set(&self.slack_bot_token))
+            .field("slack_app_token", &set(&self.slack_app_token))
             .field("discord_bot_token", &set(&self.discord_bot_token))
             .field("alert_token", &set(&self.alert_token))
             .field("metrics_token", &set(&self.metrics_token))
@@ -81,6 +84,7 @@ impl Secrets {
         let mut out: Vec<String> = [
             &self.slack_signing_secret,
             &self.slack_bot_token,
+            &self.slack_app_token,
             &self.discord_bot_token,
             &self.alert_token,
             &self.metrics_token,

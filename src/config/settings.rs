@@ -70,6 +70,14 @@ impl Settings {
             .unwrap_or_else(|| "<embedded deckhand.toml>".into());
         let config = parse_config(&name, &text, env)?;
         validate_config(&name, &text, &config)?;
+        if env
+            .get("SLACK_APP_TOKEN")
+            .is_some_and(|t| !t.starts_with("xapp-"))
+        {
+            return Err(ConfigError::Env(
+                "SLACK_APP_TOKEN must be a Slack app-level token (xapp-…) with the connections:write scope".into(),
+            ));
+        }
         let base_dir = file
             .as_ref()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -107,6 +115,7 @@ impl Settings {
             Some(Platform::Slack) => {
                 self.secrets.slack_bot_token.is_some()
                     || self.secrets.slack_signing_secret.is_some()
+                    || self.secrets.slack_app_token.is_some()
             }
             // With a bot token: channel messages; with only the key: interaction follow-ups.
             Some(Platform::Discord) => {
@@ -169,6 +178,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
     Secrets {
         slack_signing_secret: secret("SLACK_SIGNING_SECRET"),
         slack_bot_token: secret("SLACK_BOT_TOKEN"),
+        slack_app_token: secret("SLACK_APP_TOKEN"),
         discord_bot_token: secret("DISCORD_BOT_TOKEN"),
         alert_token: secret("DECKHAND_ALERT_TOKEN"),
         metrics_token: secret("DECKHAND_METRICS_TOKEN"),

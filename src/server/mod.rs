@@ -167,6 +167,14 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     if app.health.draining() {
         problems.push("shutting down".into());
     }
+    if let Some(ms) = app.health.slack_socket_down_ms()
+        && ms > 30_000
+    {
+        problems.push(format!(
+            "the Slack socket (Socket Mode) has been down for {} s",
+            ms / 1000
+        ));
+    }
     if problems.is_empty() {
         (
             StatusCode::OK,
@@ -334,7 +342,8 @@ struct Running {
 async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
     for w in crate::config::binding_warnings(
         &app.settings.config,
-        app.settings.secrets.slack_signing_secret.is_some(),
+        app.settings.secrets.slack_signing_secret.is_some()
+            || app.settings.secrets.slack_app_token.is_some(),
         app.settings.discord_public_key.is_some(),
     ) {
         tracing::warn!("{w}");
@@ -357,6 +366,10 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_sender.clone(),
     ));
     loops.spawn(presence(app.clone(), stop_sender.clone()));
+    loops.spawn(crate::platform::slack::run_socket(
+        app.clone(),
+        stop_sender.clone(),
+    ));
     background(&loops, app.clone(), stop_sender.clone());
     loops.close();
 

@@ -152,6 +152,24 @@ pub fn connections_closed(listener: &str, reason: &str, n: u64) {
     );
 }
 
+/// A chat socket (Slack Socket Mode) came up: `hello` received.
+pub fn socket_connected(platform: &str) {
+    inc(
+        "deckhand_socket_connects_total",
+        "Chat sockets that came up (Slack Socket Mode hello).",
+        &[("platform", platform)],
+    );
+}
+
+/// A chat socket went down, by reason (a `disconnect` envelope's reason, error, silent).
+pub fn socket_disconnected(platform: &str, reason: &str) {
+    inc(
+        "deckhand_socket_disconnects_total",
+        "Chat sockets that went down, by reason.",
+        &[("platform", platform), ("reason", reason)],
+    );
+}
+
 fn write_labels(out: &mut String, l: &Labels, extra: Option<(&str, String)>) {
     let mut parts: Vec<String> = l
         .iter()

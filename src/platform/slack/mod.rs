@@ -18,6 +18,7 @@ mod client;
 mod manifest;
 mod payload;
 mod render;
+mod socket;
 mod verify;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use payload::{
     parse_interaction,
 };
 pub use render::render;
+pub use socket::run as run_socket;
 pub use verify::{MAX_SKEW_SECS, SigError, signature, verify};
 
 use crate::domain::platform::Platform;
@@ -139,6 +141,13 @@ async fn commands(
     if let Some(r) = spend(&budget, &origin) {
         return r;
     }
+    ephemeral(&answer_command(app, cmd).await)
+}
+
+/// A slash command from a verified source (a signed request or the app's own socket),
+/// through the binding check and the intake: the ephemeral answer's text.
+async fn answer_command(app: Arc<App>, cmd: SlashCommand) -> String {
+    let origin = Origin::of_command(&cmd);
     let reply = cmd.response_url.clone();
     let late = move |app: Arc<App>, text: String| async move {
         if let Some(url) = reply {
@@ -147,11 +156,11 @@ async fn commands(
     };
     if let Err(reason) = origin.check(&app.settings.config.slack) {
         let inv = invocation(&origin, cmd.command.clone(), Vec::new());
-        return ephemeral(&refuse_elsewhere(app.clone(), inv, reason, late).await);
+        return refuse_elsewhere(app.clone(), inv, reason, late).await;
     }
     let args = match split_args(&cmd.text) {
         Ok(a) => a,
-        Err(e) => return ephemeral(&format!("✖ {e}")),
+        Err(e) => return format!("✖ {e}"),
     };
     let inv = Invocation {
         channel: cmd.channel_id.clone(),
@@ -159,7 +168,7 @@ async fn commands(
         reply_to: cmd.response_url.clone(),
         ..invocation(&origin, cmd.command.clone(), args)
     };
-    ephemeral(&ack_or_defer(app.clone(), inv, late).await)
+    ack_or_defer(app.clone(), inv, late).await
 }
 
 async fn interactions(
@@ -175,16 +184,26 @@ async fn interactions(
         Ok(p) => p,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    if p.kind != "block_actions" {
-        return StatusCode::OK.into_response();
-    }
-    let Some(action) = p.actions.first() else {
-        return StatusCode::OK.into_response();
-    };
     let origin = Origin::of_click(&p);
     if let Some(r) = spend(&budget, &origin) {
         return r;
     }
+    match answer_click(app, p).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// A button click from a verified source, through the binding check and the intake; the
+/// clicker's answer goes to the click's `response_url`. `Err` for a button we never made.
+async fn answer_click(app: Arc<App>, p: BlockActions) -> Result<(), &'static str> {
+    if p.kind != "block_actions" {
+        return Ok(());
+    }
+    let Some(action) = p.actions.first() else {
+        return Ok(());
+    };
+    let origin = Origin::of_click(&p);
     let text = if let Err(reason) = origin.check(&app.settings.config.slack) {
         let args = action.value.iter().cloned().collect();
         let inv = invocation(&origin, action.action_id.clone(), args);
@@ -193,7 +212,7 @@ async fn interactions(
         let Some((command, args)) =
             super::button_command(&app, &action.action_id, action.value.as_deref()).await
         else {
-            return (StatusCode::BAD_REQUEST, "unknown button").into_response();
+            return Err("unknown button");
         };
         let inv = Invocation {
             channel: p.channel.as_ref().map(|c| c.id.clone()),
@@ -217,7 +236,7 @@ async fn interactions(
             let _ = post_response_url(&app, &url, &text).await;
         });
     }
-    StatusCode::OK.into_response()
+    Ok(())
 }
 
 async fn post_response_url(app: &App, url: &str, text: &str) -> Result<(), DeliveryError> {
