@@ -167,8 +167,13 @@ pub enum DiscordCmd {
 pub fn init_logging(default_filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // tungstenite traces the Socket Mode handshake (its URL holds a one-time ticket) and
+    // every frame (envelopes hold response URLs): never at any RUST_LOG.
+    if let Ok(d) = "tungstenite=debug".parse() {
+        filter = filter.add_directive(d);
+    }
     let json = match std::env::var("LOG_FORMAT").ok().as_deref() {
         Some("json") => true,
         Some("text") => false,

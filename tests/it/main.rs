@@ -31,4 +31,5 @@ mod queue;
 mod ratelimits;
 mod safety;
 mod slack;
+mod socket_mode;
 mod storms;

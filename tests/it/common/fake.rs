@@ -73,6 +73,8 @@ struct Inner {
     /// Slack messages posted (for conversations.history) and Discord nonces seen.
     posted: Vec<Value>,
     nonces: std::collections::HashMap<String, Value>,
+    /// What `apps.connections.open` answers: a fake Socket Mode server's URL.
+    socket_url: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -138,6 +140,11 @@ impl FakeApi {
         self.inner.lock().unwrap().delay_next = Some(d);
     }
 
+    /// Answer `apps.connections.open` with this WebSocket URL.
+    pub fn set_socket_url(&self, url: &str) {
+        self.inner.lock().unwrap().socket_url = Some(url.to_owned());
+    }
+
     /// Paths of calls that arrived, answered or not.
     pub fn calls_started(&self) -> Vec<String> {
         self.inner.lock().unwrap().started.clone()
@@ -200,6 +207,14 @@ async fn handle(
                     .collect();
                 (200, vec![], json!({"ok": true, "messages": msgs}))
             }
+            None if path.ends_with("/apps.connections.open") => match &g.socket_url {
+                Some(u) => (200, vec![], json!({"ok": true, "url": u})),
+                None => (
+                    200,
+                    vec![],
+                    json!({"ok": false, "error": "not_allowed_token_type"}),
+                ),
+            },
             None if nonce.as_ref().is_some_and(|k| g.nonces.contains_key(k)) => (
                 200,
                 vec![],
