@@ -167,7 +167,8 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     if app.health.draining() {
         problems.push("shutting down".into());
     }
-    if let Some(ms) = app.health.slack_socket_down_ms()
+    let socket = app.health.slack_socket_down_ms();
+    if let Some(ms) = socket
         && ms > 30_000
     {
         problems.push(format!(
@@ -175,19 +176,23 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
             ms / 1000
         ));
     }
-    if problems.is_empty() {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready", "database": app.db.backend()})),
-        )
-            .into_response()
+    let mut body = if problems.is_empty() {
+        serde_json::json!({"status": "ready", "database": app.db.backend()})
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not ready", "reasons": problems})),
-        )
-            .into_response()
+        serde_json::json!({"status": "not ready", "reasons": problems})
+    };
+    if app.health.slack_socket_configured.load(Ordering::Relaxed) {
+        body["slack_socket"] = match socket {
+            None => "connected".into(),
+            Some(ms) => format!("reconnecting for {} s", ms / 1000).into(),
+        };
     }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Non-final job states, reported even at zero so a dashboard sees the series drop.

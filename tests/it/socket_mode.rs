@@ -270,3 +270,54 @@ fn check_and_the_socket_mode_manifest() {
     );
     assert!(text.contains("\"/deploy\""), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_down_for_30_seconds_makes_the_server_not_ready() {
+    let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
+    // apps.connections.open fails: no socket URL was set on the fake.
+    let fake = FakeApi::start();
+    let server = Server::start(
+        &ws,
+        &[
+            ("SLACK_APP_TOKEN", APP_TOKEN),
+            ("SLACK_API_URL", &fake.url("/api")),
+        ],
+    );
+    let (status, body) = http_get(&server.url("/ready")).unwrap();
+    assert_eq!(
+        status, 200,
+        "down for less than 30 s is still ready: {body}"
+    );
+    assert!(
+        body.contains("\"slack_socket\":\"reconnecting for"),
+        "{body}"
+    );
+    let body = eventually(45, "/ready to say not ready", || async {
+        let (status, body) = http_get(&server.url("/ready")).unwrap();
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body.contains("the Slack socket (Socket Mode) has been down for"),
+        "{body}"
+    );
+    // Attempts back off: each gap is longer than the one two before it, whatever the jitter.
+    let at: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/apps.connections.open"))
+        .map(|c| c.at)
+        .collect();
+    assert!((4..=8).contains(&at.len()), "{} attempts in 30 s", at.len());
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for w in gaps.windows(3) {
+        assert!(w[2] > w[0], "no backoff: {gaps:?}");
+    }
+    let (_, metrics) = http_get(&server.url("/metrics")).unwrap();
+    assert!(
+        metrics.contains(
+            "deckhand_socket_disconnects_total{platform=\"slack\",reason=\"open_failed\"}"
+        ),
+        "{metrics}"
+    );
+}
