@@ -321,3 +321,28 @@ async fn a_socket_down_for_30_seconds_makes_the_server_not_ready() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_is_replaced() {
+    let s = Socket::start().await;
+    let started = std::time::Instant::now();
+    s.sock.freeze();
+    // The watchdog gives up 30 to 40 s after the last frame it heard.
+    eventually(60, "a new connection", || async {
+        (s.sock.connections() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "replaced a socket that was not silent long: {:?}",
+        started.elapsed()
+    );
+    let text = s.command("q1", 0, "UALICE", "help", "q1").await;
+    assert!(!text.is_empty());
+    let (_, metrics) = http_get(&s.server.url("/metrics")).unwrap();
+    assert!(
+        metrics
+            .contains("deckhand_socket_disconnects_total{platform=\"slack\",reason=\"silent\"} 1"),
+        "{metrics}"
+    );
+}

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 enum Order {
     Send(String),
     Drop,
+    /// Keep the connection open but stop reading it: pings go unanswered.
+    Freeze,
 }
 
 #[derive(Default)]
@@ -88,6 +90,12 @@ impl FakeSocket {
         let _ = g.conns.last().unwrap().send(Order::Drop);
     }
 
+    /// Make the newest connection go silent (open, but never answering a ping).
+    pub fn freeze(&self) {
+        let g = self.inner.lock().unwrap();
+        let _ = g.conns.last().unwrap().send(Order::Freeze);
+    }
+
     /// The acknowledgement of `envelope_id`, if it came.
     pub fn ack(&self, envelope_id: &str) -> Option<(Value, Duration)> {
         self.inner.lock().unwrap().acks.get(envelope_id).cloned()
@@ -146,6 +154,10 @@ async fn serve(s: tokio::net::TcpStream, state: Arc<Mutex<Inner>>) {
                     }
                 }
                 Some(Order::Drop) | None => return,
+                Some(Order::Freeze) => {
+                    // Holding both halves keeps the TCP connection open.
+                    std::future::pending::<()>().await;
+                }
             },
             m = read.next() => match m {
                 Some(Ok(Message::Text(t))) => {
