@@ -24,12 +24,16 @@ struct Socket {
 impl Socket {
     /// Only SLACK_APP_TOKEN, SLACK_BOT_TOKEN and SLACK_API_URL for Slack; logs at trace.
     async fn start() -> Socket {
+        Self::on(Backend::Sqlite).await.unwrap()
+    }
+
+    /// `None` on PostgreSQL when no test database is configured.
+    async fn on(backend: Backend) -> Option<Socket> {
         let ws = Workspace::new(
-            Backend::Sqlite,
+            backend,
             "[environments.gated]\napprovals = 1\n",
             &[("ship.toml", &gated_ship_command())],
-        )
-        .unwrap();
+        )?;
         let fake = FakeApi::start();
         let sock = FakeSocket::start();
         fake.set_socket_url(&sock.url());
@@ -49,7 +53,7 @@ impl Socket {
             server,
         };
         s.connected(1).await;
-        s
+        Some(s)
     }
 
     async fn connected(&self, n: usize) {
@@ -113,9 +117,14 @@ fn job_id(text: &str) -> i64 {
         .unwrap_or_else(|| panic!("no job id in {text:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_over_the_socket_is_acknowledged_reported_and_survives_a_refresh() {
-    let s = Socket::start().await;
+both!(
+    a_command_over_the_socket_is_acknowledged_reported_and_survives_a_refresh,
+    acknowledged_reported_and_survives_a_refresh
+);
+async fn acknowledged_reported_and_survives_a_refresh(backend: Backend) {
+    let Some(s) = Socket::on(backend).await else {
+        return;
+    };
     let app = s.ws.app(&[]).await;
     // The socket was opened with the app token; the HTTP endpoint stays off without a secret.
     let open = s.fake.ok_calls("/api/apps.connections.open");
