@@ -355,3 +355,17 @@ async fn a_silent_socket_is_replaced() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_socket_through_the_drain() {
+    let mut s = Socket::start().await;
+    s.server.sigterm();
+    let code = tokio::task::block_in_place(|| s.server.child.wait().unwrap());
+    assert_eq!(code.code(), Some(0), "{}", s.server.output());
+    eventually(10, "the bot to close its socket", || async {
+        (s.sock.closed_by_client() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(s.sock.connections(), 1, "no reconnect while stopping");
+    assert!(s.server.output().contains("Slack socket closed"));
+}

@@ -27,6 +27,8 @@ struct Inner {
     sent: HashMap<String, Instant>,
     /// envelope_id → (the acknowledgement, how long after sending it came).
     acks: HashMap<String, (Value, Duration)>,
+    /// Connections the client closed (a Close frame or end of stream).
+    closed_by_client: usize,
 }
 
 #[derive(Clone)]
@@ -66,6 +68,11 @@ impl FakeSocket {
     /// Connections that got `hello` so far.
     pub fn connections(&self) -> usize {
         self.inner.lock().unwrap().conns.len()
+    }
+
+    /// Connections the bot closed itself.
+    pub fn closed_by_client(&self) -> usize {
+        self.inner.lock().unwrap().closed_by_client
     }
 
     /// Send an envelope to the newest connection (the id is its `envelope_id`).
@@ -168,8 +175,12 @@ async fn serve(s: tokio::net::TcpStream, state: Arc<Mutex<Inner>>) {
                         g.acks.entry(id.to_owned()).or_insert((v.clone(), took));
                     }
                 }
+                Some(Ok(Message::Close(_))) | None => {
+                    state.lock().unwrap().closed_by_client += 1;
+                    return;
+                }
                 Some(Ok(_)) => {}
-                _ => return,
+                Some(Err(_)) => return,
             },
         }
     }
