@@ -161,11 +161,12 @@ pub fn socket_connected(platform: &str) {
     );
 }
 
-/// A chat socket went down, by reason (a `disconnect` envelope's reason, error, silent).
+/// A chat socket went down or an attempt to open one failed, by reason (a `disconnect`
+/// envelope's reason, `open_failed`, `connect_failed`, `error`, `closed`, `silent`).
 pub fn socket_disconnected(platform: &str, reason: &str) {
     inc(
         "deckhand_socket_disconnects_total",
-        "Chat sockets that went down, by reason.",
+        "Chat sockets that went down or failed to open, by reason.",
         &[("platform", platform), ("reason", reason)],
     );
 }

@@ -94,12 +94,17 @@ impl Socket {
         .await
     }
 
-    /// The last edit of the job's message says `want`.
+    /// The job's message says `want`: in an edit, or in the post itself when the job ended
+    /// before the post went out (the outbox sends only the latest state).
     async fn reported(&self, want: &str) -> Value {
-        eventually(20, "the report on Slack", || async {
+        eventually(30, "the report on Slack", || async {
             self.fake
-                .ok_calls("/api/chat.update")
+                .calls()
                 .into_iter()
+                .filter(|c| {
+                    c.status < 300
+                        && (c.path == "/api/chat.update" || c.path == "/api/chat.postMessage")
+                })
                 .rev()
                 .find(|c| c.body["text"].as_str().unwrap_or("").contains(want))
                 .map(|c| c.body)
