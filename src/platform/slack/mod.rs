@@ -10,7 +10,8 @@
 //! This file owns the two routes and the gate they share; the signature check is in
 //! `verify`, the request bodies in `payload`, where a request comes from and whether it is
 //! served (`[slack] allowed_teams`, `app_id`) in `binding`, delivery in `client` (charts in
-//! `chart`), Block Kit in `render` and the app manifest in `manifest`.
+//! `chart`), Block Kit in `render`, the app manifest in `manifest`, and Socket Mode (the
+//! same commands and clicks over an outbound WebSocket, `SLACK_APP_TOKEN`) in `socket`.
 
 mod binding;
 mod chart;

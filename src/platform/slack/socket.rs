@@ -79,10 +79,8 @@ pub async fn run(app: Arc<App>, stop: CancelToken) {
         .store(now_ms(), Ordering::Relaxed);
     let mut failures: u32 = 0;
     loop {
-        let end = tokio::select! {
-            _ = stop.cancelled() => End::Stopped,
-            e = connect(&app, token.expose_secret(), &stop) => e,
-        };
+        // `connect` watches `stop` itself, so that a stop closes the socket cleanly.
+        let end = connect(&app, token.expose_secret(), &stop).await;
         if health.slack_socket_down_since.load(Ordering::Relaxed) == 0 {
             health
                 .slack_socket_down_since
@@ -165,13 +163,20 @@ async fn open_url(app: &App, token: &str) -> Result<String, String> {
 
 /// One connection: open, read envelopes and answer them until it ends.
 async fn connect(app: &Arc<App>, token: &str, stop: &CancelToken) -> End {
-    let url = match open_url(app, token).await {
-        Ok(u) => u,
-        Err(e) => return End::Failed("open_failed", e),
+    let opened = async {
+        let url = open_url(app, token)
+            .await
+            .map_err(|e| End::Failed("open_failed", e))?;
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| End::Failed("connect_failed", e.to_string()))
     };
-    let (ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
-        Ok(c) => c,
-        Err(e) => return End::Failed("connect_failed", e.to_string()),
+    let (ws, _) = tokio::select! {
+        _ = stop.cancelled() => return End::Stopped,
+        r = opened => match r {
+            Ok(c) => c,
+            Err(end) => return end,
+        },
     };
     let (mut write, mut read) = ws.split();
     // Answers are computed concurrently and come back here to be written in turn.
