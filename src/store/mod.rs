@@ -389,32 +389,6 @@ pub struct NewNotice {
     pub urgent: bool,
 }
 
-impl NewNotice {
-    pub fn new(
-        job_id: Option<i64>,
-        platform: impl Into<String>,
-        channel: Option<String>,
-        thread_key: impl Into<String>,
-        n: &crate::domain::notice::Notice,
-    ) -> NewNotice {
-        NewNotice {
-            job_id,
-            platform: platform.into(),
-            channel,
-            thread_key: thread_key.into(),
-            body: n.to_json(),
-            whole: !n.is_reply() && n.attachment.is_none(),
-            urgent: false,
-        }
-    }
-
-    /// Send before other due notices when it opens its thread's message.
-    pub fn urgent(mut self, urgent: bool) -> NewNotice {
-        self.urgent = urgent;
-        self
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
     pub actor: String,

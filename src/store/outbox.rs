@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use crate::domain::notice::Notice;
 use crate::domain::time::now_ms;
 use crate::on_db;
-use crate::store::{Db, Result};
+use crate::store::{Db, NewNotice, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OutboxRow {
@@ -47,6 +47,32 @@ impl OutboxRow {
 /// holds them, so this is how long the notices of a sender that died stay held (no other
 /// replica may post them meanwhile, or a message could be posted twice).
 pub const CLAIM_MS: i64 = 20_000;
+
+impl NewNotice {
+    pub fn new(
+        job_id: Option<i64>,
+        platform: impl Into<String>,
+        channel: Option<String>,
+        thread_key: impl Into<String>,
+        n: &Notice,
+    ) -> NewNotice {
+        NewNotice {
+            job_id,
+            platform: platform.into(),
+            channel,
+            thread_key: thread_key.into(),
+            body: n.to_json(),
+            whole: !n.is_reply() && n.attachment.is_none(),
+            urgent: false,
+        }
+    }
+
+    /// Send before other due notices when it opens its thread's message.
+    pub fn urgent(mut self, urgent: bool) -> NewNotice {
+        self.urgent = urgent;
+        self
+    }
+}
 
 /// The sender's order among due notices (the `priority` column), most urgent first.
 pub mod priority {
