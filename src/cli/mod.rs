@@ -167,13 +167,16 @@ pub enum DiscordCmd {
 pub fn init_logging(default_filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let mut filter =
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // tungstenite traces the Socket Mode handshake (its URL holds a one-time ticket) and
-    // every frame (envelopes hold response URLs): never at any RUST_LOG.
-    if let Ok(d) = "tungstenite=debug".parse() {
-        filter = filter.add_directive(d);
-    }
+    // every frame (envelopes hold response URLs). Dropped by a filter of its own, which no
+    // RUST_LOG directive (however specific) can turn back on.
+    let no_socket_traces = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("tungstenite") && *m.level() == tracing::Level::TRACE)
+    });
     let json = match std::env::var("LOG_FORMAT").ok().as_deref() {
         Some("json") => true,
         Some("text") => false,
@@ -187,9 +190,11 @@ pub fn init_logging(default_filter: &str) {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .finish()
+            .with(no_socket_traces)
             .try_init()
     } else {
-        b.try_init()
+        b.finish().with(no_socket_traces).try_init()
     };
 }
 

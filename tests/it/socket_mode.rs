@@ -43,7 +43,11 @@ impl Socket {
                 ("SLACK_APP_TOKEN", APP_TOKEN),
                 ("SLACK_BOT_TOKEN", BOT_TOKEN),
                 ("SLACK_API_URL", &fake.url("/api")),
-                ("RUST_LOG", "trace"),
+                // Naming tungstenite's own modules must not turn its traces back on.
+                (
+                    "RUST_LOG",
+                    "trace,tungstenite=trace,tungstenite::handshake::client=trace",
+                ),
             ],
         );
         let s = Socket {
@@ -83,15 +87,7 @@ impl Socket {
 
     /// What the clicker of a click with this trigger was told privately.
     async fn told(&self, trigger: &str) -> String {
-        let path = format!("/response/{trigger}");
-        eventually(10, "the ephemeral answer", || async {
-            self.fake
-                .calls()
-                .into_iter()
-                .find(|c| c.path == path)
-                .map(|c| c.body["text"].as_str().unwrap_or("").to_owned())
-        })
-        .await
+        self.fake.told(trigger).await
     }
 
     /// The job's message says `want`: in an edit, or in the post itself when the job ended
