@@ -263,10 +263,14 @@ async fn answer(app: Arc<App>, env: Envelope) -> Option<Value> {
             }),
             "interactive" => {
                 match serde_json::from_value::<BlockActions>(env.payload) {
+                    // Acknowledged at once: the clicker's answer goes to the click's
+                    // response_url anyway, and the intake may take most of Slack's 3 s.
                     Ok(p) => {
-                        if let Err(e) = super::answer_click(app, p).await {
-                            tracing::warn!(error = e, "refused a Socket Mode click");
-                        }
+                        tokio::spawn(async move {
+                            if let Err(e) = super::answer_click(app, p).await {
+                                tracing::warn!(error = e, "refused a Socket Mode click");
+                            }
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "malformed Socket Mode interaction"),
                 }
