@@ -135,8 +135,9 @@ pub async fn enforce(
     next: Next,
 ) -> Response {
     let group = group_of(req.uri().path());
-    let client = limits.client(&req);
-    if let (Some(g), Some(rate)) = (group, &limits.unverified) {
+    // Only the limited routes need the client (`/health` and `/metrics` do not).
+    let client = group.map(|_| limits.client(&req));
+    if let (Some(g), Some(rate), Some(client)) = (group, &limits.unverified, client) {
         if let Err(wait) = rate.peek(&(g, client), Instant::now()) {
             return crate::platform::too_many_requests(
                 wait,
@@ -160,7 +161,7 @@ pub async fn enforce(
             if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 crate::support::metrics::rejected("body_too_large");
             }
-            if let (Some(g), Some(rate)) = (group, &limits.unverified)
+            if let (Some(g), Some(rate), Some(client)) = (group, &limits.unverified, client)
                 && unverified(resp.status())
             {
                 rate.charge(&(g, client), Instant::now());

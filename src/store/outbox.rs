@@ -266,44 +266,45 @@ impl Db {
             let urgency = whole.iter().map(|r| r.1).chain([row.priority]).min();
             Some((newest, gone, urgency.unwrap_or(row.priority)))
         };
-        let taken: Option<(OutboxRow, usize)> = on_db!(self, p => {
-            let mut tx = p.begin().await?;
-            let later: Vec<(i64, bool, i64)> = sqlx::query_as(later_sql)
+        // Mostly nothing newer waits: one indexed read, and no transaction, for that.
+        let later: Vec<(i64, bool, i64)> = on_db!(self, p => {
+            sqlx::query_as(later_sql)
                 .bind(&row.platform)
                 .bind(&row.thread_key)
                 .bind(&row.channel)
                 .bind(row.id)
-                .fetch_all(&mut *tx)
-                .await?;
-            match newest(later) {
-                None => None,
-                Some((newest, gone, urgency)) => {
-                    let list = placeholders_from(3, gone.len());
-                    let sql = format!(
-                        "UPDATE outbox SET delivered_at = $1, last_error = $2, claimed_by = NULL, \
-                         claim_until = NULL WHERE id IN ({list}) AND delivered_at IS NULL"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(now)
-                        .bind(format!("superseded by notice {newest}"));
-                    for id in &gone {
-                        q = q.bind(*id);
-                    }
-                    q.execute(&mut *tx).await?;
-                    let taken: Option<OutboxRow> = sqlx::query_as(
-                        "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1, \
-                         priority = $3 WHERE id = $4 AND delivered_at IS NULL RETURNING *",
-                    )
-                    .bind(owner)
-                    .bind(now + CLAIM_MS)
-                    .bind(urgency)
-                    .bind(newest)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    taken.map(|t| (t, gone.len()))
-                }
+                .fetch_all(p)
+                .await?
+        });
+        let Some((newest, gone, urgency)) = newest(later) else {
+            return Ok(None);
+        };
+        let list = placeholders_from(3, gone.len());
+        let settle = format!(
+            "UPDATE outbox SET delivered_at = $1, last_error = $2, claimed_by = NULL, \
+             claim_until = NULL WHERE id IN ({list}) AND delivered_at IS NULL"
+        );
+        let taken: Option<(OutboxRow, usize)> = on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(settle))
+                .bind(now)
+                .bind(format!("superseded by notice {newest}"));
+            for id in &gone {
+                q = q.bind(*id);
             }
+            q.execute(&mut *tx).await?;
+            let taken: Option<OutboxRow> = sqlx::query_as(
+                "UPDATE outbox SET claimed_by = $1, claim_until = $2, sends = sends + 1, \
+                 priority = $3 WHERE id = $4 AND delivered_at IS NULL RETURNING *",
+            )
+            .bind(owner)
+            .bind(now + CLAIM_MS)
+            .bind(urgency)
+            .bind(newest)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            taken.map(|t| (t, gone.len()))
         });
         Ok(taken)
     }

@@ -57,8 +57,15 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     }
 
     /// Whether `key` has a token at `now`, taking none.
+    /// A key not tracked has a full bucket: looking is then no write.
     pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        self.with(key, now, |_| {})
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match s.by_key.get(key) {
+            Some(b) if self.refilled(b, now) < 1.0 => Err(Duration::from_secs_f64(
+                (1.0 - self.refilled(b, now)) / self.per_sec,
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Take a token for `key` after the fact (a request already answered), if it has one.
