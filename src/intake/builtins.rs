@@ -390,8 +390,8 @@ async fn approve<'a>(
 ) -> anyhow::Result<Decision<'a>> {
     let already = app.db.approvals(job.id).await?;
     // A repeat (a double click, or five) is answered as one, also once the job has moved on.
-    if already.iter().any(|a| same_actor(a, &inv.actor)) {
-        return Ok(Decision::Refuse(already_approved(job.id)));
+    if let Err(r) = policy::check_not_yet_approved(job.id, &inv.actor, &already) {
+        return Ok(Decision::Refuse(r));
     }
     let role = match approver_role(app, job) {
         Ok(r) => r,
@@ -450,16 +450,12 @@ async fn approve<'a>(
         ))),
         // The same person's approval went in from a simultaneous click (the approvals key
         // is job and approver): this one changed nothing.
-        Err(e) if e.is_unique_violation() => Ok(Decision::Refuse(already_approved(job.id))),
+        Err(e) if e.is_unique_violation() => Ok(Decision::Refuse(policy::already_approved(job.id))),
         Err(e) => Err(e.into()),
     }
 }
 
 /// The answer to an approval its approver has already given.
-fn already_approved(job_id: i64) -> String {
-    format!("you have already approved job {job_id}")
-}
-
 async fn reject<'a>(
     app: &'a App,
     inv: &Invocation,

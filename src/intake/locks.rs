@@ -7,27 +7,16 @@ use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::domain::time::{fmt_duration, fmt_time, now_ms};
 use crate::intake::{Decision, Invocation};
-use crate::store::{NewNotice, Write};
+use crate::store::Write;
 
 fn env_notice(app: &App, inv: &Invocation, env: &str, n: &Notice) -> Vec<Write> {
-    let routes = crate::outbox::routes::env_routes(
+    crate::outbox::routes::lock_notices(
         &app.settings,
-        Some(env),
+        env,
         &inv.platform,
         inv.channel.as_deref(),
-    );
-    routes
-        .into_iter()
-        .map(|(platform, channel)| {
-            Write::Notice(NewNotice::new(
-                None,
-                platform,
-                channel,
-                format!("lock:{env}"),
-                n,
-            ))
-        })
-        .collect()
+        n,
+    )
 }
 
 pub(super) async fn lock<'a>(
@@ -89,16 +78,7 @@ pub(super) async fn unlock<'a>(
             "{env} is locked by {} ({}); only they or someone with the {others:?} role can unlock it",
             l.locked_by, l.reason
         );
-        app.db
-            .apply(&[actor_audit(
-                inv,
-                "unlock_refused",
-                Some(env),
-                None,
-                reason.clone(),
-            )])
-            .await?;
-        return Ok(Decision::Refuse(reason));
+        return Ok(Decision::RefuseAs("unlock_refused", reason));
     }
     let title = format!(
         "{env} unlocked by {} (locked by {} for {})",

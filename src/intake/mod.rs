@@ -20,7 +20,7 @@ use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
 use crate::intake::policy::{Identity, LockFacts, PromotionFacts};
 use crate::store::jobs::{JobRow, NewJob, state};
-use crate::store::{AuditEvent, NewNotice, Write};
+use crate::store::{AuditEvent, Write};
 
 /// What someone asked for, wherever they asked.
 #[derive(Debug, Clone)]
@@ -65,15 +65,14 @@ impl Outcome {
 /// Decide on an invocation: refuse it, answer it, or turn it into a job.
 pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
     let name = inv.command.trim_start_matches('/').to_owned();
-    let outcome = match decide(app, &inv, &name).await? {
-        Decision::Refuse(r) => Outcome::Refused(r),
-        Decision::Info(i) => Outcome::Info(i),
+    let (action, reason) = match decide(app, &inv, &name).await? {
+        Decision::Refuse(r) => ("command_refused", r),
+        Decision::RefuseAs(action, r) => (action, r),
+        Decision::Info(i) => return Ok(Outcome::Info(i)),
         Decision::Job(job, cmd) => return enqueue(app, &inv, *job, cmd).await,
     };
-    if let Outcome::Refused(reason) = &outcome {
-        audit_refusal(app, &inv, "command_refused", reason).await?;
-    }
-    Ok(outcome)
+    audit_refusal(app, &inv, action, &reason).await?;
+    Ok(Outcome::Refused(reason))
 }
 
 /// Refuse a correctly signed request from a workspace, app or guild this Deckhand does not
@@ -116,6 +115,8 @@ async fn audit_refusal(
 
 pub enum Decision<'a> {
     Refuse(String),
+    /// A refusal audited under its own action name (e.g. `unlock_refused`).
+    RefuseAs(&'static str, String),
     Info(String),
     Job(Box<NewJob>, &'a Command),
 }
@@ -390,15 +391,13 @@ fn first_writes(
         .job(id);
         // Its own message, sent first: the job's message moves on and would bury it.
         let thread = format!("{}:emergency", crate::store::jobs::job_thread(id));
-        w.extend(
-            crate::outbox::routes::routes(&app.settings, &row)
-                .into_iter()
-                .map(|(p, c)| {
-                    Write::Notice(
-                        NewNotice::new(Some(id), p, c, thread.clone(), &loud).urgent(true),
-                    )
-                }),
-        );
+        w.extend(crate::outbox::routes::notices_in(
+            &app.settings,
+            &row,
+            &loud,
+            &thread,
+            true,
+        ));
         w.push(crate::store::jobs::audit(
             &row,
             "emergency_override",

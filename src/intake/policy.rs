@@ -142,6 +142,25 @@ pub fn check_lock(env: &str, lock: Option<&LockFacts>) -> Result<(), String> {
     }
 }
 
+/// A repeat approval (a double click, or five) is answered as one.
+pub fn check_not_yet_approved(
+    job_id: i64,
+    approver: &str,
+    already: &[String],
+) -> Result<(), String> {
+    if already
+        .iter()
+        .any(|a| crate::domain::platform::same_actor(a, approver))
+    {
+        return Err(already_approved(job_id));
+    }
+    Ok(())
+}
+
+pub fn already_approved(job_id: i64) -> String {
+    format!("you have already approved job {job_id}")
+}
+
 /// Two-person rule: the requester never approves their own job, and each approver counts
 /// once.
 pub fn check_approver(
@@ -157,12 +176,7 @@ pub fn check_approver(
             "refused by two-person rule: you requested job {job_id}, so someone else must approve it"
         ));
     }
-    if already
-        .iter()
-        .any(|a| crate::domain::platform::same_actor(a, approver))
-    {
-        return Err(format!("you have already approved job {job_id}"));
-    }
+    check_not_yet_approved(job_id, approver, already)?;
     if !held.contains(approver_role) && !held.contains("admin") {
         return Err(format!(
             "refused by approval rule: approving job {job_id} needs the {approver_role:?} role; you hold {}",

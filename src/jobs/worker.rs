@@ -169,26 +169,18 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
         );
         let n = Notice::new(NoticeKind::EnvironmentLocked, Tone::Warning, title)
             .env(Some(&l.environment));
-        let routes = crate::outbox::routes::env_routes(
-            &app.settings,
-            Some(&l.environment),
-            &l.platform,
-            l.channel.as_deref(),
-        );
         let mut writes = vec![crate::store::history::lock_reminded(
             &l.environment,
             now,
             l.reminded_at.unwrap_or(l.locked_at),
         )];
-        for (platform, channel) in routes {
-            writes.push(Write::Notice(crate::store::NewNotice::new(
-                None,
-                platform,
-                channel,
-                format!("lock:{}", l.environment),
-                &n,
-            )));
-        }
+        writes.extend(crate::outbox::routes::lock_notices(
+            &app.settings,
+            &l.environment,
+            &l.platform,
+            l.channel.as_deref(),
+            &n,
+        ));
         // Only the replica whose update matched sends the reminder.
         app.db.apply_if_first(&writes).await?;
         app.outbox_wake.notify_one();

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use crate::config::Settings;
 use crate::domain::notice::Notice;
 use crate::domain::platform::Platform;
-use crate::store::Write;
 use crate::store::jobs::{JobRow, job_notice};
+use crate::store::{NewNotice, Write};
 
 /// Where notices about an environment go, for something asked on `platform` in `channel`:
 /// that platform, in the environment's channel there if it names one (else the asking
@@ -37,6 +37,21 @@ pub fn env_routes(
     out
 }
 
+/// Outbox rows for a notice about `env`'s lock (taken, released, reminded), in the lock's
+/// one thread, on the routes of [`env_routes`].
+pub fn lock_notices(
+    settings: &Settings,
+    env: &str,
+    platform: &str,
+    channel: Option<&str>,
+    n: &Notice,
+) -> Vec<Write> {
+    env_routes(settings, Some(env), platform, channel)
+        .into_iter()
+        .map(|(p, c)| Write::Notice(NewNotice::new(None, p, c, format!("lock:{env}"), n)))
+        .collect()
+}
+
 /// Where a job's notices go: see [`env_routes`].
 pub fn routes(settings: &Settings, job: &JobRow) -> Vec<(String, Option<String>)> {
     env_routes(
@@ -52,6 +67,21 @@ pub fn notices(settings: &Settings, job: &JobRow, n: &Notice) -> Vec<Write> {
     routes(settings, job)
         .into_iter()
         .map(|(p, c)| job_notice(job.id, &p, c.as_deref(), n))
+        .collect()
+}
+
+/// [`notices`] for a message of the job's own besides its one job message (`thread`), sent
+/// before other due notices when `urgent`.
+pub fn notices_in(
+    settings: &Settings,
+    job: &JobRow,
+    n: &Notice,
+    thread: &str,
+    urgent: bool,
+) -> Vec<Write> {
+    routes(settings, job)
+        .into_iter()
+        .map(|(p, c)| Write::Notice(NewNotice::new(Some(job.id), p, c, thread, n).urgent(urgent)))
         .collect()
 }
 

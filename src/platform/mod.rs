@@ -33,26 +33,13 @@ const ACK_BUDGET: Duration = Duration::from_millis(2500);
 
 /// Submit and answer in time: the outcome's text, or — when the database is slow — a
 /// truthful "received, answer follows" while `late` delivers the outcome afterwards.
-pub async fn ack_or_defer<F, Fut>(app: Arc<App>, inv: Invocation, late: F) -> String
-where
-    F: FnOnce(Arc<App>, String) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let a = app.clone();
-    in_time(
-        app,
-        async move { crate::intake::submit(&a, inv).await },
-        late,
-    )
-    .await
-}
-
-/// [`ack_or_defer`] for a request from a workspace, app or guild this Deckhand does not
-/// serve: refused (and audited) without being looked at further.
-pub async fn refuse_elsewhere<F, Fut>(
+///
+/// `elsewhere`: the request comes from a workspace, app or guild this Deckhand does not
+/// serve (the reason): it is refused and audited without being looked at further.
+pub async fn ack_or_defer<F, Fut>(
     app: Arc<App>,
     inv: Invocation,
-    reason: String,
+    elsewhere: Option<String>,
     late: F,
 ) -> String
 where
@@ -60,12 +47,13 @@ where
     Fut: Future<Output = ()> + Send,
 {
     let a = app.clone();
-    in_time(
-        app,
-        async move { crate::intake::refuse_elsewhere(&a, inv, reason).await },
-        late,
-    )
-    .await
+    let work = async move {
+        match elsewhere {
+            Some(reason) => crate::intake::refuse_elsewhere(&a, inv, reason).await,
+            None => crate::intake::submit(&a, inv).await,
+        }
+    };
+    in_time(app, work, late).await
 }
 
 /// The outcome of `work` as text within [`ACK_BUDGET`], else "answer follows" and `late`.

@@ -16,26 +16,16 @@ fn cost_api() -> u16 {
         d += Duration::days(1);
     }
     let body = Value::Array(records).to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().port()).unwrap();
-            let app = axum::Router::new().route(
-                "/costs",
-                axum::routing::get(move || {
-                    let b = body.clone();
-                    async move { b }
-                }),
-            );
-            axum::serve(l, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    serve_on_loopback(move |l| async move {
+        let app = axum::Router::new().route(
+            "/costs",
+            axum::routing::get(move || {
+                let b = body.clone();
+                async move { b }
+            }),
+        );
+        axum::serve(l, app).await.unwrap();
+    })
 }
 
 both!(budget_overrun_alerts_once_per_month, budget);

@@ -128,15 +128,7 @@ impl Slack {
 
     /// What the clicker was told privately.
     async fn told(&self, trigger: &str) -> String {
-        let path = format!("/response/{trigger}");
-        eventually(10, "the ephemeral answer", || async {
-            self.fake
-                .calls()
-                .into_iter()
-                .find(|c| c.path == path)
-                .map(|c| c.body["text"].as_str().unwrap_or("").to_owned())
-        })
-        .await
+        self.fake.told(trigger).await
     }
 }
 

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::{ack_or_defer, refuse_elsewhere, too_many_requests};
+use super::{ack_or_defer, too_many_requests};
 use crate::app::App;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
@@ -131,7 +131,7 @@ async fn interactions(
             .and_then(|d| d.name.clone().or(d.custom_id.clone()))
             .unwrap_or_default();
         let inv = Invocation { command, ..inv };
-        return message(&refuse_elsewhere(app.clone(), inv, reason, late).await);
+        return message(&ack_or_defer(app.clone(), inv, Some(reason), late).await);
     }
     let (command, args) = match command(&app, &i).await {
         Ok(c) => c,
@@ -142,7 +142,7 @@ async fn interactions(
         args,
         ..inv
     };
-    message(&ack_or_defer(app.clone(), inv, late).await)
+    message(&ack_or_defer(app.clone(), inv, None, late).await)
 }
 
 /// Who asks: the member (with their roles) in a guild, the user in a direct message.

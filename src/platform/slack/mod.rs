@@ -33,7 +33,7 @@ use axum::routing::post;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::{ack_or_defer, refuse_elsewhere, too_many_requests};
+use super::{ack_or_defer, too_many_requests};
 use crate::app::App;
 use crate::domain::text::split_args;
 use crate::intake::Invocation;
@@ -157,7 +157,7 @@ async fn answer_command(app: Arc<App>, cmd: SlashCommand) -> String {
     };
     if let Err(reason) = origin.check(&app.settings.config.slack) {
         let inv = invocation(&origin, cmd.command.clone(), Vec::new());
-        return refuse_elsewhere(app.clone(), inv, reason, late).await;
+        return ack_or_defer(app.clone(), inv, Some(reason), late).await;
     }
     let args = match split_args(&cmd.text) {
         Ok(a) => a,
@@ -169,7 +169,7 @@ async fn answer_command(app: Arc<App>, cmd: SlashCommand) -> String {
         reply_to: cmd.response_url.clone(),
         ..invocation(&origin, cmd.command.clone(), args)
     };
-    ack_or_defer(app.clone(), inv, late).await
+    ack_or_defer(app.clone(), inv, None, late).await
 }
 
 async fn interactions(
@@ -208,7 +208,7 @@ async fn answer_click(app: Arc<App>, p: BlockActions) -> Result<(), &'static str
     let text = if let Err(reason) = origin.check(&app.settings.config.slack) {
         let args = action.value.iter().cloned().collect();
         let inv = invocation(&origin, action.action_id.clone(), args);
-        refuse_elsewhere(app.clone(), inv, reason, |_, _| async {}).await
+        ack_or_defer(app.clone(), inv, Some(reason), |_, _| async {}).await
     } else {
         let Some((command, args)) =
             super::button_command(&app, &action.action_id, action.value.as_deref()).await
@@ -228,7 +228,7 @@ async fn answer_click(app: Arc<App>, p: BlockActions) -> Result<(), &'static str
             reply_to: p.response_url.clone(),
             ..invocation(&origin, command, args)
         };
-        ack_or_defer(app.clone(), inv, |_, _| async {}).await
+        ack_or_defer(app.clone(), inv, None, |_, _| async {}).await
     };
     // The clicker learns the outcome privately; the job's message shows it to everyone.
     if let Some(url) = p.response_url.clone() {

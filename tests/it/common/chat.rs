@@ -176,15 +176,7 @@ impl Chat {
 
     /// What a click's clicker was told privately (posted to its `response_url`).
     pub async fn told(&self, trigger: &str) -> String {
-        let path = format!("/response/{trigger}");
-        super::eventually(10, "the ephemeral answer", || async {
-            self.fake
-                .calls()
-                .into_iter()
-                .find(|c| c.path == path)
-                .map(|c| c.body["text"].as_str().unwrap_or("").to_owned())
-        })
-        .await
+        self.fake.told(trigger).await
     }
 
     /// POST a Discord interaction signed with `key` from `client`.

@@ -87,21 +87,11 @@ impl FakeApi {
     /// Start on a free port in its own thread and runtime.
     pub fn start() -> FakeApi {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let state = inner.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap().port()).unwrap();
-                let app = axum::Router::new().fallback(handle).with_state(state);
-                axum::serve(l, app).await.unwrap();
-            });
+        let port = super::serve_on_loopback(move |l| async move {
+            let app = axum::Router::new().fallback(handle).with_state(state);
+            axum::serve(l, app).await.unwrap();
         });
-        let port = rx.recv().unwrap();
         FakeApi { inner, port }
     }
 
@@ -112,6 +102,19 @@ impl FakeApi {
     /// Answer the next calls with these, in order, then succeed again.
     pub fn fail_next(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.inner.lock().unwrap().script.extend(answers);
+    }
+
+    /// What Deckhand answered privately on the `response_url` of the request with this
+    /// trigger (the fake's `/response/TRIGGER`), waiting up to 10 s for it.
+    pub async fn told(&self, trigger: &str) -> String {
+        let path = format!("/response/{trigger}");
+        super::eventually(10, "the ephemeral answer", || async {
+            self.calls()
+                .into_iter()
+                .find(|c| c.path == path)
+                .map(|c| c.body["text"].as_str().unwrap_or("").to_owned())
+        })
+        .await
     }
 
     pub fn calls(&self) -> Vec<Call> {

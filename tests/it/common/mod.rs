@@ -536,3 +536,25 @@ pub async fn outbox_drained(app: &App, secs: u64) {
     })
     .await;
 }
+
+/// Serve on a free loopback port in a thread of its own (with its own runtime, so the
+/// server outlives any test runtime): `serve` gets the bound listener. Returns the port.
+pub fn serve_on_loopback<F, Fut>(serve: F) -> u16
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            serve(l).await;
+        });
+    });
+    rx.recv().unwrap()
+}

@@ -41,22 +41,12 @@ impl FakeSocket {
     /// Start on a free port in its own thread and runtime.
     pub fn start() -> FakeSocket {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let state = inner.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap().port()).unwrap();
-                while let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(serve(s, state.clone()));
-                }
-            });
+        let port = super::serve_on_loopback(move |l| async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve(s, state.clone()));
+            }
         });
-        let port = rx.recv().unwrap();
         FakeSocket { inner, port }
     }
 
