@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::config::catalog::Catalog;
 use crate::domain::time::now_ms;
 use crate::store::Db;
+use crate::support::ratelimit::SignedBudgets;
 use crate::support::runner::Redactor;
 
 pub struct App {
@@ -26,6 +27,8 @@ pub struct App {
     pub worker_id: String,
     pub http: reqwest::Client,
     pub health: Liveness,
+    /// What verified senders may spend, over HTTP and the sockets alike.
+    pub budgets: SignedBudgets,
 }
 
 /// What `/ready` needs to know about the background loops.
@@ -106,6 +109,7 @@ impl App {
             .timeout(std::time::Duration::from_secs(15))
             .build()
             .context("cannot build the HTTP client")?;
+        let settings_budgets = settings.config.server.signed_budgets();
         Ok(Arc::new(App {
             settings,
             catalog,
@@ -116,6 +120,7 @@ impl App {
             worker_id: worker_id(),
             http,
             health: Liveness::default(),
+            budgets: settings_budgets,
         }))
     }
 

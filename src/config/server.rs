@@ -44,6 +44,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
 }
 
+impl ServerConfig {
+    /// The signed budgets of `/slack`, `/discord` and `/alerts` (and their sockets).
+    pub fn signed_budgets(&self) -> crate::support::ratelimit::SignedBudgets {
+        crate::support::ratelimit::SignedBudgets::new(
+            (self.rate_limit_per_minute, self.rate_limit_burst),
+            (
+                self.rate_limit_workspace_per_minute,
+                self.rate_limit_workspace_burst,
+            ),
+        )
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

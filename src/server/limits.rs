@@ -26,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
-use crate::support::ratelimit::{RateLimiter, SignedBudget};
+use crate::support::ratelimit::{RateLimiter, SignedBudget, SignedBudgets};
 
 /// The route groups with budgets of their own, by path prefix.
 pub const LIMITED_PREFIXES: [&str; 3] = ["/slack/", "/discord/", "/alerts/"];
@@ -77,17 +77,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(cfg: &ServerConfig) -> Limits {
-        let person = (cfg.rate_limit_per_minute, cfg.rate_limit_burst);
-        let workspace = (
-            cfg.rate_limit_workspace_per_minute,
-            cfg.rate_limit_workspace_burst,
-        );
-        // With the per-client limit off, every limit is off (as before workspaces had one).
-        let workspace = if person.0 == 0 { (0, 0) } else { workspace };
+    /// `budgets`: the app's signed budgets, which the sockets spend too.
+    pub fn new(cfg: &ServerConfig, budgets: &SignedBudgets) -> Limits {
         Limits {
-            unverified: RateLimiter::new(person.0, person.1),
-            signed: std::array::from_fn(|_| Arc::new(SignedBudget::new(person, workspace))),
+            unverified: RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            signed: [
+                budgets.slack.clone(),
+                budgets.discord.clone(),
+                budgets.alerts.clone(),
+            ],
             client_ip_header: cfg
                 .client_ip_header
                 .as_deref()
@@ -204,7 +202,7 @@ mod tests {
             rate_limit_burst: 1,
             ..ServerConfig::default()
         };
-        let l = Limits::new(&cfg);
+        let l = Limits::new(&cfg, &cfg.signed_budgets());
         let r = l.unverified.as_ref().unwrap();
         let now = Instant::now();
         r.charge(&(0, ip("10.0.0.1")), now);

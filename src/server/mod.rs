@@ -74,7 +74,7 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 /// echoed on the response) and a tracing span named by it; the headers that carry
 /// credentials are marked sensitive first, so no log at any level prints them.
 fn harden(app: &App, r: Router<Arc<App>>) -> Router<Arc<App>> {
-    let limits = Arc::new(Limits::new(&app.settings.config.server));
+    let limits = Arc::new(Limits::new(&app.settings.config.server, &app.budgets));
     let request_id = header::HeaderName::from_static("x-request-id");
     r.layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(limits, enforce))

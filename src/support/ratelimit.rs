@@ -149,6 +149,29 @@ impl SignedBudget {
     }
 }
 
+/// The signed budgets of the three route groups, shared by the HTTP middleware and the
+/// outbound sockets (Slack Socket Mode, the Discord gateway), whose envelopes spend the same
+/// buckets as signed requests do.
+pub struct SignedBudgets {
+    pub slack: std::sync::Arc<SignedBudget>,
+    pub discord: std::sync::Arc<SignedBudget>,
+    pub alerts: std::sync::Arc<SignedBudget>,
+}
+
+impl SignedBudgets {
+    /// Per person `(per_minute, burst)` and per workspace; with the per-person limit off
+    /// every limit is off.
+    pub fn new(person: (u32, u32), workspace: (u32, u32)) -> SignedBudgets {
+        let workspace = if person.0 == 0 { (0, 0) } else { workspace };
+        let one = || std::sync::Arc::new(SignedBudget::new(person, workspace));
+        SignedBudgets {
+            slack: one(),
+            discord: one(),
+            alerts: one(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

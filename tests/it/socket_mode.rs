@@ -29,6 +29,11 @@ impl Socket {
 
     /// `None` on PostgreSQL when no test database is configured.
     async fn on(backend: Backend) -> Option<Socket> {
+        Self::with(backend, &[]).await
+    }
+
+    /// With `extra` environment variables for the server.
+    async fn with(backend: Backend, extra: &[(&str, &str)]) -> Option<Socket> {
         let ws = Workspace::new(
             backend,
             "[environments.gated]\napprovals = 1\n",
@@ -37,19 +42,19 @@ impl Socket {
         let fake = FakeApi::start();
         let sock = FakeSocket::start();
         fake.set_socket_url(&sock.url());
-        let server = Server::start(
-            &ws,
-            &[
-                ("SLACK_APP_TOKEN", APP_TOKEN),
-                ("SLACK_BOT_TOKEN", BOT_TOKEN),
-                ("SLACK_API_URL", &fake.url("/api")),
-                // Naming tungstenite's own modules must not turn its traces back on.
-                (
-                    "RUST_LOG",
-                    "trace,tungstenite=trace,tungstenite::handshake::client=trace",
-                ),
-            ],
-        );
+        let api = fake.url("/api");
+        let mut env = vec![
+            ("SLACK_APP_TOKEN", APP_TOKEN),
+            ("SLACK_BOT_TOKEN", BOT_TOKEN),
+            ("SLACK_API_URL", api.as_str()),
+            // Naming tungstenite's own modules must not turn its traces back on.
+            (
+                "RUST_LOG",
+                "trace,tungstenite=trace,tungstenite::handshake::client=trace",
+            ),
+        ];
+        env.extend_from_slice(extra);
+        let server = Server::start(&ws, &env);
         let s = Socket {
             ws,
             fake,
@@ -369,4 +374,28 @@ async fn shutdown_closes_the_socket_through_the_drain() {
     .await;
     assert_eq!(s.sock.connections(), 1, "no reconnect while stopping");
     assert!(s.server.output().contains("Slack socket closed"));
+}
+
+/// Envelopes spend the budget signed requests spend: per person (and team), so one person
+/// over it is told to slow down over the socket too, and another is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_commands_spend_the_signed_budget() {
+    let tight = [
+        ("DECKHAND__SERVER__RATE_LIMIT_PER_MINUTE", "6"),
+        ("DECKHAND__SERVER__RATE_LIMIT_BURST", "3"),
+    ];
+    let s = Socket::with(Backend::Sqlite, &tight).await.unwrap();
+    for i in 0..3 {
+        let t = s
+            .command(&format!("b{i}"), 0, "U1", "help", &format!("tb{i}"))
+            .await;
+        assert!(t.contains("Commands you may run"), "command {i}: {t}");
+    }
+    let t = s.command("b3", 0, "U1", "help", "tb3").await;
+    assert!(
+        t.contains("too many requests from you; slow down (try again in"),
+        "{t}"
+    );
+    let t = s.command("b4", 0, "U2", "help", "tb4").await;
+    assert!(t.contains("Commands you may run"), "another person: {t}");
 }

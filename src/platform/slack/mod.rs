@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -39,7 +39,6 @@ use crate::domain::text::split_args;
 use crate::intake::Invocation;
 use crate::intake::policy::Identity;
 use crate::outbox::DeliveryError;
-use crate::support::ratelimit::SignedBudget;
 
 pub use binding::Origin;
 pub use client::SlackClient;
@@ -99,15 +98,25 @@ fn ephemeral(text: &str) -> Response {
     axum::Json(json!({"response_type": "ephemeral", "text": render::escape(text)})).into_response()
 }
 
-/// The budget the middleware handed over, if any (`[server] rate_limit_*`).
-type Budget = Option<Extension<Arc<SignedBudget>>>;
-
-/// Spend one of `origin`'s requests; over budget, the 429 that says to wait.
-fn spend(budget: &Budget, origin: &Origin) -> Option<Response> {
-    let Extension(b) = budget.as_ref()?;
-    b.take(origin.budget_key(), &origin.qualified_user())
+/// Spend one of `origin`'s requests from the Slack budget (`[server] rate_limit_*`),
+/// which signed requests and Socket Mode envelopes share; over it, how long to wait.
+fn over_budget(app: &App, origin: &Origin) -> Option<std::time::Duration> {
+    app.budgets
+        .slack
+        .take(origin.budget_key(), &origin.qualified_user())
         .err()
-        .map(|wait| too_many_requests(wait, "too many requests from you; slow down"))
+}
+
+const SLOW_DOWN: &str = "too many requests from you; slow down";
+
+/// Over budget over HTTP: the 429 that says to wait.
+fn spend(app: &App, origin: &Origin) -> Option<Response> {
+    over_budget(app, origin).map(|wait| too_many_requests(wait, SLOW_DOWN))
+}
+
+/// Over budget over the socket, which has no status code: the answer that says to wait.
+fn slow_down(wait: std::time::Duration) -> String {
+    format!("✖ {SLOW_DOWN} (try again in {} s)", wait.as_secs().max(1))
 }
 
 /// An invocation by the person `origin` names.
@@ -125,12 +134,7 @@ fn invocation(origin: &Origin, command: String, args: Vec<String>) -> Invocation
     }
 }
 
-async fn commands(
-    State(app): State<Arc<App>>,
-    budget: Budget,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&app, &headers, &body) {
         return r.into_response();
     }
@@ -139,7 +143,7 @@ async fn commands(
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     let origin = Origin::of_command(&cmd);
-    if let Some(r) = spend(&budget, &origin) {
+    if let Some(r) = spend(&app, &origin) {
         return r;
     }
     ephemeral(&answer_command(app, cmd).await)
@@ -172,12 +176,7 @@ async fn answer_command(app: Arc<App>, cmd: SlashCommand) -> String {
     ack_or_defer(app.clone(), inv, None, late).await
 }
 
-async fn interactions(
-    State(app): State<Arc<App>>,
-    budget: Budget,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn interactions(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&app, &headers, &body) {
         return r.into_response();
     }
@@ -186,7 +185,7 @@ async fn interactions(
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     let origin = Origin::of_click(&p);
-    if let Some(r) = spend(&budget, &origin) {
+    if let Some(r) = spend(&app, &origin) {
         return r;
     }
     match answer_click(app, p).await {

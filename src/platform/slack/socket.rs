@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::binding::Origin;
 use super::payload::{BlockActions, SlashCommand};
 use super::render::escape;
 use crate::app::App;
@@ -258,7 +259,11 @@ async fn answer(app: Arc<App>, env: Envelope) -> Option<Value> {
     } else {
         match env.kind.as_str() {
             "slash_commands" => Some(match serde_json::from_value::<SlashCommand>(env.payload) {
-                Ok(cmd) => text(&super::answer_command(app, cmd).await),
+                // Envelopes spend the budget signed requests spend (per person, per team).
+                Ok(cmd) => match super::over_budget(&app, &Origin::of_command(&cmd)) {
+                    Some(wait) => text(&super::slow_down(wait)),
+                    None => text(&super::answer_command(app, cmd).await),
+                },
                 Err(e) => text(&format!("✖ malformed slash command: {e}")),
             }),
             "interactive" => {
@@ -267,6 +272,17 @@ async fn answer(app: Arc<App>, env: Envelope) -> Option<Value> {
                     // response_url anyway, and the intake may take most of Slack's 3 s.
                     Ok(p) => {
                         tokio::spawn(async move {
+                            if let Some(wait) = super::over_budget(&app, &Origin::of_click(&p)) {
+                                if let Some(url) = &p.response_url {
+                                    let _ = super::post_response_url(
+                                        &app,
+                                        url,
+                                        &super::slow_down(wait),
+                                    )
+                                    .await;
+                                }
+                                return;
+                            }
                             if let Err(e) = super::answer_click(app, p).await {
                                 tracing::warn!(error = e, "refused a Socket Mode click");
                             }
