@@ -31,5 +31,6 @@ mod queue;
 mod ratelimits;
 mod safety;
 mod slack;
+mod socket_chaos;
 mod socket_mode;
 mod storms;

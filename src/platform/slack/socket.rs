@@ -82,7 +82,11 @@ pub async fn run(app: Arc<App>, stop: CancelToken) {
     loop {
         // `connect` watches `stop` itself, so that a stop closes the socket cleanly.
         let end = connect(&app, token.expose_secret(), &stop).await;
-        if health.slack_socket_down_since.load(Ordering::Relaxed) == 0 {
+        // Down since 0: the connection got its `hello`, so a failure now is a first one
+        // (a socket that lived for hours waits 1 s, not what an old outage had grown to).
+        let was_up = health.slack_socket_down_since.load(Ordering::Relaxed) == 0;
+        if was_up {
+            failures = 0;
             health
                 .slack_socket_down_since
                 .store(now_ms(), Ordering::Relaxed);

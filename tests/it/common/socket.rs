@@ -27,6 +27,8 @@ struct Inner {
     sent: HashMap<String, Instant>,
     /// envelope_id → (the acknowledgement, how long after sending it came).
     acks: HashMap<String, (Value, Duration)>,
+    /// envelope_id → the connection (index in `conns`) that acknowledged it first.
+    acked_on: HashMap<String, usize>,
     /// Connections the client closed (a Close frame or end of stream).
     closed_by_client: usize,
 }
@@ -67,11 +69,43 @@ impl FakeSocket {
 
     /// Send an envelope to the newest connection (the id is its `envelope_id`).
     pub fn send(&self, envelope: Value) {
+        let n = self
+            .connections()
+            .checked_sub(1)
+            .expect("no connection yet");
+        assert!(self.send_to(n, envelope), "the newest connection is gone");
+    }
+
+    /// Send an envelope to connection `n` (0 is the first that got `hello`), as Slack
+    /// spreads envelopes over an app's connections; `false` when that one is gone.
+    pub fn send_to(&self, n: usize, envelope: Value) -> bool {
         let id = envelope["envelope_id"].as_str().unwrap_or("").to_owned();
         let mut g = self.inner.lock().unwrap();
         g.sent.entry(id).or_insert_with(Instant::now);
-        let conn = g.conns.last().expect("no connection yet");
-        conn.send(Order::Send(envelope.to_string())).unwrap();
+        g.conns[n].send(Order::Send(envelope.to_string())).is_ok()
+    }
+
+    /// The connections still open, oldest first (indices as for [`send_to`](Self::send_to)).
+    pub fn live(&self) -> Vec<usize> {
+        let g = self.inner.lock().unwrap();
+        (0..g.conns.len())
+            .filter(|&i| !g.conns[i].is_closed())
+            .collect()
+    }
+
+    /// Drop connection `n` without a word.
+    pub fn drop_nth(&self, n: usize) {
+        let _ = self.inner.lock().unwrap().conns[n].send(Order::Drop);
+    }
+
+    /// The connection that acknowledged `envelope_id` first, if one did.
+    pub fn acked_on(&self, envelope_id: &str) -> Option<usize> {
+        self.inner
+            .lock()
+            .unwrap()
+            .acked_on
+            .get(envelope_id)
+            .copied()
     }
 
     /// Ask the newest connection to go, as Slack does before it rotates a socket.
@@ -141,7 +175,11 @@ async fn serve(s: tokio::net::TcpStream, state: Arc<Mutex<Inner>>) {
     if write.send(Message::text(hello.to_string())).await.is_err() {
         return;
     }
-    state.lock().unwrap().conns.push(tx);
+    let me = {
+        let mut g = state.lock().unwrap();
+        g.conns.push(tx);
+        g.conns.len() - 1
+    };
     loop {
         tokio::select! {
             o = orders.recv() => match o {
@@ -163,6 +201,7 @@ async fn serve(s: tokio::net::TcpStream, state: Arc<Mutex<Inner>>) {
                         let mut g = state.lock().unwrap();
                         let took = g.sent.get(id).map(|t| t.elapsed()).unwrap_or_default();
                         g.acks.entry(id.to_owned()).or_insert((v.clone(), took));
+                        g.acked_on.entry(id.to_owned()).or_insert(me);
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => {
