@@ -342,7 +342,7 @@ async fn queue_throughput(app: &Arc<App>, n: usize, workers: usize, tag: &str) -
             for i in 0..n {
                 let mut j = job(i);
                 j.idempotency_key = Some(format!("{tag}{i}"));
-                app.db.enqueue(&j, |_, _| Vec::new()).await.unwrap();
+                app.db.enqueue(&j, &|_, _| Vec::new()).await.unwrap();
                 app.wake.notify_waiters();
             }
         })
@@ -428,7 +428,7 @@ async fn enqueue_to_start(app: &Arc<App>, n: usize) -> (f64, f64) {
     for i in 0..n {
         let mut j = job(i);
         j.idempotency_key = Some(format!("lat{i}"));
-        let e = app.db.enqueue(&j, |_, _| Vec::new()).await.unwrap();
+        let e = app.db.enqueue(&j, &|_, _| Vec::new()).await.unwrap();
         acked
             .lock()
             .unwrap()
@@ -539,6 +539,76 @@ fn machine() -> String {
     )
 }
 
+#[path = "support/drain.rs"]
+mod drain;
+
+/// N jobs per drain, as graphile-worker's perf test.
+const DRAIN_JOBS: usize = 20_000;
+
+/// The drain figures, one line per backend and worker count, with graphile-worker's beside
+/// PostgreSQL's when node and npm are available; the Markdown table.
+async fn drain_section() -> String {
+    let mut rows = String::new();
+    let graphile = drain::Graphile::install();
+    if let Err(why) = &graphile {
+        println!("drain graphile-worker: skipped ({why})");
+    }
+    for w in [1usize, 4, 24] {
+        let db = Db::sqlite();
+        let dir = workspace("");
+        let a = app(dir.path(), &db.url, "full").await;
+        let jps = drain::deckhand(&a, DRAIN_JOBS, w, job).await;
+        a.db.close().await;
+        let name = "SQLite (synchronous=full)";
+        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
+        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | | |");
+    }
+    for w in [1usize, 4, 24] {
+        let Some(db) = Db::postgres() else {
+            println!("drain PostgreSQL: skipped (DECKHAND_TEST_POSTGRES_URL is not set)");
+            break;
+        };
+        let dir = workspace("");
+        let a = app(dir.path(), &db.url, "full").await;
+        let jps = drain::deckhand(&a, DRAIN_JOBS, w, job).await;
+        a.db.close().await;
+        drop(db);
+        let name = "PostgreSQL";
+        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
+        let theirs = match &graphile {
+            Ok(g) => {
+                let db = Db::postgres().unwrap();
+                match g.drain(&db.url, DRAIN_JOBS, w) {
+                    Ok(t) => {
+                        println!(
+                            "drain {:<28} workers {w:>2} jobs {DRAIN_JOBS} → {t:.0} jobs/s (Deckhand/graphile-worker {:.2}×)",
+                            format!("graphile-worker {} (PostgreSQL)", g.version),
+                            jps / t
+                        );
+                        Some(t)
+                    }
+                    Err(e) => {
+                        println!("drain graphile-worker workers {w}: failed ({e})");
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
+        let (t, ratio) = theirs.map_or(("–".into(), "–".into()), |t| {
+            (format!("{t:.0}"), format!("{:.2}×", jps / t))
+        });
+        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | {t} | {ratio} |");
+    }
+    let version = graphile
+        .as_ref()
+        .map_or("not run".to_owned(), |g| g.version.clone());
+    format!(
+        "## Drain: {DRAIN_JOBS} no-op jobs enqueued first, then drained by W workers (graphile-worker {version} in the same run, same server)\n\n\
+         | backend | W | Deckhand jobs/s | graphile-worker jobs/s | ratio |\n|---|---|---|---|---|\n{rows}"
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -546,6 +616,10 @@ async fn main() {
     }
     // BENCH_ONLY=queue runs just the in-process queue figures (for profiling with perf);
     // nothing is written then.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "drain") {
+        drain_section().await;
+        return;
+    }
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "queue") {
         let db = Db::sqlite();
         let dir = workspace("");
@@ -688,6 +762,8 @@ async fn main() {
         md,
         "## Job overhead (job with one step `true`: accepted → final notice delivered, minus the step; median of 30)\n\n| backend | overhead ms | the step itself ms |\n|---|---|---|\n{over_rows}"
     );
+
+    let _ = writeln!(md, "{}", drain_section().await);
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let notes = std::fs::read_to_string(&path)

@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::config::catalog::Catalog;
 use crate::domain::time::now_ms;
 use crate::store::Db;
+use crate::store::group::GroupCommit;
 use crate::support::ratelimit::SignedBudgets;
 use crate::support::runner::Redactor;
 
@@ -29,6 +30,8 @@ pub struct App {
     pub health: Liveness,
     /// What verified senders may spend, over HTTP and the sockets alike.
     pub budgets: SignedBudgets,
+    /// New jobs go through this writer, which commits concurrent ones together.
+    pub intake: GroupCommit,
 }
 
 /// What `/ready` needs to know about the background loops.
@@ -88,14 +91,16 @@ impl App {
                         .join("\n")
                 )
             })?;
-        let db = Db::connect_with(&settings.database_url, &settings.config.storage)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    crate::store::redact_url(&settings.database_url)
-                )
-            })?;
+        let (url, storage) = (&settings.database_url, &settings.config.storage);
+        let open = |size: Option<u32>| async move {
+            Db::connect_pool(url, storage, size).await.with_context(|| {
+                format!("cannot open the database {}", crate::store::redact_url(url))
+            })
+        };
+        let shared = storage
+            .max_connections
+            .unwrap_or(settings.config.queue.workers as u32 + 4);
+        let db = open(Some(shared)).await?;
         db.migrate()
             .await
             .context("cannot apply database migrations")?;
@@ -110,6 +115,9 @@ impl App {
             .build()
             .context("cannot build the HTTP client")?;
         let settings_budgets = settings.config.server.signed_budgets();
+        // Intake's writer holds one connection at a time; its own pool of two means a new
+        // command never waits behind workers or the sender for a connection.
+        let intake = GroupCommit::start(open(Some(2)).await?);
         Ok(Arc::new(App {
             settings,
             catalog,
@@ -121,6 +129,7 @@ impl App {
             http,
             health: Liveness::default(),
             budgets: settings_budgets,
+            intake,
         }))
     }
 

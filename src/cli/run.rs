@@ -60,7 +60,11 @@ pub(super) async fn run(app: Arc<App>, command: String, args: Vec<String>) -> an
 
 /// Submit as the local operator: the job to follow, or the exit code when there is none
 /// (refused, or a built-in's answer, printed here).
-async fn submit(app: &App, command: String, args: Vec<String>) -> anyhow::Result<Result<i64, i32>> {
+async fn submit(
+    app: &Arc<App>,
+    command: String,
+    args: Vec<String>,
+) -> anyhow::Result<Result<i64, i32>> {
     let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;

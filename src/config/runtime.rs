@@ -13,12 +13,17 @@ pub struct StorageConfig {
     /// `"normal"`: commits survive a crash of Deckhand (kill -9) but the last ones may be
     /// lost if the machine itself loses power; several times faster on slow disks.
     pub sqlite_synchronous: String,
+    /// Connections of the shared pool that workers, the sender and the loops use (unset:
+    /// `queue.workers + 4`). New commands have a small pool of their own besides, so an
+    /// acknowledgement never waits for a connection behind background work.
+    pub max_connections: Option<u32>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             sqlite_synchronous: "full".into(),
+            max_connections: None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod locks;
 pub mod policy;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::config::EnvironmentConfig;
@@ -63,7 +64,7 @@ impl Outcome {
 }
 
 /// Decide on an invocation: refuse it, answer it, or turn it into a job.
-pub async fn submit(app: &App, inv: Invocation) -> anyhow::Result<Outcome> {
+pub async fn submit(app: &Arc<App>, inv: Invocation) -> anyhow::Result<Outcome> {
     let name = inv.command.trim_start_matches('/').to_owned();
     let (action, reason) = match decide(app, &inv, &name).await? {
         Decision::Refuse(r) => ("command_refused", r),
@@ -319,7 +320,7 @@ pub fn fault_point(name: &str) {
 }
 
 async fn enqueue(
-    app: &App,
+    app: &Arc<App>,
     inv: &Invocation,
     job: NewJob,
     cmd: &Command,
@@ -329,12 +330,19 @@ async fn enqueue(
         job.environment.as_deref(),
         job.version.as_deref(),
     );
-    let res = app
-        .db
-        .enqueue(&job, |id, behind| {
-            first_writes(app, inv, cmd, &job, &what, (id, behind))
-        })
-        .await?;
+    // Written by the group-commit writer, with the jobs of other commands arriving at the
+    // same time; the answer comes once the transaction holding this job has committed.
+    let extra = {
+        let (app, inv, cmd, job, what) = (
+            app.clone(),
+            inv.clone(),
+            cmd.clone(),
+            job.clone(),
+            what.clone(),
+        );
+        Arc::new(move |id, behind| first_writes(&app, &inv, &cmd, &job, &what, (id, behind)))
+    };
+    let res = app.intake.enqueue(job.clone(), extra).await?;
     fault_point("abort-after-enqueue");
     crate::support::metrics::command(
         &inv.platform,

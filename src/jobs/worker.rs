@@ -188,6 +188,9 @@ pub async fn remind_locks(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most jobs claimed per statement.
+const CLAIM_AT_MOST: usize = 32;
+
 /// Claim and run jobs until `stop` fires; then wait for running jobs, which `shutdown`
 /// stops at the grace deadline.
 pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken) {
@@ -217,18 +220,23 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
         }
         while running.try_join_next().is_some() {}
         let mut claimed = false;
-        if let Ok(permit) = sem.clone().try_acquire_owned() {
-            match app.db.claim(&app.worker_id, lease_ms).await {
-                Ok(Some(job)) => {
-                    claimed = true;
-                    let (a, s) = (app.clone(), shutdown.clone());
-                    running.spawn(async move {
-                        execute(a, job, s).await;
-                        drop(permit);
-                    });
+        // As many jobs as there are free workers, in one statement. Only this loop takes
+        // permits, so each claimed job has one.
+        let free = sem.available_permits().min(CLAIM_AT_MOST);
+        if free > 0 {
+            match app.db.claim_batch(&app.worker_id, lease_ms, free).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        claimed = true;
+                        let permit = sem.clone().try_acquire_owned().expect("a free worker");
+                        let (a, s) = (app.clone(), shutdown.clone());
+                        running.spawn(async move {
+                            execute(a, job, s).await;
+                            drop(permit);
+                        });
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot claim a job"),
+                Err(e) => tracing::warn!(error = %e, "cannot claim jobs"),
             }
         }
         if !claimed {

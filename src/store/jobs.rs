@@ -106,77 +106,91 @@ pub struct Enqueued {
     pub state: String,
 }
 
+/// The writes recorded with a new job (its first notices and audit events), given its id
+/// and the job it is queued behind. `Fn`, not `FnOnce`: a batch that fails is retried one
+/// job at a time, with new ids.
+pub type Extra = dyn Fn(i64, Option<i64>) -> Vec<Write> + Send + Sync;
+
 /// Channel PostgreSQL workers LISTEN on.
 pub const PG_CHANNEL: &str = "deckhand_jobs";
 
 impl Db {
     /// Insert a job and, in the same transaction, the writes `extra` makes for it (its
     /// first notices and audit event), given the new id and the job it is queued behind.
-    pub async fn enqueue(
-        &self,
-        job: &NewJob,
-        extra: impl FnOnce(i64, Option<i64>) -> Vec<Write>,
-    ) -> Result<Enqueued> {
+    pub async fn enqueue(&self, job: &NewJob, extra: &Extra) -> Result<Enqueued> {
+        let mut r = self.enqueue_batch(&[(job, extra)]).await?;
+        Ok(r.remove(0))
+    }
+
+    /// [`Db::enqueue`] for several jobs in one transaction: one commit (one fsync) for all
+    /// of them, as [`GroupCommit`](crate::store::group::GroupCommit) needs. A job whose
+    /// idempotency key was seen before (also earlier in the same batch) is not inserted and
+    /// gets the earlier job's id; it fails nothing else.
+    pub async fn enqueue_batch(&self, jobs: &[(&NewJob, &Extra)]) -> Result<Vec<Enqueued>> {
         let now = now_ms();
         on_db!(self, p => {
             let mut tx = p.begin().await?;
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO jobs (command, kind, environment, version, args, state, requested_by, platform, \
-                 channel, reply_to, idempotency_key, concurrency_key, idempotent, approvals_needed, \
-                 approval_deadline, emergency, run_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            )
-            .bind(&job.command)
-            .bind(&job.kind)
-            .bind(&job.environment)
-            .bind(&job.version)
-            .bind(&job.args)
-            .bind(&job.state)
-            .bind(&job.requested_by)
-            .bind(&job.platform)
-            .bind(&job.channel)
-            .bind(&job.reply_to)
-            .bind(&job.idempotency_key)
-            .bind(&job.concurrency_key)
-            .bind(job.idempotent)
-            .bind(job.approvals_needed)
-            .bind(job.approval_deadline)
-            .bind(&job.emergency)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(id) = inserted else {
-                tx.rollback().await?;
-                let (id, state): (i64, String) =
-                    sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
-                        .bind(&job.idempotency_key)
-                        .fetch_one(p)
-                        .await?;
-                return Ok(Enqueued { id, created: false, behind: None, state });
-            };
-            let behind: Option<i64> = match &job.concurrency_key {
-                Some(k) => sqlx::query_scalar(
-                    // Two parts, so each is an index search (not a walk of the key's history).
-                    "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
-                     AND id < $2 AND state IN ('queued', 'running') UNION ALL \
-                     SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
-                     AND held_since IS NOT NULL) m",
+            let mut out = Vec::with_capacity(jobs.len());
+            for (job, extra) in jobs {
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO jobs (command, kind, environment, version, args, state, requested_by, platform, \
+                     channel, reply_to, idempotency_key, concurrency_key, idempotent, approvals_needed, \
+                     approval_deadline, emergency, run_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+                     ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
                 )
-                .bind(k)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?,
-                None => None,
-            };
-            for w in extra(id, behind) {
-                exec_write!(self, tx, &w)?;
+                .bind(&job.command)
+                .bind(&job.kind)
+                .bind(&job.environment)
+                .bind(&job.version)
+                .bind(&job.args)
+                .bind(&job.state)
+                .bind(&job.requested_by)
+                .bind(&job.platform)
+                .bind(&job.channel)
+                .bind(&job.reply_to)
+                .bind(&job.idempotency_key)
+                .bind(&job.concurrency_key)
+                .bind(job.idempotent)
+                .bind(job.approvals_needed)
+                .bind(job.approval_deadline)
+                .bind(&job.emergency)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = inserted else {
+                    let (id, state): (i64, String) =
+                        sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
+                            .bind(&job.idempotency_key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    out.push(Enqueued { id, created: false, behind: None, state });
+                    continue;
+                };
+                let behind: Option<i64> = match &job.concurrency_key {
+                    Some(k) => sqlx::query_scalar(
+                        // Two parts, so each is an index search (not a walk of the key's history).
+                        "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
+                         AND id < $2 AND state IN ('queued', 'running') UNION ALL \
+                         SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
+                         AND held_since IS NOT NULL) m",
+                    )
+                    .bind(k)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                    None => None,
+                };
+                for w in extra(id, behind) {
+                    exec_write!(self, tx, &w)?;
+                }
+                out.push(Enqueued { id, created: true, behind, state: job.state.clone() });
             }
-            if matches!(self, Db::Postgres(_)) {
+            if matches!(self, Db::Postgres(_)) && out.iter().any(|e| e.created) {
                 sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok(Enqueued { id, created: true, behind, state: job.state.clone() })
+            Ok(out)
         })
     }
 
@@ -184,16 +198,34 @@ impl Db {
     /// nothing running and nothing held for an orphaned step. `None` when there is nothing
     /// to do (or another worker won the race).
     pub async fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<JobRow>> {
+        Ok(self.claim_batch(owner, lease_ms, 1).await?.pop())
+    }
+
+    /// Claim up to `k` runnable jobs in one statement, oldest first, at most one per
+    /// environment: a job is taken only when it is the oldest runnable job of its
+    /// concurrency key. PostgreSQL skips rows other workers have locked; on SQLite the
+    /// statement is one write transaction. Empty when there is nothing to do, or when
+    /// another replica took a job of the same environment at the same moment (the unique
+    /// index refused the batch; the next round claims again).
+    pub async fn claim_batch(&self, owner: &str, lease_ms: i64, k: usize) -> Result<Vec<JobRow>> {
         let now = now_ms();
         // A hold is set in the same transaction that moves a job out of `running`, so every
         // snapshot this reads sees one or the other.
-        let pick = "SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_at <= $3 \
-                    AND j.held_since IS NULL \
-                    AND (j.concurrency_key IS NULL OR (NOT EXISTS (SELECT 1 FROM jobs r \
-                    WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running') \
-                    AND NOT EXISTS (SELECT 1 FROM jobs h \
-                    WHERE h.concurrency_key = j.concurrency_key AND h.held_since IS NOT NULL))) \
-                    ORDER BY j.id LIMIT 1";
+        let runnable = |t: &str| {
+            format!("{t}.state = 'queued' AND {t}.run_at <= $3 AND {t}.held_since IS NULL")
+        };
+        let pick = format!(
+            "SELECT j.id FROM jobs j WHERE {j} \
+             AND (j.concurrency_key IS NULL OR (NOT EXISTS (SELECT 1 FROM jobs r \
+             WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running') \
+             AND NOT EXISTS (SELECT 1 FROM jobs h \
+             WHERE h.concurrency_key = j.concurrency_key AND h.held_since IS NOT NULL) \
+             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.concurrency_key = j.concurrency_key \
+             AND e.id < j.id AND {e}))) \
+             ORDER BY j.id LIMIT $4",
+            j = runnable("j"),
+            e = runnable("e"),
+        );
         let lock = match self {
             Db::Postgres(_) => " FOR UPDATE OF j SKIP LOCKED",
             Db::Sqlite(_) => "",
@@ -203,21 +235,25 @@ impl Db {
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, \
              started_at = COALESCE(started_at, {now}), attempts = attempts + 1 \
-             WHERE id = ({pick}{lock}) RETURNING *",
+             WHERE id IN ({pick}{lock}) RETURNING *",
             now = self.now_sql()
         );
-        let r: std::result::Result<Option<JobRow>, sqlx::Error> = on_db!(self, p => {
+        let r: std::result::Result<Vec<JobRow>, sqlx::Error> = on_db!(self, p => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(owner)
                 .bind(now + lease_ms)
                 .bind(now)
-                .fetch_optional(p)
+                .bind(k as i64)
+                .fetch_all(p)
                 .await
         });
         match r {
-            Ok(j) => Ok(j),
+            Ok(mut jobs) => {
+                jobs.sort_by_key(|j| j.id);
+                Ok(jobs)
+            }
             // Two replicas picked jobs of one environment at once: the index kept one out.
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(None),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }

@@ -6,6 +6,7 @@
 //! a notice is on disk exactly when the state it reports is.
 
 pub(crate) mod demo;
+pub mod group;
 pub(crate) mod history;
 pub mod holds;
 pub(crate) mod incidents;
@@ -177,8 +178,19 @@ impl Db {
         Self::connect_with(url, &crate::config::StorageConfig::default()).await
     }
 
-    /// Connect with storage tuning; see [`crate::config::StorageConfig`].
+    /// Connect with storage tuning; see [`crate::config::StorageConfig`]. The pool holds
+    /// `max_connections` (SQLite: 8; PostgreSQL: 10 unless set).
     pub async fn connect_with(url: &str, cfg: &crate::config::StorageConfig) -> Result<Self> {
+        Self::connect_pool(url, cfg, cfg.max_connections).await
+    }
+
+    /// A pool of `size` connections (default as for [`Db::connect_with`]); intake's writer
+    /// has one of its own.
+    pub async fn connect_pool(
+        url: &str,
+        cfg: &crate::config::StorageConfig,
+        size: Option<u32>,
+    ) -> Result<Self> {
         if url.starts_with("sqlite:") {
             let sync = if cfg.sqlite_synchronous == "normal" {
                 sqlx::sqlite::SqliteSynchronous::Normal
@@ -191,7 +203,7 @@ impl Db {
                 .synchronous(sync)
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+                .max_connections(size.unwrap_or(8))
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
@@ -199,7 +211,7 @@ impl Db {
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
-                .max_connections(10)
+                .max_connections(size.unwrap_or(10))
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
                 .await?;

@@ -88,6 +88,21 @@ pub fn job_finished(kind: &str, state: &str, secs: f64) {
     );
 }
 
+/// One intake commit answering `jobs` requests (group commit: requests / commits is the mean batch).
+pub fn intake_batch(jobs: usize) {
+    inc(
+        "deckhand_intake_commits_total",
+        "Intake transactions committed (each holds one or more new jobs)",
+        &[],
+    );
+    add(
+        "deckhand_intake_requests_total",
+        "Requests for new jobs answered by intake commits (duplicates included)",
+        &[],
+        jobs as u64,
+    );
+}
+
 pub fn delivered(platform: &str) {
     inc(
         "deckhand_notices_delivered_total",

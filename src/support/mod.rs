@@ -1,7 +1,7 @@
 //! Parts with no knowledge of deploys: child processes, metrics, schedules, charts.
 
 pub(crate) mod chart;
-pub(crate) mod metrics;
+pub mod metrics;
 pub(crate) mod net;
 pub mod pgroup;
 pub mod ratelimit;

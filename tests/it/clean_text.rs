@@ -7,7 +7,7 @@ use deckhand::app::App;
 use deckhand::intake::policy::Identity;
 use deckhand::intake::{Invocation, Outcome, submit};
 
-async fn say(app: &App, command: &str, args: &[&str]) -> Outcome {
+async fn say(app: &std::sync::Arc<App>, command: &str, args: &[&str]) -> Outcome {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap();
     submit(

@@ -4,6 +4,8 @@
 //! the normal run and executed one at a time by `scripts/test-faults` (which CI runs after
 //! the main suite).
 
+mod batch;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

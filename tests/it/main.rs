@@ -12,6 +12,7 @@ mod common;
 mod digest_support;
 
 mod alerts;
+mod batches;
 mod binding;
 mod clean_text;
 mod cli;

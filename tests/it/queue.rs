@@ -22,7 +22,7 @@ fn inv(command: &str, args: &[&str], request: &str) -> Invocation {
     }
 }
 
-async fn accept(app: &App, command: &str, args: &[&str], request: &str) -> i64 {
+async fn accept(app: &Arc<App>, command: &str, args: &[&str], request: &str) -> i64 {
     match submit(app, inv(command, args, request)).await.unwrap() {
         Outcome::Accepted { job_id, .. } => job_id,
         other => panic!("expected a job, got {other:?}"),

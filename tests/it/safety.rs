@@ -18,7 +18,7 @@ fn who(id: &str) -> (Identity, String) {
     }
 }
 
-async fn say(app: &App, user: &str, line: &str) -> Outcome {
+async fn say(app: &Arc<App>, user: &str, line: &str) -> Outcome {
     let (identity, actor) = who(user);
     // The same splitting Slack's text gets.
     let mut words = deckhand::domain::text::split_args(line).unwrap();
@@ -82,7 +82,7 @@ async fn done(app: &App, id: i64) -> JobRow {
     .await
 }
 
-async fn run_ok(app: &App, user: &str, line: &str) -> JobRow {
+async fn run_ok(app: &Arc<App>, user: &str, line: &str) -> JobRow {
     let j = done(app, job_of(&say(app, user, line).await)).await;
     assert_eq!(j.state, state::SUCCEEDED, "{line}: {:?}", j.result);
     j
