@@ -1,41 +1,165 @@
-//! Group commit for intake: one writer per process commits the jobs that arrive while a
-//! commit is in flight together, in one transaction, so a burst of commands costs one
-//! fsync (SQLite) or one WAL flush (PostgreSQL) per batch rather than per command, as
-//! PostgreSQL's own `commit_delay` and SQLite's WAL do for their callers.
+//! Group commit: one writer per process commits the new jobs and alert updates that arrive
+//! while a commit is in flight together, in one transaction, so a burst of commands or
+//! webhooks costs one fsync (SQLite) or one WAL flush (PostgreSQL) per batch rather than
+//! per request, as PostgreSQL's own `commit_delay` and SQLite's WAL do for their callers.
 //!
 //! The promise is unchanged: each caller is answered only after the commit that holds its
-//! row, so nothing is acknowledged before it is on disk. There is no timer: the writer
+//! rows, so nothing is acknowledged before it is on disk. There is no timer: the writer
 //! takes whatever is waiting when it is free, so a lone command on an idle system commits
 //! at once. A job whose idempotency key was seen before is answered with the earlier job,
-//! alone; if a batch fails for any other reason, it is rolled back and each of its jobs is
-//! tried again on its own, so one bad job fails only itself.
+//! alone; a guarded update that finds its row moved writes nothing, alone; if a batch
+//! fails for any other reason, it is rolled back and each of its requests is tried again
+//! on its own, so one bad request fails only itself.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::jobs::{Enqueued, Extra, NewJob};
-use crate::store::{Db, Result, StoreError};
+use crate::domain::time::now_ms;
+use crate::on_db;
+use crate::store::jobs::{Enqueued, Extra, NewJob, PG_CHANNEL};
+use crate::store::{Db, Result, StoreError, Write, exec_write};
 
-/// Most jobs in one transaction: a bound on how long the first of them waits.
+/// Most requests in one transaction: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
 /// Requests waiting for the writer before callers wait to hand theirs over.
 const QUEUE: usize = 4096;
 
-struct Request {
-    job: NewJob,
-    extra: Arc<Extra>,
-    done: oneshot::Sender<Result<Enqueued>>,
+/// One request of a batch.
+pub enum Item<'a> {
+    /// A new job and the writes recorded with it.
+    Job(&'a NewJob, &'a Extra),
+    /// Writes; when `guarded`, the first is an update that must match a row, else none of
+    /// them is written (see [`Db::apply_if_first`]).
+    Writes { writes: &'a [Write], guarded: bool },
 }
 
-/// The handle callers enqueue through; cheap to clone.
+/// What one request did.
+pub enum Done {
+    Job(Enqueued),
+    /// Whether the writes went in (always, unless guarded).
+    Applied(bool),
+}
+
+impl Db {
+    /// Run `items` in one transaction, in order; see the module's comment.
+    pub async fn commit_batch(&self, items: &[Item<'_>]) -> Result<Vec<Done>> {
+        let now = now_ms();
+        on_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let (job, extra) = match item {
+                    Item::Writes { writes, guarded } => {
+                        let mut applied = true;
+                        for (i, w) in writes.iter().enumerate() {
+                            let n = exec_write!(self, tx, w)?;
+                            if i == 0 && *guarded && n == 0 {
+                                applied = false;
+                                break;
+                            }
+                        }
+                        out.push(Done::Applied(applied));
+                        continue;
+                    }
+                    Item::Job(job, extra) => (job, extra),
+                };
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO jobs (command, kind, environment, version, args, state, requested_by, platform, \
+                     channel, reply_to, idempotency_key, concurrency_key, idempotent, approvals_needed, \
+                     approval_deadline, emergency, run_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+                     ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                )
+                .bind(&job.command)
+                .bind(&job.kind)
+                .bind(&job.environment)
+                .bind(&job.version)
+                .bind(&job.args)
+                .bind(&job.state)
+                .bind(&job.requested_by)
+                .bind(&job.platform)
+                .bind(&job.channel)
+                .bind(&job.reply_to)
+                .bind(&job.idempotency_key)
+                .bind(&job.concurrency_key)
+                .bind(job.idempotent)
+                .bind(job.approvals_needed)
+                .bind(job.approval_deadline)
+                .bind(&job.emergency)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = inserted else {
+                    let (id, state): (i64, String) =
+                        sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
+                            .bind(&job.idempotency_key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    out.push(Done::Job(Enqueued { id, created: false, behind: None, state }));
+                    continue;
+                };
+                let behind: Option<i64> = match &job.concurrency_key {
+                    Some(k) => sqlx::query_scalar(
+                        // Two parts, so each is an index search (not a walk of the key's history).
+                        "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
+                         AND id < $2 AND state IN ('queued', 'running') UNION ALL \
+                         SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
+                         AND held_since IS NOT NULL) m",
+                    )
+                    .bind(k)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                    None => None,
+                };
+                for w in extra(id, behind) {
+                    exec_write!(self, tx, &w)?;
+                }
+                out.push(Done::Job(Enqueued { id, created: true, behind, state: job.state.clone() }));
+            }
+            let new_job = out.iter().any(|d| matches!(d, Done::Job(e) if e.created));
+            if matches!(self, Db::Postgres(_)) && new_job {
+                sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+}
+
+enum Work {
+    Job(NewJob, Arc<Extra>),
+    Writes(Vec<Write>, bool),
+}
+
+struct Request {
+    work: Work,
+    done: oneshot::Sender<Result<Done>>,
+}
+
+impl Request {
+    fn item(&self) -> Item<'_> {
+        match &self.work {
+            Work::Job(job, extra) => Item::Job(job, &**extra),
+            Work::Writes(writes, guarded) => Item::Writes {
+                writes,
+                guarded: *guarded,
+            },
+        }
+    }
+}
+
+/// The handle callers write through; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Request>,
 }
 
 impl GroupCommit {
-    /// Start the writer on the current runtime. It ends when every handle is dropped.
+    /// Start the writer on the current runtime, on `db` (best a pool of its own, so that
+    /// it never waits for a connection behind background work). It ends when every
+    /// handle is dropped.
     pub fn start(db: Db) -> GroupCommit {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(writer(db, rx));
@@ -45,10 +169,30 @@ impl GroupCommit {
     /// Enqueue `job` with the writes `extra` makes for it; returns once the transaction
     /// holding them has committed.
     pub async fn enqueue(&self, job: NewJob, extra: Arc<Extra>) -> Result<Enqueued> {
+        match self.send(Work::Job(job, extra)).await? {
+            Done::Job(e) => Ok(e),
+            Done::Applied(_) => unreachable!("a job's answer"),
+        }
+    }
+
+    /// [`Db::apply_if_first`] through the writer: whether the writes went in.
+    pub async fn apply_if_first(&self, writes: Vec<Write>) -> Result<bool> {
+        match self.send(Work::Writes(writes, true)).await? {
+            Done::Applied(b) => Ok(b),
+            Done::Job(_) => unreachable!("a write's answer"),
+        }
+    }
+
+    /// [`Db::apply`] through the writer (the ids it returns are not kept).
+    pub async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        self.send(Work::Writes(writes, false)).await.map(|_| ())
+    }
+
+    async fn send(&self, work: Work) -> Result<Done> {
         let (done, answer) = oneshot::channel();
         let gone = || StoreError::Conflict("the intake writer has stopped".into());
         self.tx
-            .send(Request { job, extra, done })
+            .send(Request { work, done })
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
@@ -63,8 +207,10 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Request>) {
 }
 
 async fn commit(db: &Db, batch: Vec<Request>) {
-    let all: Vec<(&NewJob, &Extra)> = batch.iter().map(|r| (&r.job, &*r.extra)).collect();
-    match db.enqueue_batch(&all).await {
+    let items: Vec<Item> = batch.iter().map(Request::item).collect();
+    let res = db.commit_batch(&items).await;
+    drop(items);
+    match res {
         Ok(results) => {
             crate::support::metrics::intake_batch(results.len());
             for (r, res) in batch.into_iter().zip(results) {
@@ -77,9 +223,9 @@ async fn commit(db: &Db, batch: Vec<Request>) {
             let _ = r.done.send(Err(e));
         }
         Err(e) => {
-            tracing::warn!(error = %e, jobs = batch.len(), "an intake batch failed; committing its jobs one by one");
+            tracing::warn!(error = %e, requests = batch.len(), "a group commit failed; committing its requests one by one");
             for r in batch {
-                let res = db.enqueue(&r.job, &*r.extra).await;
+                let res = db.commit_batch(&[r.item()]).await.map(|mut d| d.remove(0));
                 if res.is_ok() {
                     crate::support::metrics::intake_batch(1);
                 }

@@ -12,7 +12,8 @@ use sqlx::FromRow;
 
 use crate::domain::time::now_ms;
 use crate::on_db;
-use crate::store::{Arg, AuditEvent, Db, NewNotice, Result, StoreError, Write, exec_write};
+use crate::store::group::{Done, Item};
+use crate::store::{Arg, AuditEvent, Db, NewNotice, Result, StoreError, Write};
 
 /// Job states as stored; [`JobState`](crate::domain::state::JobState) is the one list.
 pub mod state {
@@ -127,71 +128,16 @@ impl Db {
     /// idempotency key was seen before (also earlier in the same batch) is not inserted and
     /// gets the earlier job's id; it fails nothing else.
     pub async fn enqueue_batch(&self, jobs: &[(&NewJob, &Extra)]) -> Result<Vec<Enqueued>> {
-        let now = now_ms();
-        on_db!(self, p => {
-            let mut tx = p.begin().await?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for (job, extra) in jobs {
-                let inserted: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO jobs (command, kind, environment, version, args, state, requested_by, platform, \
-                     channel, reply_to, idempotency_key, concurrency_key, idempotent, approvals_needed, \
-                     approval_deadline, emergency, run_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
-                     ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-                )
-                .bind(&job.command)
-                .bind(&job.kind)
-                .bind(&job.environment)
-                .bind(&job.version)
-                .bind(&job.args)
-                .bind(&job.state)
-                .bind(&job.requested_by)
-                .bind(&job.platform)
-                .bind(&job.channel)
-                .bind(&job.reply_to)
-                .bind(&job.idempotency_key)
-                .bind(&job.concurrency_key)
-                .bind(job.idempotent)
-                .bind(job.approvals_needed)
-                .bind(job.approval_deadline)
-                .bind(&job.emergency)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(id) = inserted else {
-                    let (id, state): (i64, String) =
-                        sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
-                            .bind(&job.idempotency_key)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    out.push(Enqueued { id, created: false, behind: None, state });
-                    continue;
-                };
-                let behind: Option<i64> = match &job.concurrency_key {
-                    Some(k) => sqlx::query_scalar(
-                        // Two parts, so each is an index search (not a walk of the key's history).
-                        "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
-                         AND id < $2 AND state IN ('queued', 'running') UNION ALL \
-                         SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
-                         AND held_since IS NOT NULL) m",
-                    )
-                    .bind(k)
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?,
-                    None => None,
-                };
-                for w in extra(id, behind) {
-                    exec_write!(self, tx, &w)?;
-                }
-                out.push(Enqueued { id, created: true, behind, state: job.state.clone() });
-            }
-            if matches!(self, Db::Postgres(_)) && out.iter().any(|e| e.created) {
-                sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(out)
-        })
+        let items: Vec<Item> = jobs.iter().map(|(j, e)| Item::Job(j, *e)).collect();
+        Ok(self
+            .commit_batch(&items)
+            .await?
+            .into_iter()
+            .filter_map(|d| match d {
+                Done::Job(e) => Some(e),
+                Done::Applied(_) => None,
+            })
+            .collect())
     }
 
     /// Claim the oldest runnable job: queued, due, not held, and on an environment with

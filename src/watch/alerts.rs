@@ -236,7 +236,8 @@ pub async fn ingest(app: &App, parsed: Vec<Parsed>) -> anyhow::Result<usize> {
         let (severity, channels) = route(&app.settings.config.alerts, &p.labels, &p.event.severity);
         p.event.severity = severity;
         let dest = destinations(&app.settings, &channels);
-        crate::watch::incidents::record(&app.db, &app.outbox_wake, &p.event, &dest).await?;
+        crate::watch::incidents::record(&app.db, &app.intake, &app.outbox_wake, &p.event, &dest)
+            .await?;
         n += 1;
     }
     Ok(n)

@@ -12,6 +12,7 @@ use crate::domain::time::fmt_duration;
 use crate::domain::time::fmt_time;
 use crate::domain::time::now_ms;
 use crate::store::Db;
+use crate::store::group::GroupCommit;
 use crate::store::incidents as store;
 pub use crate::store::incidents::{Event, IncidentRow};
 use crate::store::{AuditEvent, NewNotice, Result, Write};
@@ -98,9 +99,11 @@ pub enum Recorded {
 /// Record one event: open, update or resolve its incident and write the notices, each
 /// state change with its notices in one transaction.
 ///
-/// Takes only what it uses: the database, and the sender's wake-up.
+/// Takes only what it uses: the database to read, the group-commit writer to write (an
+/// alert storm's updates share commits, like a burst of commands), and the sender's wake-up.
 pub async fn record(
     db: &Db,
+    writer: &GroupCommit,
     wake: &Notify,
     e: &Event,
     routes: &[(String, Option<String>)],
@@ -117,7 +120,7 @@ pub async fn record(
                 let row = db.incident(id).await?.expect("just inserted");
                 let mut w = notice_writes(&row, &row.notice());
                 w.push(audit(&row, "incident_opened", &e.title));
-                db.apply(&w).await?;
+                writer.apply(w).await?;
                 wake.notify_one();
                 return Ok(Recorded::Opened(id));
             }
@@ -141,7 +144,7 @@ pub async fn record(
                 w.extend(notice_writes(&row, &row.notice()));
                 w.extend(notice_writes(&row, &reply));
                 w.push(audit(&row, "incident_resolved", &format!("after {took}")));
-                if db.apply_if_first(&w).await? {
+                if writer.apply_if_first(w).await? {
                     wake.notify_one();
                     return Ok(Recorded::Resolved(row.id));
                 }
@@ -160,7 +163,7 @@ pub async fn record(
                     e.description.as_deref(),
                 )];
                 w.extend(notice_writes(&row, &row.notice()));
-                if db.apply_if_first(&w).await? {
+                if writer.apply_if_first(w).await? {
                     wake.notify_one();
                     return Ok(Recorded::Updated(row.id));
                 }

@@ -185,6 +185,7 @@ pub async fn round(app: &App) -> anyhow::Result<()> {
         };
         crate::watch::incidents::record(
             &app.db,
+            &app.intake,
             &app.outbox_wake,
             &event,
             &crate::outbox::routes::destinations(&app.settings, &channels),
