@@ -129,7 +129,7 @@ impl Db {
 }
 
 enum Work {
-    Job(NewJob, Arc<Extra>),
+    Job(Box<NewJob>, Arc<Extra>),
     Writes(Vec<Write>, bool),
 }
 
@@ -169,7 +169,7 @@ impl GroupCommit {
     /// Enqueue `job` with the writes `extra` makes for it; returns once the transaction
     /// holding them has committed.
     pub async fn enqueue(&self, job: NewJob, extra: Arc<Extra>) -> Result<Enqueued> {
-        match self.send(Work::Job(job, extra)).await? {
+        match self.send(Work::Job(Box::new(job), extra)).await? {
             Done::Job(e) => Ok(e),
             Done::Applied(_) => unreachable!("a job's answer"),
         }
