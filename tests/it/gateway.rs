@@ -356,7 +356,7 @@ async fn random_drops_lose_and_duplicate_no_acknowledged_command() {
             "1001",
             &[],
             "deploy",
-            &[("environment", "qa"), ("version", &format!("v{id}"))],
+            &[("environment", "staging"), ("version", &format!("v{id}"))],
         );
         match rnd() % 4 {
             // Dropped right after the dispatch: delivered, or replayed on RESUME.
@@ -387,7 +387,8 @@ async fn random_drops_lose_and_duplicate_no_acknowledged_command() {
             .iter()
             .filter(|j| j.idempotency_key.as_deref() == Some(&*format!("discord:{id}")))
             .count();
-        assert_eq!(n, 1, "interaction {id} made {n} jobs");
+        let told = &g.fake.callbacks(id)[0].body["data"]["content"];
+        assert_eq!(n, 1, "interaction {id} made {n} jobs: {told}");
         assert_eq!(
             g.fake.callbacks(id).len(),
             1,
@@ -441,7 +442,11 @@ async fn a_gateway_down_for_30_seconds_makes_the_server_not_ready() {
     let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
     let fake = FakeApi::start(); // no gateway URL: /gateway/bot answers 401
     let server = serve(&ws, &fake, &[]);
-    let (status, body) = http_get(&server.url("/ready")).unwrap();
+    let (status, body) = eventually(10, "/ready to report the gateway", || async {
+        let (status, body) = http_get(&server.url("/ready")).unwrap();
+        body.contains("discord_gateway").then_some((status, body))
+    })
+    .await;
     assert_eq!(
         status, 200,
         "down for less than 30 s is still ready: {body}"

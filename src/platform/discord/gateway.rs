@@ -64,6 +64,8 @@ struct Session {
     id: Option<String>,
     resume_url: Option<String>,
     seq: Option<u64>,
+    /// Whether the last connection came up (READY or RESUMED): failures count afresh.
+    came_up: bool,
 }
 
 /// Why a connection ended.
@@ -196,7 +198,11 @@ async fn sessions(app: &Arc<App>, token: &str, stop: &CancelToken) {
     let mut session = Session::default();
     let mut failures: u32 = 0;
     loop {
+        session.came_up = false;
         let end = connect(app, token, &mut session, stop).await;
+        if session.came_up {
+            failures = 0;
+        }
         if health.discord_gateway_down_since.load(Ordering::Relaxed) == 0 {
             health
                 .discord_gateway_down_since
@@ -421,9 +427,11 @@ fn dispatch(app: &Arc<App>, s: &mut Session, f: Frame) {
         "READY" => {
             s.id = f.d["session_id"].as_str().map(str::to_owned);
             s.resume_url = f.d["resume_gateway_url"].as_str().map(str::to_owned);
+            s.came_up = true;
             up(app, "identified");
         }
         "RESUMED" => {
+            s.came_up = true;
             crate::support::metrics::gateway_resumed();
             up(app, "resumed");
         }
