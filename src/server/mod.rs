@@ -371,7 +371,8 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
         &app.settings.config,
         app.settings.secrets.slack_signing_secret.is_some()
             || app.settings.secrets.slack_app_token.is_some(),
-        app.settings.discord_public_key.is_some(),
+        app.settings.discord_public_key.is_some()
+            || app.settings.secrets.discord_bot_token.is_some(),
     ) {
         tracing::warn!("{w}");
     }

@@ -202,6 +202,8 @@ pub fn click(id: &str, user: &str, roles: &[&str], custom_id: &str) -> Value {
     })
 }
 
+// The handshake callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn serve(s: tokio::net::TcpStream, state: Arc<Mutex<Inner>>, port: u16, interval: u64) {
     let path = Arc::new(Mutex::new(String::new()));
     let p = path.clone();
