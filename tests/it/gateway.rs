@@ -518,3 +518,23 @@ async fn one_replica_holds_a_lease_until_it_expires_or_is_released() {
         );
     }
 }
+
+/// SIGTERM: the session is closed through the drain and the lease given up, so a standby
+/// need not wait for it to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_session_and_releases_the_lease() {
+    let mut g = Gw::start().await;
+    let app = g.ws.app(&[]).await;
+    let lease = format!("discord-gateway:{APP_ID}");
+    assert!(app.db.lease_holder(&lease).await.unwrap().is_some());
+    g.server.sigterm();
+    let pid = g.server.child.id() as i32;
+    eventually(30, "the server to exit", || async {
+        process_dead(pid).then_some(())
+    })
+    .await;
+    let _ = g.server.child.wait();
+    assert!(g.server.output().contains("Discord gateway closed"));
+    assert_eq!(app.db.lease_holder(&lease).await.unwrap(), None, "released");
+    assert!(!g.gw.live(), "the connection is closed");
+}
