@@ -48,6 +48,12 @@ pub struct Liveness {
     /// been down, 0 while it is up.
     pub slack_socket_configured: AtomicBool,
     pub slack_socket_down_since: AtomicI64,
+    /// The Discord gateway, when `DISCORD_BOT_TOKEN` is set without `DISCORD_PUBLIC_KEY`:
+    /// whether this replica holds the session's lease (else it stands by), and since when
+    /// (ms) the session has been down, 0 while it is up.
+    pub discord_gateway_configured: AtomicBool,
+    pub discord_gateway_holder: AtomicBool,
+    pub discord_gateway_down_since: AtomicI64,
 }
 
 impl Liveness {
@@ -73,6 +79,15 @@ impl Liveness {
     pub fn slack_socket_down_ms(&self) -> Option<i64> {
         let since = self.slack_socket_down_since.load(Ordering::Relaxed);
         (self.slack_socket_configured.load(Ordering::Relaxed) && since != 0)
+            .then(|| now_ms() - since)
+    }
+    /// How long the Discord gateway has been down (ms), if this replica holds its lease
+    /// and it is down.
+    pub fn discord_gateway_down_ms(&self) -> Option<i64> {
+        let since = self.discord_gateway_down_since.load(Ordering::Relaxed);
+        (self.discord_gateway_configured.load(Ordering::Relaxed)
+            && self.discord_gateway_holder.load(Ordering::Relaxed)
+            && since != 0)
             .then(|| now_ms() - since)
     }
 }

@@ -176,6 +176,15 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
             ms / 1000
         ));
     }
+    let gateway = app.health.discord_gateway_down_ms();
+    if let Some(ms) = gateway
+        && ms > 30_000
+    {
+        problems.push(format!(
+            "the Discord gateway has been down for {} s",
+            ms / 1000
+        ));
+    }
     let mut body = if problems.is_empty() {
         serde_json::json!({"status": "ready", "database": app.db.backend()})
     } else {
@@ -183,6 +192,19 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     };
     if app.health.slack_socket_configured.load(Ordering::Relaxed) {
         body["slack_socket"] = match socket {
+            None => "connected".into(),
+            Some(ms) => format!("reconnecting for {} s", ms / 1000).into(),
+        };
+    }
+    if app
+        .health
+        .discord_gateway_configured
+        .load(Ordering::Relaxed)
+    {
+        body["discord_gateway"] = match gateway {
+            _ if !app.health.discord_gateway_holder.load(Ordering::Relaxed) => {
+                "standby (another replica holds the session)".into()
+            }
             None => "connected".into(),
             Some(ms) => format!("reconnecting for {} s", ms / 1000).into(),
         };
@@ -349,7 +371,8 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
         &app.settings.config,
         app.settings.secrets.slack_signing_secret.is_some()
             || app.settings.secrets.slack_app_token.is_some(),
-        app.settings.discord_public_key.is_some(),
+        app.settings.discord_public_key.is_some()
+            || app.settings.secrets.discord_bot_token.is_some(),
     ) {
         tracing::warn!("{w}");
     }
@@ -372,6 +395,10 @@ async fn start(app: &Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Res
     ));
     loops.spawn(presence(app.clone(), stop_sender.clone()));
     loops.spawn(crate::platform::slack::run_socket(
+        app.clone(),
+        stop_sender.clone(),
+    ));
+    loops.spawn(crate::platform::discord::run_gateway(
         app.clone(),
         stop_sender.clone(),
     ));

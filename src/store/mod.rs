@@ -11,6 +11,7 @@ pub(crate) mod history;
 pub mod holds;
 pub(crate) mod incidents;
 pub mod jobs;
+pub mod leases;
 pub(crate) mod outbox;
 pub(crate) mod probes;
 pub(crate) mod reports;

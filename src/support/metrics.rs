@@ -167,11 +167,11 @@ pub fn connections_closed(listener: &str, reason: &str, n: u64) {
     );
 }
 
-/// A chat socket (Slack Socket Mode) came up: `hello` received.
+/// A chat socket came up: Slack's `hello`, the Discord gateway's READY or RESUMED.
 pub fn socket_connected(platform: &str) {
     inc(
         "deckhand_socket_connects_total",
-        "Chat sockets that came up (Slack Socket Mode hello).",
+        "Chat sockets that came up (Slack Socket Mode hello, Discord gateway READY or RESUMED).",
         &[("platform", platform)],
     );
 }
@@ -183,6 +183,24 @@ pub fn socket_disconnected(platform: &str, reason: &str) {
         "deckhand_socket_disconnects_total",
         "Chat sockets that went down or failed to open, by reason.",
         &[("platform", platform), ("reason", reason)],
+    );
+}
+
+/// A Discord gateway dispatch (op 0) arrived, by event type.
+pub fn gateway_dispatch(event: &str) {
+    inc(
+        "deckhand_gateway_dispatches_total",
+        "Discord gateway dispatches received, by event type.",
+        &[("event", event)],
+    );
+}
+
+/// A Discord gateway session was resumed (RESUMED after a RESUME).
+pub fn gateway_resumed() {
+    inc(
+        "deckhand_gateway_resumes_total",
+        "Discord gateway sessions resumed.",
+        &[],
     );
 }
 

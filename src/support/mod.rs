@@ -1,5 +1,6 @@
 //! Parts with no knowledge of deploys: child processes, metrics, schedules, charts.
 
+pub(crate) mod backoff;
 pub(crate) mod chart;
 pub mod metrics;
 pub(crate) mod net;

@@ -25,6 +25,7 @@ mod escape;
 mod faults;
 mod fly_config;
 mod fuzz_regressions;
+mod gateway;
 mod interactions;
 mod layers;
 mod ops;

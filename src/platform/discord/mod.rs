@@ -14,6 +14,7 @@
 
 mod chart;
 mod client;
+mod gateway;
 mod interaction;
 mod register;
 mod render;
@@ -27,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{ack_or_defer, too_many_requests};
 use crate::app::App;
@@ -37,6 +38,7 @@ use crate::support::ratelimit::SignedBudget;
 
 use crate::domain::platform::Platform;
 pub use client::DiscordClient;
+pub use gateway::run as run_gateway;
 pub use interaction::{
     CommandOption, Data, Interaction, Member, User, check_options, options_to_args, parse,
 };
@@ -53,12 +55,27 @@ pub fn routes() -> Router<Arc<App>> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-fn message(text: &str) -> Response {
-    axum::Json(json!({"type": 4, "data": {
+/// An ephemeral message answer (interaction response type 4).
+fn message(text: &str) -> Value {
+    json!({"type": 4, "data": {
         "content": render::content(text), "flags": EPHEMERAL, "allowed_mentions": render::no_mentions(),
-    }}))
-    .into_response()
+    }})
 }
+
+/// What an interaction is answered, over HTTP and over the gateway alike.
+pub(crate) enum Answer {
+    /// The interaction response: the HTTP body, or the gateway's callback.
+    Reply(Value),
+    /// Malformed: 400 over HTTP; over the gateway, not answered.
+    Bad(&'static str),
+    /// Deckhand is draining: 503 over HTTP, a message over the gateway.
+    Draining,
+    /// The sender is over the signed budget for this long.
+    OverBudget(std::time::Duration),
+}
+
+const RESTARTING: &str = "Deckhand is restarting; try again in a minute";
+const SLOW_DOWN: &str = "too many requests from you; slow down";
 
 async fn interactions(
     State(app): State<Arc<App>>,
@@ -70,27 +87,38 @@ async fn interactions(
         Ok(i) => i,
         Err(r) => return r.into_response(),
     };
+    match answer(app, &i, budget.as_ref().map(|b| &*b.0)).await {
+        Answer::Reply(v) => axum::Json(v).into_response(),
+        Answer::Bad(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+        Answer::Draining => (StatusCode::SERVICE_UNAVAILABLE, RESTARTING).into_response(),
+        Answer::OverBudget(wait) => too_many_requests(wait, SLOW_DOWN),
+    }
+}
+
+/// Answer one interaction: PING, or a command or click through the intake, spending
+/// `budget` (the signed budget of `/discord`, which the gateway spends too).
+pub(crate) async fn answer(
+    app: Arc<App>,
+    i: &Interaction,
+    budget: Option<&SignedBudget>,
+) -> Answer {
     if i.kind == 1 {
-        return axum::Json(json!({"type": 1})).into_response();
+        return Answer::Reply(json!({"type": 1}));
     }
     if app.health.draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Deckhand is restarting; try again in a minute",
-        )
-            .into_response();
+        return Answer::Draining;
     }
     // The id is the idempotency key: without one, two requests would be one job.
     if i.id.is_empty() {
-        return Refused::Bad("interaction without an id").into_response();
+        return Answer::Bad("interaction without an id");
     }
-    let Some((user, roles)) = who(&i) else {
-        return Refused::Bad("interaction without a user").into_response();
+    let Some((user, roles)) = who(i) else {
+        return Answer::Bad("interaction without a user");
     };
-    if let Some(Extension(b)) = &budget
+    if let Some(b) = budget
         && let Err(wait) = b.take(i.guild_id.as_deref(), &user)
     {
-        return too_many_requests(wait, "too many requests from you; slow down");
+        return Answer::OverBudget(wait);
     }
     let app_id = app.settings.discord_application_id.clone();
     let token = i.token.clone();
@@ -124,25 +152,28 @@ async fn interactions(
         request_id: Some(format!("{}:{}", Platform::Discord.as_str(), i.id)),
         reply_to: i.token.clone(),
     };
-    if let Err(reason) = served(&app, &i) {
+    if let Err(reason) = served(&app, i) {
         let command = i
             .data
             .as_ref()
             .and_then(|d| d.name.clone().or(d.custom_id.clone()))
             .unwrap_or_default();
         let inv = Invocation { command, ..inv };
-        return message(&ack_or_defer(app.clone(), inv, Some(reason), late).await);
+        return Answer::Reply(message(
+            &ack_or_defer(app.clone(), inv, Some(reason), late).await,
+        ));
     }
-    let (command, args) = match command(&app, &i).await {
+    let (command, args) = match command(&app, i).await {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(Refused::Bad(m)) => return Answer::Bad(m),
+        Err(Refused::Say(m)) => return Answer::Reply(message(&m)),
     };
     let inv = Invocation {
         command,
         args,
         ..inv
     };
-    message(&ack_or_defer(app.clone(), inv, None, late).await)
+    Answer::Reply(message(&ack_or_defer(app.clone(), inv, None, late).await))
 }
 
 /// Who asks: the member (with their roles) in a guild, the user in a direct message.
@@ -204,15 +235,6 @@ enum Refused {
     Bad(&'static str),
     /// Answered with an ephemeral message.
     Say(String),
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Refused::Bad(m) => (StatusCode::BAD_REQUEST, m).into_response(),
-            Refused::Say(m) => message(&m),
-        }
-    }
 }
 
 /// What a slash command (type 2) or a button click (type 3) asks for.

@@ -75,6 +75,8 @@ struct Inner {
     nonces: std::collections::HashMap<String, Value>,
     /// What `apps.connections.open` answers: a fake Socket Mode server's URL.
     socket_url: Option<String>,
+    /// What `GET /gateway/bot` answers: a fake gateway's URL.
+    gateway_url: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -148,6 +150,20 @@ impl FakeApi {
         self.inner.lock().unwrap().socket_url = Some(url.to_owned());
     }
 
+    /// Answer `GET /gateway/bot` with this gateway URL.
+    pub fn set_gateway_url(&self, url: &str) {
+        self.inner.lock().unwrap().gateway_url = Some(url.to_owned());
+    }
+
+    /// The interaction callbacks Discord accepted for the interaction `id`.
+    pub fn callbacks(&self, id: &str) -> Vec<Call> {
+        let prefix = format!("/interactions/{id}/");
+        self.calls()
+            .into_iter()
+            .filter(|c| c.status < 300 && c.path.contains(&prefix) && c.path.ends_with("/callback"))
+            .collect()
+    }
+
     /// Paths of calls that arrived, answered or not.
     pub fn calls_started(&self) -> Vec<String> {
         self.inner.lock().unwrap().started.clone()
@@ -218,6 +234,30 @@ async fn handle(
                     json!({"ok": false, "error": "not_allowed_token_type"}),
                 ),
             },
+            None if path.ends_with("/gateway/bot") => match &g.gateway_url {
+                Some(u) => (
+                    200,
+                    vec![],
+                    json!({"url": u, "shards": 1, "session_start_limit": {
+                        "total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1,
+                    }}),
+                ),
+                None => (
+                    401,
+                    vec![],
+                    json!({"message": "401: Unauthorized", "code": 0}),
+                ),
+            },
+            // An interaction is answered once; Discord refuses a second callback.
+            None if path.ends_with("/callback")
+                && g.calls.iter().any(|c| c.path == path && c.status < 300) =>
+            {
+                (
+                    400,
+                    vec![],
+                    json!({"message": "Interaction has already been acknowledged.", "code": 40060}),
+                )
+            }
             None if nonce.as_ref().is_some_and(|k| g.nonces.contains_key(k)) => (
                 200,
                 vec![],
