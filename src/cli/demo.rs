@@ -124,8 +124,9 @@ pub fn action(name: &str) -> Result<()> {
         "drift-check" => migrate(true),
         "store-secret" => store_secret(),
         "cost" => cost(),
+        "sql-migrate" => crate::cli::demo_db::sql_migrate(),
         other => bail!(
-            "unknown demo action {other:?}; accepted: deploy, backup, migrate, drift-check, store-secret, cost"
+            "unknown demo action {other:?}; accepted: deploy, backup, migrate, drift-check, store-secret, cost, sql-migrate"
         ),
     }
 }

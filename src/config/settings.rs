@@ -188,5 +188,13 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
             .iter()
             .filter_map(|k| env.get(k).map(|v| (k.clone(), SecretString::from(v))))
             .collect(),
+        database_urls: config
+            .environments
+            .iter()
+            .filter_map(|(name, e)| {
+                let var = &e.database.as_ref()?.url_env;
+                env.get(var).map(|v| (name.clone(), SecretString::from(v)))
+            })
+            .collect(),
     }
 }
