@@ -18,6 +18,7 @@ mod cli;
 mod connections;
 mod cost;
 mod crash;
+mod dbops;
 mod digest;
 mod discord;
 mod escape;
