@@ -161,6 +161,18 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                 return Ok(Decision::Refuse(r));
             }
         }
+        (JobKind::Restore, Some(e), _) => match args.values.get("backup") {
+            None => {
+                return Ok(Decision::Info(
+                    crate::jobs::dbops::restore::listing(app, e).await?,
+                ));
+            }
+            Some(b) => {
+                if let Err(r) = crate::jobs::dbops::restore::check_named(app, e, b).await? {
+                    return Ok(Decision::Refuse(r));
+                }
+            }
+        },
         (JobKind::Rollback, Some(e), _) => match rollback_target(app, e, version).await? {
             Ok(v) => version = Some(v),
             Err(r) => return Ok(Decision::Refuse(r)),

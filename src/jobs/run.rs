@@ -66,6 +66,9 @@ pub(crate) async fn run(
     if r.kind == JobKind::Migrate && r.env_cfg.is_some_and(|e| e.database.is_some()) {
         return crate::jobs::dbops::migrate::run(&r, &redactor).await;
     }
+    if r.kind == JobKind::Restore {
+        return crate::jobs::dbops::restore::run(&r, &redactor).await;
+    }
     let steps = run_steps(
         app,
         job,

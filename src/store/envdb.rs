@@ -187,3 +187,29 @@ pub async fn tool_apply(c: &mut PgConnection, version: &str, sql: &str) -> Resul
     tx.commit().await?;
     Ok(())
 }
+
+/// Empty the database for a restore: every schema of its own dropped, `public` recreated,
+/// in one transaction.
+pub async fn reset_schemas(url: &str) -> Result<()> {
+    let mut c = connect(url).await?;
+    let mut tx = c.begin().await?;
+    let schemas: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname NOT IN {SYSTEM} \
+         AND nspname NOT LIKE 'pg_temp%' AND nspname NOT LIKE 'pg_toast%'"
+    )))
+    .fetch_all(&mut *tx)
+    .await?;
+    for s in schemas {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            ident(&s)
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::raw_sql("CREATE SCHEMA public")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -305,6 +305,8 @@ async fn migrate_tests_the_backup_and_a_fresh_database_then_reports_drift_and_ke
         field(&out, "Backup").contains("restore tested (3 tables, 5 rows match)"),
         "{out}"
     );
+    // Taken before 0003: users (with the hand-made column) and orders, no items.
+    let before_items = field(&out, "Backup").split(", ").next().unwrap().to_owned();
     outputs.push(out);
     let (code, out) = e.run(&["migrate", "production"]);
     assert_ne!(code, 0, "{out}");
@@ -352,6 +354,68 @@ async fn migrate_tests_the_backup_and_a_fresh_database_then_reports_drift_and_ke
     );
     outputs.push(out);
     std::fs::remove_file(e.migrations.join("0004_broken.sql")).unwrap();
+
+    // 5. Restore: the list, then the backup from before 0003, with a fresh backup first.
+    let name = Path::new(&before_items)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (code, out) = e.run(&["restore", "staging"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Tested backups of staging") && out.contains(&name),
+        "{out}"
+    );
+    let (code, out) = e.run(&["restore", "staging", "staging-20000101T000000Z.dump"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("is not a tested backup of staging; accepted:"),
+        "{out}"
+    );
+    sql(
+        &e.staging,
+        "INSERT INTO users (email) VALUES ('c@example.com')",
+    )
+    .await;
+    let (code, out) = e.run(&["restore", "staging", &name]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("Restored staging database from {name} (taken ")),
+        "{out}"
+    );
+    let fresh = field(&out, "Fresh backup first");
+    assert!(
+        fresh.contains("restore tested (4 tables, 7 rows match)"),
+        "{fresh}"
+    );
+    let fresh_path = fresh.split(", ").next().unwrap();
+    assert!(
+        Path::new(fresh_path).exists() && fresh_path != before_items,
+        "{fresh_path}"
+    );
+    assert_eq!(
+        tables(&e.staging).await,
+        ["public.orders", "public.schema_migrations", "public.users"],
+        "items is gone"
+    );
+    let s = deckhand::store::envdb::schema(&e.staging.url)
+        .await
+        .unwrap();
+    assert!(
+        s.tables["public.users"].contains_key("nickname"),
+        "the earlier schema is back"
+    );
+    let rows = deckhand::store::envdb::row_counts(&e.staging.url, &["public.users".into()])
+        .await
+        .unwrap();
+    assert_eq!(rows["public.users"], 2, "the earlier rows are back");
+    assert!(
+        e.scratch_left().await.is_empty(),
+        "no scratch database after a restore"
+    );
+    outputs.push(out);
 
     assert_secret_nowhere(&e, &outputs).await;
 }

@@ -33,6 +33,10 @@ pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
         include_str!("../../../commands/migrate.toml"),
     ),
     (
+        "restore.toml",
+        include_str!("../../../commands/restore.toml"),
+    ),
+    (
         "rotate-secret.toml",
         include_str!("../../../commands/rotate-secret.toml"),
     ),
@@ -85,6 +89,8 @@ pub enum JobKind {
     Deploy,
     Rollback,
     Migrate,
+    /// Replace an environment's database with one of its tested backups.
+    Restore,
     RotateSecret,
     Custom,
 }
@@ -95,6 +101,7 @@ impl JobKind {
             JobKind::Deploy => "deploy",
             JobKind::Rollback => "rollback",
             JobKind::Migrate => "migrate",
+            JobKind::Restore => "restore",
             JobKind::RotateSecret => "rotate_secret",
             JobKind::Custom => "custom",
         }
@@ -104,6 +111,7 @@ impl JobKind {
             "deploy" => JobKind::Deploy,
             "rollback" => JobKind::Rollback,
             "migrate" => JobKind::Migrate,
+            "restore" => JobKind::Restore,
             "rotate_secret" => JobKind::RotateSecret,
             "custom" => JobKind::Custom,
             _ => return None,

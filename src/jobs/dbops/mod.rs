@@ -9,6 +9,7 @@
 pub(crate) mod backup;
 pub(crate) mod migrate;
 mod report;
+pub mod restore;
 pub(crate) mod schema;
 pub mod scratch;
 
