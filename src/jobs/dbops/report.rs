@@ -148,11 +148,7 @@ pub(crate) fn finish(
         migration: f.migration_summary(),
         health_url: None,
         health: "not checked".into(),
-        status: if final_state == state::SUCCEEDED {
-            "succeeded".into()
-        } else {
-            "failed".into()
-        },
+        status: final_state.into(),
         duration_ms: took.as_millis() as i64,
         requested_by: job.requested_by.clone(),
         extra: Vec::new(),
