@@ -69,6 +69,9 @@ pub(crate) async fn run(
     if r.kind == JobKind::Restore {
         return crate::jobs::dbops::restore::run(&r, &redactor).await;
     }
+    if r.kind == JobKind::Backup {
+        return crate::jobs::dbops::backup_job::run(&r, &redactor).await;
+    }
     let steps = run_steps(
         app,
         job,

@@ -250,7 +250,7 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
 
 /// Drop scratch databases left behind by jobs that no longer run: at start (after a
 /// crash) and then every lease length (5 s to a minute), so one whose job's lease ran out
-/// goes soon after.
+/// goes soon after; and enqueue the scheduled backups.
 fn sweep_scratch(app: &Arc<App>, stop: CancelToken) -> tokio::task::JoinHandle<()> {
     let app = app.clone();
     tokio::spawn(async move {
@@ -264,10 +264,17 @@ fn sweep_scratch(app: &Arc<App>, stop: CancelToken) -> tokio::task::JoinHandle<(
             return;
         }
         let every = Duration::from_secs(app.settings.config.queue.lease_seconds.clamp(5, 60));
+        let mut swept = Instant::now() - every;
         loop {
-            super::dbops::scratch::sweep(&app).await;
+            if swept.elapsed() >= every {
+                super::dbops::scratch::sweep(&app).await;
+                swept = Instant::now();
+            }
+            if let Err(e) = super::dbops::schedule::tick(&app, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "cannot enqueue scheduled backups");
+            }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(super::dbops::schedule::TICK.min(every)) => {}
                 _ = stop.cancelled() => return,
             }
         }

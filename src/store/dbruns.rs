@@ -100,3 +100,19 @@ impl Db {
         Ok(())
     }
 }
+
+impl Db {
+    /// Every backup file of `env` on record, newest first, each once.
+    pub async fn backups_on_record(&self, env: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String, i64)> = on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT backup_path, MAX(at) AS at FROM db_runs WHERE environment = $1 AND backup_path IS NOT NULL \
+                 GROUP BY backup_path ORDER BY at DESC",
+            )
+            .bind(env)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}

@@ -32,6 +32,7 @@ pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
         "migrate.toml",
         include_str!("../../../commands/migrate.toml"),
     ),
+    ("backup.toml", include_str!("../../../commands/backup.toml")),
     (
         "restore.toml",
         include_str!("../../../commands/restore.toml"),
@@ -91,6 +92,8 @@ pub enum JobKind {
     Migrate,
     /// Replace an environment's database with one of its tested backups.
     Restore,
+    /// A tested backup of an environment's database.
+    Backup,
     RotateSecret,
     Custom,
 }
@@ -102,6 +105,7 @@ impl JobKind {
             JobKind::Rollback => "rollback",
             JobKind::Migrate => "migrate",
             JobKind::Restore => "restore",
+            JobKind::Backup => "backup",
             JobKind::RotateSecret => "rotate_secret",
             JobKind::Custom => "custom",
         }
@@ -112,6 +116,7 @@ impl JobKind {
             "rollback" => JobKind::Rollback,
             "migrate" => JobKind::Migrate,
             "restore" => JobKind::Restore,
+            "backup" => JobKind::Backup,
             "rotate_secret" => JobKind::RotateSecret,
             "custom" => JobKind::Custom,
             _ => return None,

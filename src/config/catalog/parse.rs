@@ -66,7 +66,7 @@ struct RawStep {
 }
 
 const ARG_KINDS: &str = "environment, version, secret_name, choice, text";
-const JOB_KINDS: &str = "deploy, rollback, migrate, restore, rotate_secret, custom";
+const JOB_KINDS: &str = "deploy, rollback, migrate, restore, backup, rotate_secret, custom";
 
 /// The problems found in one file so far.
 struct Problems<'a> {
@@ -122,8 +122,8 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
     let args = args(raw.args, &mut ps);
     let (roles, default_role) = roles(raw.roles, raw.role, config, &mut ps);
     let steps = steps(raw.steps, &mut ps);
-    // A restore is Deckhand's own pg_dump and pg_restore; every other kind runs steps.
-    if steps.is_empty() && kind != JobKind::Restore {
+    // Backups and restores are Deckhand's own pg_dump and pg_restore; other kinds run steps.
+    if steps.is_empty() && !matches!(kind, JobKind::Restore | JobKind::Backup) {
         ps.on(1, "a command needs at least one [[steps]] entry".into());
     }
     if !ps.found.is_empty() {

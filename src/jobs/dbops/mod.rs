@@ -7,9 +7,11 @@
 //! environment, never in argv; the redactor holds it and its password for every line stored.
 
 pub(crate) mod backup;
+pub(crate) mod backup_job;
 pub(crate) mod migrate;
 mod report;
 pub mod restore;
+pub mod schedule;
 pub(crate) mod schema;
 pub mod scratch;
 
