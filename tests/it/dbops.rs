@@ -57,6 +57,11 @@ struct Envs {
 
 impl Envs {
     fn new() -> Option<Envs> {
+        Self::with("")
+    }
+
+    /// With `extra` appended to the config.
+    fn with(extra: &str) -> Option<Envs> {
         let staging = TestDb::new(Backend::Postgres)?;
         let production = TestDb::new(Backend::Postgres)?;
         let mut b = [0u8; 8];
@@ -67,7 +72,7 @@ impl Envs {
         std::fs::create_dir_all(&migrations).unwrap();
         let ws = Workspace::new(
             Backend::Sqlite,
-            DATABASES,
+            &format!("{DATABASES}{extra}"),
             &[("migrate.toml", &migrate_command(&migrations))],
         )
         .unwrap();
@@ -505,4 +510,111 @@ async fn a_scratch_database_left_by_kill_9_mid_migration_is_dropped_at_the_next_
         tables(&e.staging).await.is_empty(),
         "staging was never touched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_tested_kept_to_keep_scheduled_once_per_firing_and_shown_in_the_digest() {
+    let extra = r#"
+[[digests]]
+name = "weekly"
+cron = "0 9 * * MON"
+include = ["deployments"]
+"#;
+    let Some(e) = Envs::with(extra) else { return };
+    // keep = 2 and a schedule for staging, set through the usual override variables.
+    let cfg = e.ws.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "url_env = \"STAGING_DATABASE_URL\"",
+        "url_env = \"STAGING_DATABASE_URL\"\nbackup_cron = \"*/5 * * * *\"\ntimezone = \"Europe/Amsterdam\"\nkeep = 2",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    sql(
+        &e.staging,
+        "CREATE TABLE notes (id INT); INSERT INTO notes VALUES (1), (2);",
+    )
+    .await;
+    let (_, digest) = {
+        let out =
+            e.ws.cmd(&["digest", "weekly", "--now"])
+                .envs(e.env())
+                .output()
+                .unwrap();
+        (0, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert!(
+        digest.contains("Last verified backup: none yet"),
+        "{digest}"
+    );
+    let mut files = Vec::new();
+    for _ in 0..3 {
+        let (code, out) = e.run(&["backup", "staging"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("Backed up staging database, restore tested"),
+            "{out}"
+        );
+        let b = field(&out, "Backup");
+        assert!(b.contains("restore tested (1 tables, 2 rows match)"), "{b}");
+        files.push(b.split(", ").next().unwrap().to_owned());
+    }
+    let kept: Vec<bool> = files.iter().map(|f| Path::new(f).exists()).collect();
+    assert_eq!(kept, [false, true, true], "keep = 2 deletes the oldest");
+    let out =
+        e.ws.cmd(&["digest", "weekly", "--now"])
+            .envs(e.env())
+            .output()
+            .unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        digest.contains("Last verified backup 20") && digest.contains(" ago"),
+        "{digest}"
+    );
+    assert!(!digest.contains(&e.password), "{digest}");
+
+    // One job per firing, however often the schedule is looked at.
+    let app = e.app().await;
+    let t0 = chrono::Utc::now();
+    assert!(
+        deckhand::jobs::dbops::schedule::tick(&app, t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = t0 + chrono::Duration::minutes(11);
+    assert_eq!(
+        deckhand::jobs::dbops::schedule::tick(&app, later)
+            .await
+            .unwrap(),
+        ["staging"]
+    );
+    assert!(
+        deckhand::jobs::dbops::schedule::tick(&app, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(app);
+
+    // A backup that cannot be taken is an infrastructure issue.
+    let mut env = e.env();
+    env[0].1 = env[0].1.replace(
+        &e.staging.url.rsplit('/').next().unwrap().to_owned(),
+        "no_such_database",
+    );
+    let out =
+        e.ws.cmd(&["run", "backup", "staging"])
+            .envs(env)
+            .output()
+            .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("Infrastructure issue: backup of staging database failed"),
+        "{text}"
+    );
+    assert!(!text.contains(&e.password), "{text}");
 }
