@@ -68,6 +68,43 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
     }
 }
 
+/// The variable that gives every environment without a database of its own a real
+/// PostgreSQL database for trying the procedure locally: `deckhand_demo_NAME` on that server.
+pub const DEMO_URL_ENV: &str = "DECKHAND_DEMO_POSTGRES_URL";
+
+/// With [`DEMO_URL_ENV`] set: a database for each environment that has none configured, and
+/// its URL (a secret, like any database URL), by environment.
+pub fn demo_databases(
+    config: &mut crate::config::Config,
+    env: &dyn crate::config::Env,
+) -> Result<Vec<(String, secrecy::SecretString)>, crate::config::ConfigError> {
+    let Some(url) = env.get(DEMO_URL_ENV) else {
+        return Ok(Vec::new());
+    };
+    let server = PgTarget::parse(&url)
+        .map_err(|e| crate::config::ConfigError::Env(format!("{DEMO_URL_ENV}: {e}")))?;
+    let mut out = Vec::new();
+    for (name, e) in config
+        .environments
+        .iter_mut()
+        .filter(|(_, e)| e.database.is_none())
+    {
+        e.database = Some(DatabaseConfig {
+            url_env: DEMO_URL_ENV.into(),
+            backup_schedule: None,
+            keep: default_keep(),
+        });
+        let url = server.with_db(&demo_db_name(name)).url();
+        out.push((name.clone(), secrecy::SecretString::from(url)));
+    }
+    Ok(out)
+}
+
+/// The demo database of environment `env`.
+pub fn demo_db_name(env: &str) -> String {
+    format!("deckhand_demo_{env}")
+}
+
 /// The parts of a PostgreSQL URL libpq takes from `PG*` variables, so the URL (and its
 /// password) never has to be in a child's argv.
 #[derive(Clone, PartialEq, Eq)]

@@ -213,3 +213,24 @@ pub async fn reset_schemas(url: &str) -> Result<()> {
     tx.commit().await?;
     Ok(())
 }
+
+/// Create the database `name` on the server of `url` unless it exists (the demo's
+/// environment databases).
+pub async fn ensure_database(url: &str, name: &str) -> Result<()> {
+    let mut c = connect(url).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut c)
+            .await?;
+    if !exists {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            ident(name)
+        )))
+        .execute(&mut c)
+        .await?;
+    }
+    let _ = c.close().await;
+    Ok(())
+}

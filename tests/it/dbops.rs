@@ -618,3 +618,97 @@ include = ["deployments"]
     );
     assert!(!text.contains(&e.password), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_gets_real_postgresql_databases_when_asked_and_keeps_sqlite_otherwise() {
+    let Some(admin) = crate::common::pg_admin_url() else {
+        assert!(TestDb::new(Backend::Postgres).is_none());
+        return;
+    };
+    let drop_demo = || {
+        for env in ["staging", "production"] {
+            crate::common::pg_exec(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS deckhand_demo_{env} WITH (FORCE)"),
+            );
+        }
+    };
+    drop_demo();
+    // The bundled commands, no [environments.*.database]: the demo's SQLite path.
+    let ws = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
+    let (code, out, _) = ws.run(&["migrate", "staging"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Migration on staging: applied 0001_create_users, 0002_create_orders"),
+        "{out}"
+    );
+    // With DECKHAND_DEMO_POSTGRES_URL: the whole procedure on a real database.
+    let mut u = url::Url::parse(&admin).unwrap();
+    u.set_password(Some("demo-secret-pw")).unwrap();
+    let out = ws
+        .cmd(&["run", "migrate", "production"])
+        .env("DECKHAND_DEMO_POSTGRES_URL", u.as_str())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "production waits for staging: {text}"
+    );
+    assert!(
+        text.contains("refused by staging-first rule: no migration has run on staging yet"),
+        "{text}"
+    );
+    // The emergency override (the operator is an admin here) is announced and reported.
+    let out = ws
+        .cmd(&[
+            "run",
+            "migrate",
+            "production",
+            "--emergency",
+            "first demo run",
+        ])
+        .env("DECKHAND_DEMO_POSTGRES_URL", u.as_str())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("EMERGENCY OVERRIDE"), "{text}");
+    assert_eq!(
+        field(&text, "Emergency override"),
+        "first demo run",
+        "{text}"
+    );
+    let out = ws
+        .cmd(&["run", "migrate", "staging"])
+        .env("DECKHAND_DEMO_POSTGRES_URL", u.as_str())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Migration applied to staging database, 2 tables added"),
+        "{text}"
+    );
+    assert_eq!(field(&text, "Tables created"), "orders, users", "{text}");
+    assert_eq!(field(&text, "Safe for production"), "Yes", "{text}");
+    assert!(!text.contains("demo-secret-pw"), "{text}");
+    let base = admin.rsplit_once('/').unwrap().0;
+    let t = deckhand::store::envdb::schema(&format!("{base}/deckhand_demo_staging"))
+        .await
+        .unwrap();
+    assert!(
+        t.tables.contains_key("public.orders"),
+        "{:?}",
+        t.tables.keys()
+    );
+    drop_demo();
+}
