@@ -11,14 +11,19 @@ use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::{audit, state, transition};
 
+/// A failed phase: why, and the tool's error lines.
+pub(crate) type Failed = (String, Vec<String>);
+/// What applying did: tables added, tables changed.
+pub(crate) type Changes = (Vec<String>, Vec<String>);
+
 /// What the procedure found, phase by phase; `None`: the phase did not run.
 #[derive(Default)]
 pub(crate) struct MigrationFacts {
     pub backup: Option<Backup>,
     /// `Ok(tables created)`, or `Err((why, the tool's error lines))`.
-    pub fresh: Option<Result<Vec<String>, (String, Vec<String>)>>,
+    pub fresh: Option<Result<Vec<String>, Failed>>,
     /// `Ok((tables added, tables changed))`, or why applying failed.
-    pub applied: Option<Result<(Vec<String>, Vec<String>), String>>,
+    pub applied: Option<Result<Changes, String>>,
     pub drift: Option<Vec<String>>,
     /// Why the procedure stopped before its end (a refusal, a backup that did not restore).
     pub stopped: Option<String>,
