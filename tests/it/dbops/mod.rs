@@ -424,6 +424,42 @@ async fn migrate_tests_the_backup_and_a_fresh_database_then_reports_drift_and_ke
     );
     outputs.push(out);
 
+    // 6. On an environment with approvals, a restore waits for them as a deploy does.
+    let mut env = e.env();
+    env.push((
+        "DECKHAND__ENVIRONMENTS__PRODUCTION__APPROVALS".into(),
+        "1".into(),
+    ));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = e.ws.app(&pairs).await;
+    let backups = deckhand::jobs::dbops::restore::available(&app, "production")
+        .await
+        .unwrap();
+    let (name, _) = backups
+        .first()
+        .expect("production's migration took a tested backup");
+    let outcome = deckhand::intake::submit(
+        &app,
+        deckhand::intake::Invocation {
+            platform: "terminal".into(),
+            identity: deckhand::intake::policy::Identity::Operator,
+            actor: "terminal:operator".into(),
+            channel: None,
+            command: "restore".into(),
+            args: vec!["production".into(), name.clone()],
+            request_id: Some("restore-production-1".into()),
+            reply_to: None,
+        },
+    )
+    .await
+    .unwrap();
+    let deckhand::intake::Outcome::Accepted { job_id, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let job = app.db.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, "awaiting_approval");
+    drop(app);
+
     assert_secret_nowhere(&e, &outputs).await;
 }
 
