@@ -45,10 +45,10 @@ impl TryFrom<RawDatabase> for DatabaseConfig {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             && !r.url_env.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(format!(
-                "database.url_env = {:?} is not an environment variable name; expected e.g. \"STAGING_DATABASE_URL\" (capitals, digits, '_')",
-                r.url_env
-            ));
+            // Not echoed: a URL pasted here by mistake is a secret.
+            return Err(
+                "database.url_env is not an environment variable name; expected e.g. \"STAGING_DATABASE_URL\" (capitals, digits, '_'), the variable that holds the URL".into(),
+            );
         }
         if r.keep == 0 {
             return Err("database.keep must be at least 1".into());
@@ -241,6 +241,28 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_database_sections_are_refused_with_the_key() {
+        let parse = |t: &str| toml::from_str::<DatabaseConfig>(t).map_err(|e| e.to_string());
+        let ok = parse("url_env = \"STAGING_DATABASE_URL\"\nbackup_cron = \"0 3 * * *\"\ntimezone = \"Europe/Amsterdam\"\nkeep = 3").unwrap();
+        assert_eq!((ok.keep, ok.backup_schedule.is_some()), (3, true));
+        assert!(
+            parse("url_env = \"postgres://u:p@h/db\"")
+                .unwrap_err()
+                .contains("is not an environment variable name")
+        );
+        assert!(
+            parse("url_env = \"X\"\nkeep = 0")
+                .unwrap_err()
+                .contains("keep must be at least 1")
+        );
+        assert!(
+            parse("url_env = \"X\"\nbackup_cron = \"often\"")
+                .unwrap_err()
+                .contains("database.backup_cron")
+        );
+    }
 
     #[test]
     fn a_url_becomes_libpq_variables_and_back() {
