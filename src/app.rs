@@ -122,6 +122,7 @@ impl App {
         let data = settings.data_dir();
         std::fs::create_dir_all(&data)
             .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+        create_demo_databases(&settings).await?;
         let redactor = Redactor::new(settings.secrets.values());
         let http = reqwest::Client::builder()
             .user_agent(concat!("deckhand/", env!("CARGO_PKG_VERSION")))
@@ -154,6 +155,42 @@ impl App {
         self.wake.notify_one();
         self.outbox_wake.notify_one();
     }
+}
+
+/// With `DECKHAND_DEMO_POSTGRES_URL` set, the demo environments' databases exist before any
+/// job needs them.
+async fn create_demo_databases(settings: &Settings) -> anyhow::Result<()> {
+    use crate::config::database::{DEMO_URL_ENV, PgTarget, demo_db_name};
+    use secrecy::ExposeSecret;
+    // Any demo environment's URL names the server; its maintenance database is always there.
+    let Some(url) = settings
+        .config
+        .environments
+        .iter()
+        .find(|(_, e)| {
+            e.database
+                .as_ref()
+                .is_some_and(|d| d.url_env == DEMO_URL_ENV)
+        })
+        .and_then(|(n, _)| settings.secrets.database_urls.get(n))
+        .map(|s| s.expose_secret().to_owned())
+    else {
+        return Ok(());
+    };
+    let server = PgTarget::parse(&url)
+        .map_err(|e| anyhow::anyhow!("{DEMO_URL_ENV}: {e}"))?
+        .with_db("postgres");
+    for (name, e) in &settings.config.environments {
+        if e.database
+            .as_ref()
+            .is_some_and(|d| d.url_env == DEMO_URL_ENV)
+        {
+            crate::store::envdb::ensure_database(&server.url(), &demo_db_name(name))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the demo database of {name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn worker_id() -> String {

@@ -124,8 +124,9 @@ pub fn action(name: &str) -> Result<()> {
         "drift-check" => migrate(true),
         "store-secret" => store_secret(),
         "cost" => cost(),
+        "sql-migrate" => crate::cli::demo_db::sql_migrate(),
         other => bail!(
-            "unknown demo action {other:?}; accepted: deploy, backup, migrate, drift-check, store-secret, cost"
+            "unknown demo action {other:?}; accepted: deploy, backup, migrate, drift-check, store-secret, cost, sql-migrate"
         ),
     }
 }
@@ -244,6 +245,10 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn backup() -> Result<()> {
+    if crate::cli::demo_db::postgres_url().is_some() {
+        outln!("skipped: Deckhand takes and tests the backup of a PostgreSQL database itself");
+        return Ok(());
+    }
     let env = env_name()?;
     let db = app_db(&env)?;
     let dir = demo_dir()?.join("backups");
@@ -262,6 +267,17 @@ fn backup() -> Result<()> {
 }
 
 fn migrate(check_only: bool) -> Result<()> {
+    if let Some(url) = crate::cli::demo_db::postgres_url() {
+        if check_only {
+            outln!("skipped: Deckhand compares a PostgreSQL database's schema itself");
+            return Ok(());
+        }
+        let m: Vec<(String, String)> = crate::store::demo::DEMO_MIGRATIONS
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        return crate::cli::demo_db::apply(&url, &m);
+    }
     let env = env_name()?;
     let db = app_db(&env)?;
     block_on(async {

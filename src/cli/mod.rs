@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod check;
 pub mod demo;
+mod demo_db;
 mod digest;
 mod jobs;
 mod platforms;

@@ -37,6 +37,8 @@ pub struct EnvironmentConfig {
     /// Channel per platform for this environment's job messages.
     #[serde(default)]
     pub channels: BTreeMap<String, String>,
+    /// The environment's own database, for `/migrate`, `/backup` and `/restore`.
+    pub database: Option<crate::config::database::DatabaseConfig>,
 }
 
 fn default_expect_status() -> u16 {

@@ -13,6 +13,7 @@ pub mod alerts;
 mod bound;
 pub mod catalog;
 pub mod cost;
+pub mod database;
 pub mod digest;
 mod environment;
 pub mod probes;

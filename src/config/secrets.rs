@@ -58,6 +58,9 @@ pub struct Secrets {
     pub metrics_token: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
+    /// Each environment's database URL (from the variable its `database.url_env` names),
+    /// by environment name.
+    pub database_urls: BTreeMap<String, SecretString>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -73,6 +76,10 @@ impl std::fmt::Debug for Secrets {
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "database_urls",
+                &self.database_urls.keys().collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -98,6 +105,21 @@ impl Secrets {
                 .values()
                 .map(|s| s.expose_secret().to_owned()),
         );
+        for url in self.database_urls.values() {
+            let url = url.expose_secret();
+            out.push(url.to_owned());
+            // The password alone, as a tool may print it (decoded, or as written).
+            if let Ok(t) = crate::config::database::PgTarget::parse(url)
+                && let Some(p) = t.password
+            {
+                out.push(p);
+            }
+            if let Ok(u) = url::Url::parse(url)
+                && let Some(p) = u.password()
+            {
+                out.push(p.to_owned());
+            }
+        }
         out.retain(|s| !s.is_empty());
         out
     }

@@ -68,8 +68,9 @@ impl Settings {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<embedded deckhand.toml>".into());
-        let config = parse_config(&name, &text, env)?;
+        let mut config = parse_config(&name, &text, env)?;
         validate_config(&name, &text, &config)?;
+        let demo_urls = crate::config::database::demo_databases(&mut config, env)?;
         if env
             .get("SLACK_APP_TOKEN")
             .is_some_and(|t| !t.starts_with("xapp-"))
@@ -91,7 +92,11 @@ impl Settings {
                 .map(str::to_owned)
                 .or_else(|| env.get("DECKHAND_LISTEN"))
                 .unwrap_or_else(|| "127.0.0.1:3000".into()),
-            secrets: secrets(&config, env),
+            secrets: {
+                let mut s = secrets(&config, env);
+                s.database_urls.extend(demo_urls);
+                s
+            },
             slack_api_url: env
                 .get("SLACK_API_URL")
                 .unwrap_or_else(|| "https://slack.com/api".into()),
@@ -187,6 +192,14 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
             .secret_env
             .iter()
             .filter_map(|k| env.get(k).map(|v| (k.clone(), SecretString::from(v))))
+            .collect(),
+        database_urls: config
+            .environments
+            .iter()
+            .filter_map(|(name, e)| {
+                let var = &e.database.as_ref()?.url_env;
+                env.get(var).map(|v| (name.clone(), SecretString::from(v)))
+            })
             .collect(),
     }
 }

@@ -157,6 +157,23 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
                 return Ok(Decision::Refuse(r));
             }
         }
+        (JobKind::Migrate, Some(e), Some(ec)) => {
+            if let Err(r) = check_migration_promotion(app, e, ec, &args, &held).await? {
+                return Ok(Decision::Refuse(r));
+            }
+        }
+        (JobKind::Restore, Some(e), _) => match args.values.get("backup") {
+            None => {
+                return Ok(Decision::Info(
+                    crate::jobs::dbops::restore::listing(app, e).await?,
+                ));
+            }
+            Some(b) => {
+                if let Err(r) = crate::jobs::dbops::restore::check_named(app, e, b).await? {
+                    return Ok(Decision::Refuse(r));
+                }
+            }
+        },
         (JobKind::Rollback, Some(e), _) => match rollback_target(app, e, version).await? {
             Ok(v) => version = Some(v),
             Err(r) => return Ok(Decision::Refuse(r)),
@@ -229,6 +246,42 @@ async fn check_promotion(
         )));
     }
     Ok(Ok(()))
+}
+
+/// Staging first for migrations on an environment with a database: the source's last
+/// migration ran cleanly with no drift (the job checks it built the same schema), unless
+/// an admin overrides it with `--emergency`.
+async fn check_migration_promotion(
+    app: &App,
+    env: &str,
+    env_cfg: &EnvironmentConfig,
+    args: &ParsedArgs,
+    held: &BTreeSet<String>,
+) -> Checked {
+    match (&env_cfg.promote_from, &env_cfg.database, &args.emergency) {
+        (Some(_), Some(_), Some(reason)) => Ok(policy::check_promotion(
+            "this migration",
+            &PromotionFacts::default(),
+            Some(reason),
+            held,
+        )
+        .map(|_| ())),
+        (Some(src), Some(_), None) => {
+            let last = app
+                .db
+                .last_db_run(src, crate::store::dbruns::kind::MIGRATE)
+                .await?;
+            Ok(crate::jobs::dbops::migration_promotion(
+                src,
+                last.as_ref(),
+                None,
+            ))
+        }
+        (_, _, Some(_)) => Ok(Err(format!(
+            "refused by emergency rule: {env} has no database promoted from another environment, so --emergency does not apply; run the migration without it"
+        ))),
+        _ => Ok(Ok(())),
+    }
 }
 
 /// The version a rollback goes to: the one asked for, which must have been verified on

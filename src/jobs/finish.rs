@@ -120,7 +120,7 @@ fn succeeded(r: &JobRun<'_>, verdict: &Verdict, report: &mut Report) -> Notice {
                 verdict.fingerprint.clone().unwrap_or_default()
             ),
         ),
-        JobKind::Custom => (
+        JobKind::Restore | JobKind::Backup | JobKind::Custom => (
             NoticeKind::JobSucceeded,
             format!("{} on {env} succeeded (job {})", job.command, job.id),
         ),

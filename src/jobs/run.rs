@@ -63,6 +63,15 @@ pub(crate) async fn run(
         Some(s) => app.redactor.with(s),
         None => app.redactor.clone(),
     };
+    if r.kind == JobKind::Migrate && r.env_cfg.is_some_and(|e| e.database.is_some()) {
+        return crate::jobs::dbops::migrate::run(&r, &redactor).await;
+    }
+    if r.kind == JobKind::Restore {
+        return crate::jobs::dbops::restore::run(&r, &redactor).await;
+    }
+    if r.kind == JobKind::Backup {
+        return crate::jobs::dbops::backup_job::run(&r, &redactor).await;
+    }
     let steps = run_steps(
         app,
         job,

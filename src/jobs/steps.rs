@@ -31,11 +31,57 @@ pub(crate) async fn run_steps(
     secret: Option<&Zeroizing<String>>,
     stops: &Stops,
 ) -> anyhow::Result<StepsResult> {
+    let how = StepsHow {
+        redactor,
+        secret,
+        stops,
+        extra_env: &BTreeMap::new(),
+        label: "",
+    };
+    run_steps_with(app, job, cmd, version, how).await
+}
+
+/// How [`run_steps_with`] runs a command's steps.
+pub(crate) struct StepsHow<'a> {
+    pub redactor: &'a Redactor,
+    pub secret: Option<&'a Zeroizing<String>>,
+    pub stops: &'a Stops,
+    /// Added to each step's environment (e.g. `DATABASE_URL` for a migration's target).
+    pub extra_env: &'a BTreeMap<String, String>,
+    /// Put before each step's name in the job log and progress ("fresh database: ").
+    pub label: &'a str,
+}
+
+/// [`run_steps`] with extra environment variables and a label for the log.
+pub(crate) async fn run_steps_with(
+    app: &Arc<App>,
+    job: &JobRow,
+    cmd: &Command,
+    version: Option<&str>,
+    how: StepsHow<'_>,
+) -> anyhow::Result<StepsResult> {
+    let StepsHow {
+        redactor,
+        secret,
+        stops,
+        extra_env,
+        label,
+    } = how;
     let mut facts = BTreeMap::new();
-    let env = step_env(app, job, version);
+    let mut env = step_env(app, job, version);
+    env.extend(extra_env.clone());
     let total = cmd.steps.len();
-    let mut logged = 0usize;
+    let mut logged = app
+        .db
+        .job_log(job.id, 0)
+        .await
+        .map(|l| l.len())
+        .unwrap_or(0);
     for (i, step) in cmd.steps.iter().enumerate() {
+        let step = &Step {
+            name: format!("{label}{}", step.name),
+            ..step.clone()
+        };
         announce(app, job, version, (i + 1, total), step).await;
         let spec = step_spec(app, step, &env, secret);
         let timeout = spec.timeout;
@@ -141,6 +187,59 @@ struct Ran {
     /// Lines stored in the job's log so far, this step's included.
     lines: usize,
     facts: BTreeMap<String, String>,
+}
+
+/// A program Deckhand runs itself, as a step of the job.
+pub(crate) struct Program {
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// Run a program of Deckhand's own (`pg_dump`, `pg_restore`) as a step named `name`: argv
+/// only, `env` as its whole environment beyond the inherited basics, output into the job
+/// log. Returns how it ended and its stored lines.
+pub(crate) async fn run_program(
+    app: &Arc<App>,
+    job_id: i64,
+    p: Program,
+    redactor: &Redactor,
+    stops: &Stops,
+) -> StepOutcome {
+    let Program {
+        name,
+        argv,
+        env,
+        timeout,
+    } = p;
+    let step = Step {
+        name,
+        argv: argv.clone(),
+        env: BTreeMap::new(),
+        pass_env: Vec::new(),
+        cwd: None,
+        timeout_seconds: Some(timeout.as_secs()),
+        secret_stdin: false,
+    };
+    let spec = StepSpec {
+        argv,
+        env,
+        cwd: None,
+        timeout,
+        kill_grace: Duration::from_secs(app.settings.config.runner.kill_grace_seconds),
+        stdin: None,
+        started: None,
+    };
+    let logged = app
+        .db
+        .job_log(job_id, 0)
+        .await
+        .map(|l| l.len())
+        .unwrap_or(0);
+    run_one(app, job_id, &step, spec, redactor, stops, logged)
+        .await
+        .outcome
 }
 
 /// Run one step to its end: its output into the job log, its process group on record

@@ -204,6 +204,7 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
         .workers_started
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let listener = listen_for_jobs(&app, stop.clone());
+    let sweeper = sweep_scratch(&app, stop.clone());
     loop {
         if stop.is_cancelled() {
             break;
@@ -252,6 +253,40 @@ pub async fn run_workers(app: Arc<App>, stop: CancelToken, shutdown: CancelToken
     if let Some(l) = listener {
         l.abort();
     }
+    sweeper.abort();
+}
+
+/// Drop scratch databases left behind by jobs that no longer run: at start (after a
+/// crash) and then every lease length (5 s to a minute), so one whose job's lease ran out
+/// goes soon after; and enqueue the scheduled backups.
+fn sweep_scratch(app: &Arc<App>, stop: CancelToken) -> tokio::task::JoinHandle<()> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        if !app
+            .settings
+            .config
+            .environments
+            .values()
+            .any(|e| e.database.is_some())
+        {
+            return;
+        }
+        let every = Duration::from_secs(app.settings.config.queue.lease_seconds.clamp(5, 60));
+        let mut swept = Instant::now() - every;
+        loop {
+            if swept.elapsed() >= every {
+                super::dbops::scratch::sweep(&app).await;
+                swept = Instant::now();
+            }
+            if let Err(e) = super::dbops::schedule::tick(&app, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "cannot enqueue scheduled backups");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(super::dbops::schedule::TICK.min(every)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    })
 }
 
 /// On PostgreSQL, wake this process's workers when any replica enqueues (`NOTIFY`).

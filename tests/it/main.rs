@@ -19,6 +19,7 @@ mod cli;
 mod connections;
 mod cost;
 mod crash;
+mod dbops;
 mod digest;
 mod discord;
 mod escape;

@@ -60,7 +60,7 @@ impl Catalog {
 }
 
 /// The positional arguments, and the reason of `--emergency REASON` (or
-/// `--emergency=REASON`), which only deploys take.
+/// `--emergency=REASON`), which only deploys and migrations take.
 fn split_flags<'a>(
     cmd: &Command,
     raw: &'a [String],
@@ -76,9 +76,14 @@ fn split_flags<'a>(
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty() && !s.starts_with("--"));
             match reason {
-                Some(r) if cmd.kind == JobKind::Deploy => emergency = Some(r.to_owned()),
+                Some(r) if matches!(cmd.kind, JobKind::Deploy | JobKind::Migrate) => {
+                    emergency = Some(r.to_owned())
+                }
                 Some(_) => {
-                    return Err(format!("--emergency applies only to deploys; {}", usage()));
+                    return Err(format!(
+                        "--emergency applies only to deploys and migrations; {}",
+                        usage()
+                    ));
                 }
                 None => {
                     return Err(format!(
@@ -91,8 +96,11 @@ fn split_flags<'a>(
             if reason.trim().is_empty() {
                 return Err(format!("--emergency needs a reason; {}", usage()));
             }
-            if cmd.kind != JobKind::Deploy {
-                return Err(format!("--emergency applies only to deploys; {}", usage()));
+            if !matches!(cmd.kind, JobKind::Deploy | JobKind::Migrate) {
+                return Err(format!(
+                    "--emergency applies only to deploys and migrations; {}",
+                    usage()
+                ));
             }
             emergency = Some(reason.trim().to_owned());
         } else {

@@ -32,6 +32,11 @@ pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
         "migrate.toml",
         include_str!("../../../commands/migrate.toml"),
     ),
+    ("backup.toml", include_str!("../../../commands/backup.toml")),
+    (
+        "restore.toml",
+        include_str!("../../../commands/restore.toml"),
+    ),
     (
         "rotate-secret.toml",
         include_str!("../../../commands/rotate-secret.toml"),
@@ -85,6 +90,10 @@ pub enum JobKind {
     Deploy,
     Rollback,
     Migrate,
+    /// Replace an environment's database with one of its tested backups.
+    Restore,
+    /// A tested backup of an environment's database.
+    Backup,
     RotateSecret,
     Custom,
 }
@@ -95,6 +104,8 @@ impl JobKind {
             JobKind::Deploy => "deploy",
             JobKind::Rollback => "rollback",
             JobKind::Migrate => "migrate",
+            JobKind::Restore => "restore",
+            JobKind::Backup => "backup",
             JobKind::RotateSecret => "rotate_secret",
             JobKind::Custom => "custom",
         }
@@ -104,6 +115,8 @@ impl JobKind {
             "deploy" => JobKind::Deploy,
             "rollback" => JobKind::Rollback,
             "migrate" => JobKind::Migrate,
+            "restore" => JobKind::Restore,
+            "backup" => JobKind::Backup,
             "rotate_secret" => JobKind::RotateSecret,
             "custom" => JobKind::Custom,
             _ => return None,

@@ -66,7 +66,7 @@ struct RawStep {
 }
 
 const ARG_KINDS: &str = "environment, version, secret_name, choice, text";
-const JOB_KINDS: &str = "deploy, rollback, migrate, rotate_secret, custom";
+const JOB_KINDS: &str = "deploy, rollback, migrate, restore, backup, rotate_secret, custom";
 
 /// The problems found in one file so far.
 struct Problems<'a> {
@@ -122,6 +122,10 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
     let args = args(raw.args, &mut ps);
     let (roles, default_role) = roles(raw.roles, raw.role, config, &mut ps);
     let steps = steps(raw.steps, &mut ps);
+    // Backups and restores are Deckhand's own pg_dump and pg_restore; other kinds run steps.
+    if steps.is_empty() && !matches!(kind, JobKind::Restore | JobKind::Backup) {
+        ps.on(1, "a command needs at least one [[steps]] entry".into());
+    }
     if !ps.found.is_empty() {
         return Err(ps.found);
     }
@@ -340,9 +344,6 @@ fn steps(raw: Vec<Spanned<RawStep>>, ps: &mut Problems) -> Vec<Step> {
             timeout_seconds: s.timeout_seconds,
             secret_stdin: s.secret_stdin,
         });
-    }
-    if steps.is_empty() {
-        ps.on(1, "a command needs at least one [[steps]] entry".into());
     }
     steps
 }

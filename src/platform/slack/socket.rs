@@ -33,13 +33,12 @@ use super::render::escape;
 use crate::app::App;
 use crate::domain::platform::Platform;
 use crate::domain::time::now_ms;
+use crate::support::backoff::{backoff, jitter};
 use crate::support::runner::CancelToken;
 
 /// Send a ping this often; a socket silent for [`SILENT`] is dead.
 const PING_EVERY: Duration = Duration::from_secs(10);
 const SILENT: Duration = Duration::from_secs(30);
-/// Longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One envelope as Slack sends it.
 #[derive(Debug, Deserialize)]
@@ -118,23 +117,6 @@ pub async fn run(app: Arc<App>, stop: CancelToken) {
         }
     }
     tracing::info!("Slack socket closed");
-}
-
-/// The wait before attempt number `failures + 1`: up to 250 ms after a requested
-/// reconnect, else 1 s doubling to [`MAX_BACKOFF`], each scaled by a jitter in [0.5, 1).
-fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = if failures == 0 {
-        Duration::from_millis(250)
-    } else {
-        (Duration::from_secs(1) * 2u32.saturating_pow(failures - 1).min(64)).min(MAX_BACKOFF)
-    };
-    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    f64::from(u16::from_le_bytes(b)) / 65536.0
 }
 
 /// `apps.connections.open`: the socket URL for this app token.
@@ -304,24 +286,4 @@ async fn answer(app: Arc<App>, env: Envelope) -> Option<Value> {
         Some(p) => json!({"envelope_id": id, "payload": p}),
         None => json!({"envelope_id": id}),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_a_cap_with_jitter() {
-        assert!(backoff(0, 0.0) >= Duration::from_millis(125));
-        assert!(backoff(0, 1.0) <= Duration::from_millis(250));
-        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff(3, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(30, 1.0), MAX_BACKOFF);
-        assert_eq!(backoff(u32::MAX, 0.0), MAX_BACKOFF / 2);
-        assert!(
-            backoff(2, 0.3) != backoff(2, 0.9),
-            "jitter spreads reconnects"
-        );
-    }
 }

@@ -42,6 +42,9 @@ pub struct EnvReport {
     /// Time with at least one incident open, within the period.
     pub downtime_ms: i64,
     pub deploys: DeployStats,
+    /// For an environment with a database: when its last verified backup was taken
+    /// (`Some(None)`: never). `None`: no database configured.
+    pub last_backup: Option<Option<i64>>,
 }
 
 /// Everything a digest reports, gathered at one instant.
@@ -89,7 +92,18 @@ pub async fn build(app: &App, cfg: &DigestConfig, to: DateTime<Utc>) -> anyhow::
             incidents: BTreeMap::new(),
             downtime_ms: 0,
             deploys: DeployStats::default(),
+            last_backup: None,
         };
+        if app
+            .settings
+            .config
+            .environments
+            .get(&name)
+            .is_some_and(|e| e.database.is_some())
+        {
+            let last = app.db.verified_backups(&name, 1).await?;
+            env.last_backup = Some(last.first().map(|b| b.at));
+        }
         if cfg.includes(Section::Uptime) {
             let mut daily = Vec::new();
             for (day, a, b) in &days {

@@ -123,6 +123,15 @@ fn env_lines(d: &Digest, e: &EnvReport) -> Vec<String> {
         }
         out.push(line);
     }
+    match e.last_backup {
+        Some(Some(at)) => out.push(format!(
+            "Last verified backup {}, {} ago",
+            crate::domain::time::fmt_time(at),
+            fmt_duration((d.to.timestamp_millis() - at).max(0))
+        )),
+        Some(None) => out.push("Last verified backup: none yet".to_owned()),
+        None => {}
+    }
     out
 }
 
