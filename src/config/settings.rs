@@ -78,6 +78,13 @@ impl Settings {
                 "SLACK_APP_TOKEN must be a Slack app-level token (xapp-…) with the connections:write scope".into(),
             ));
         }
+        if config.ui.auth == Some(crate::config::ui::UiAuth::Token)
+            && env.get("DECKHAND_UI_TOKEN").is_none_or(|t| t.len() < 16)
+        {
+            return Err(ConfigError::Env(
+                "[ui] auth = \"token\" needs DECKHAND_UI_TOKEN, at least 16 characters (e.g. `openssl rand -hex 24`)".into(),
+            ));
+        }
         let base_dir = file
             .as_ref()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -182,6 +189,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         discord_bot_token: secret("DISCORD_BOT_TOKEN"),
         alert_token: secret("DECKHAND_ALERT_TOKEN"),
         metrics_token: secret("DECKHAND_METRICS_TOKEN"),
+        ui_token: secret("DECKHAND_UI_TOKEN"),
         step_secrets: config
             .runner
             .secret_env

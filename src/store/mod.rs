@@ -11,6 +11,7 @@ pub mod holds;
 pub(crate) mod incidents;
 pub mod jobs;
 pub(crate) mod outbox;
+pub mod pages;
 pub(crate) mod probes;
 pub(crate) mod reports;
 
