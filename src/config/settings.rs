@@ -78,13 +78,6 @@ impl Settings {
                 "SLACK_APP_TOKEN must be a Slack app-level token (xapp-…) with the connections:write scope".into(),
             ));
         }
-        if config.ui.auth == Some(crate::config::ui::UiAuth::Token)
-            && env.get("DECKHAND_UI_TOKEN").is_none_or(|t| t.len() < 16)
-        {
-            return Err(ConfigError::Env(
-                "[ui] auth = \"token\" needs DECKHAND_UI_TOKEN, at least 16 characters (e.g. `openssl rand -hex 24`)".into(),
-            ));
-        }
         let base_dir = file
             .as_ref()
             .and_then(|p| p.parent().map(Path::to_path_buf))

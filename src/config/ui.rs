@@ -107,7 +107,9 @@ pub(super) fn ui_problems(u: &UiConfig) -> Vec<(&'static str, String)> {
         if parse_net(p).is_none() {
             out.push((
                 "trusted_proxies",
-                format!("ui.trusted_proxies: {p:?} is not an address (10.0.0.5) or network (10.0.0.0/8)"),
+                format!(
+                    "ui.trusted_proxies: {p:?} is not an address (10.0.0.5) or network (10.0.0.0/8)"
+                ),
             ));
         }
     }

@@ -411,6 +411,7 @@ fn serve_http(
     stop: CancelToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let addr = listener.local_addr()?;
+    ui::access::check_token(&app.settings)?;
     let router = router(
         app.clone(),
         app.settings.config.server.metrics_listen.is_none(),

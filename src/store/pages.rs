@@ -137,7 +137,8 @@ impl Db {
         }))
     }
 
-    /// Audit events newest first matching `f`, before event `before` when given.
+    /// Audit events newest first matching `f` (a command matches its jobs' events and a
+    /// built-in's own, whose action is its name), before event `before` when given.
     pub async fn audit_page(
         &self,
         f: &AuditFilter,
@@ -148,7 +149,7 @@ impl Db {
             sqlx::query_as(
                 "SELECT a.* FROM audit_events a WHERE ($1 IS NULL OR a.environment = $1) \
                  AND ($2 IS NULL OR a.actor = $2) \
-                 AND ($3 IS NULL OR a.job_id IN (SELECT j.id FROM jobs j WHERE j.command = $3)) \
+                 AND ($3 IS NULL OR a.action = $3 OR a.job_id IN (SELECT j.id FROM jobs j WHERE j.command = $3)) \
                  AND ($4 IS NULL OR a.id < $4) ORDER BY a.id DESC LIMIT $5",
             )
             .bind(&f.environment)

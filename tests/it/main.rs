@@ -33,3 +33,4 @@ mod safety;
 mod slack;
 mod socket_mode;
 mod storms;
+mod ui;

@@ -77,6 +77,25 @@ impl Access {
     }
 }
 
+/// `serve` does not start with `auth = "token"` and no usable `DECKHAND_UI_TOKEN`.
+pub fn check_token(settings: &Settings) -> anyhow::Result<()> {
+    if settings.config.ui.auth == Some(UiAuth::Token)
+        && settings
+            .secrets
+            .ui_token
+            .as_ref()
+            .is_none_or(|t| t.expose_secret().len() < MIN_TOKEN)
+    {
+        anyhow::bail!(
+            "[ui] auth = \"token\" needs DECKHAND_UI_TOKEN, at least {MIN_TOKEN} characters (e.g. `openssl rand -hex 24`)"
+        );
+    }
+    Ok(())
+}
+
+/// The shortest `DECKHAND_UI_TOKEN` taken.
+pub const MIN_TOKEN: usize = 16;
+
 fn session_of(token: &SecretString) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(token.expose_secret().as_bytes())
         .expect("HMAC takes a key of any length");

@@ -118,7 +118,10 @@ async fn deployments(
     );
     for d in &rows {
         let kind = if d.kind == "rollback" {
-            format!("<a class=\"rollback\" href=\"/jobs/{}\">rollback</a>", d.job_id)
+            format!(
+                "<a class=\"rollback\" href=\"/jobs/{}\">rollback</a>",
+                d.job_id
+            )
         } else {
             t.t(&d.kind)
         };
@@ -131,7 +134,9 @@ async fn deployments(
             t.o(d.health.as_deref()),
             t.t(&d.requested_by),
             time(Some(d.started_at)),
-            d.duration_ms.map(fmt_duration).unwrap_or_else(|| "–".into()),
+            d.duration_ms
+                .map(fmt_duration)
+                .unwrap_or_else(|| "–".into()),
             job = d.job_id
         );
     }

@@ -51,7 +51,13 @@ pub async fn page(
     }
     let job = match app.db.job(id).await {
         Ok(Some(j)) => j,
-        Ok(None) => return problem(StatusCode::NOT_FOUND, &format!("There is no job #{id}."), &viewer),
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                &format!("There is no job #{id}."),
+                &viewer,
+            );
+        }
         Err(e) => return db_problem(e, &viewer),
     };
     match render(&app, &job, p.after.unwrap_or(0), search).await {
@@ -65,7 +71,12 @@ pub async fn page(
 }
 
 /// The page's body, and whether the live log should run.
-async fn render(app: &App, job: &JobRow, after: i64, search: Option<&str>) -> Result<(String, bool)> {
+async fn render(
+    app: &App,
+    job: &JobRow,
+    after: i64,
+    search: Option<&str>,
+) -> Result<(String, bool)> {
     let t = Text::new(&app.redactor);
     let mut out = String::with_capacity(64 * 1024);
     let _ = write!(
@@ -91,7 +102,11 @@ async fn render(app: &App, job: &JobRow, after: i64, search: Option<&str>) -> Re
         let _ = write!(out, "<dt>Duration</dt><dd>{}</dd>", fmt_duration(f - s));
     }
     if let Some(r) = &job.emergency {
-        let _ = write!(out, "<dt>Emergency override</dt><dd class=\"reason\">{}</dd>", t.t(r));
+        let _ = write!(
+            out,
+            "<dt>Emergency override</dt><dd class=\"reason\">{}</dd>",
+            t.t(r)
+        );
     }
     if job.attempts > 1 {
         let _ = write!(out, "<dt>Attempts</dt><dd>{}</dd>", job.attempts);
@@ -192,7 +207,9 @@ async fn render(app: &App, job: &JobRow, after: i64, search: Option<&str>) -> Re
             out,
             "<p class=\"pager\"><a href=\"/jobs/{}?after={last_id}{}\">Next {LOG_PAGE} lines →</a></p>",
             job.id,
-            search.map(|s| format!("&amp;q={}", q(s))).unwrap_or_default()
+            search
+                .map(|s| format!("&amp;q={}", q(s)))
+                .unwrap_or_default()
         );
     }
     if live {
@@ -286,7 +303,13 @@ pub async fn events(
 ) -> Response {
     match app.db.job(id).await {
         Ok(Some(_)) => {}
-        Ok(None) => return problem(StatusCode::NOT_FOUND, &format!("There is no job #{id}."), &viewer),
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                &format!("There is no job #{id}."),
+                &viewer,
+            );
+        }
         Err(e) => return db_problem(e, &viewer),
     }
     struct S {
@@ -317,7 +340,12 @@ pub async fn events(
             }
             // The state first: lines written before it went final are all read below.
             let job = s.app.db.job(s.id).await.ok().flatten()?;
-            let lines = s.app.db.log_page(s.id, s.after, None, LOG_PAGE).await.ok()?;
+            let lines = s
+                .app
+                .db
+                .log_page(s.id, s.after, None, LOG_PAGE)
+                .await
+                .ok()?;
             if let Some(l) = lines.last() {
                 s.after = l.id;
                 let out: Vec<LiveLine> = lines
@@ -341,7 +369,9 @@ pub async fn events(
                 let r = &s.app.redactor;
                 let end = LiveEnd {
                     state: job.state.clone(),
-                    title: n.as_ref().map(|n| format!("{} {}", n.tone.symbol(), r.redact(&n.title))),
+                    title: n
+                        .as_ref()
+                        .map(|n| format!("{} {}", n.tone.symbol(), r.redact(&n.title))),
                     tone: n.as_ref().map(|n| format!("{:?}", n.tone).to_lowercase()),
                     fields: n
                         .map(|n| {
@@ -353,7 +383,10 @@ pub async fn events(
                         .unwrap_or_default(),
                 };
                 s.done = true;
-                let ev = Event::default().event("end").json_data(&end).unwrap_or_default();
+                let ev = Event::default()
+                    .event("end")
+                    .json_data(&end)
+                    .unwrap_or_default();
                 return Some((Ok(ev), s));
             }
         }

@@ -93,7 +93,11 @@ impl Page {
             "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'nonce-{n}'; \
              connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         );
-        let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
+        let mut r = (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
             .into_response();
         if let Ok(v) = HeaderValue::from_str(&csp) {
             r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
