@@ -34,3 +34,4 @@ mod slack;
 mod socket_mode;
 mod storms;
 mod ui;
+mod ui_browser;

@@ -171,7 +171,7 @@ async fn render(
     let lines = app.db.log_page(job.id, after, search, LOG_PAGE).await?;
     let _ = write!(
         out,
-        "<h2>Log <small>{total} line{}</small></h2>\
+        "<h2>Log <small><span id=\"count\">{total}</span> line{}</small></h2>\
          <form class=\"filters\" method=\"get\" action=\"/jobs/{}\"><label>Search <input name=\"q\" value=\"{}\"></label> \
          <button>Search</button>{}</form>",
         if total == 1 { "" } else { "s" },

@@ -105,7 +105,8 @@ async fn card(
         (_, Some(d)) => {
             let _ = write!(
                 out,
-                "{} {} <small>at deploy, {}</small>",
+                "{} {} {} <small>at deploy, {}</small>",
+                badge(if d.verified { "healthy" } else { "unhealthy" }),
                 t.o(cfg.health_url.as_deref()),
                 t.o(d.health.as_deref()),
                 time(d.finished_at)

@@ -44,7 +44,10 @@
   es.addEventListener("lines", function (e) {
     var none = document.getElementById("nolog");
     if (none) none.remove();
-    JSON.parse(e.data).forEach(add);
+    var lines = JSON.parse(e.data);
+    lines.forEach(add);
+    var count = document.getElementById("count");
+    if (count) count.textContent = String(Number(count.textContent) + lines.length);
     log.dataset.after = String(body.lastElementChild ? body.lastElementChild.id.slice(1) : log.dataset.after);
     if (follow) window.scrollTo(0, document.body.scrollHeight);
     var state = document.getElementById("state");
