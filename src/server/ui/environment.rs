@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::domain::time::fmt_duration;
-use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart};
+use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart, verdict};
 use crate::server::ui::{Page, db_problem, problem, slo, uptime};
 use crate::store::Result;
 
@@ -56,7 +56,7 @@ async fn render(app: &App, name: &str, before: Option<i64>) -> Result<String> {
                 out,
                 "<dt>Runs</dt><dd><code class=\"version\">{}</code> {} since {}</dd>",
                 t.t(&d.version),
-                badge(if d.verified { "verified" } else { "unhealthy" }),
+                verdict(d.verified),
                 time(d.finished_at)
             );
         }

@@ -59,17 +59,35 @@ pub fn time(ms: Option<i64>) -> String {
 
 /// A state or status as a coloured label. Unknown words are shown neutral (and escaped).
 pub fn badge(word: &str) -> String {
-    let class = match word {
-        "verified" | "succeeded" | "resolved" | "healthy" | "approve" => "good",
-        "running" | "queued" | "awaiting_approval" => "busy",
-        "failed" | "unhealthy" | "interrupted" | "firing" | "down" | "reject" => "bad",
-        "locked" | "cancelled" | "expired" | "rejected" => "warn",
-        _ => "plain",
+    use crate::domain::state::{DeployStatus, JobState};
+    let class = match JobState::parse(word) {
+        Some(JobState::Succeeded) => "good",
+        Some(JobState::Queued | JobState::AwaitingApproval | JobState::Running) => "busy",
+        Some(JobState::Failed | JobState::Interrupted) => "bad",
+        Some(JobState::Cancelled | JobState::Rejected | JobState::Expired) => "warn",
+        None if word == DeployStatus::Verified.as_str() => "good",
+        None if word == DeployStatus::Unhealthy.as_str() => "bad",
+        None => match word {
+            "resolved" | "healthy" | "approve" => "good",
+            "firing" | "down" | "failing" | "reject" => "bad",
+            "locked" => "warn",
+            _ => "plain",
+        },
     };
     format!(
         "<span class=\"badge {class}\">{}</span>",
         esc(&word.replace('_', " "))
     )
+}
+
+/// A deployment's verdict as a label.
+pub fn verdict(verified: bool) -> String {
+    use crate::domain::state::DeployStatus;
+    badge(if verified {
+        DeployStatus::Verified.as_str()
+    } else {
+        DeployStatus::Unhealthy.as_str()
+    })
 }
 
 /// Who reads the page, as the header shows it.

@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use crate::app::App;
 use crate::domain::time::fmt_duration;
-use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart};
+use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart, verdict};
 use crate::server::ui::{Page, db_problem, slo, uptime};
 use crate::store::Result;
 
@@ -76,7 +76,7 @@ async fn card(
                 out,
                 "<dt>Version</dt><dd><code class=\"version\">{}</code> {}</dd>",
                 t.t(&d.version),
-                badge(if d.verified { "verified" } else { "unhealthy" })
+                verdict(d.verified)
             );
         }
         None => out.push_str("<dt>Version</dt><dd>nothing deployed yet</dd>"),
@@ -106,7 +106,7 @@ async fn card(
             let _ = write!(
                 out,
                 "{} {} {} <small>at deploy, {}</small>",
-                badge(if d.verified { "healthy" } else { "unhealthy" }),
+                badge(if d.verified { "healthy" } else { "failing" }),
                 t.o(cfg.health_url.as_deref()),
                 t.o(d.health.as_deref()),
                 time(d.finished_at)
