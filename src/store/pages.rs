@@ -102,16 +102,18 @@ impl Db {
         }))
     }
 
-    /// Probe results of `env` since `since` (ms), by UTC day.
-    pub async fn uptime_days(&self, env: &str, since: i64) -> Result<Vec<UptimeDay>> {
+    /// Probe results of `env` from `since` to before `until` (ms), by UTC day (an
+    /// index-only scan of `probe_results_env_ok`).
+    pub async fn uptime_days(&self, env: &str, since: i64, until: i64) -> Result<Vec<UptimeDay>> {
         Ok(on_db!(self, p => {
             sqlx::query_as(
                 "SELECT CAST(at / 86400000 AS BIGINT) AS day, \
                  CAST(SUM(CASE WHEN ok THEN 1 ELSE 0 END) AS BIGINT) AS good, CAST(COUNT(*) AS BIGINT) AS total \
-                 FROM probe_results WHERE environment = $1 AND at >= $2 GROUP BY 1 ORDER BY 1",
+                 FROM probe_results WHERE environment = $1 AND at >= $2 AND at < $3 GROUP BY 1 ORDER BY 1",
             )
             .bind(env)
             .bind(since)
+            .bind(until)
             .fetch_all(p)
             .await?
         }))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::domain::time::fmt_duration;
 use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart, verdict};
-use crate::server::ui::{Page, db_problem, problem, slo, uptime};
+use crate::server::ui::{Page, UptimeCache, db_problem, problem, slo, uptime};
 use crate::store::Result;
 
 /// Deployments per page.
@@ -28,6 +28,7 @@ pub struct Params {
 pub async fn page(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Viewer>,
+    Extension(cache): Extension<Arc<UptimeCache>>,
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
@@ -38,13 +39,13 @@ pub async fn page(
             &viewer,
         );
     }
-    match render(&app, &name, p.before).await {
+    match render(&app, &cache, &name, p.before).await {
         Ok(body) => Page::new(name, body).respond(StatusCode::OK, &viewer),
         Err(e) => db_problem(e, &viewer),
     }
 }
 
-async fn render(app: &App, name: &str, before: Option<i64>) -> Result<String> {
+async fn render(app: &App, cache: &UptimeCache, name: &str, before: Option<i64>) -> Result<String> {
     let t = Text::new(&app.redactor);
     let mut out = String::with_capacity(32 * 1024);
     let _ = write!(out, "<h1>{}</h1>", esc(name));
@@ -84,7 +85,7 @@ async fn render(app: &App, name: &str, before: Option<i64>) -> Result<String> {
         None => out.push_str("<dt>Last verified backup</dt><dd>none recorded</dd>"),
     }
     let slo = slo(app);
-    let (days, pct) = uptime(app, name, 30).await?;
+    let (days, pct) = uptime(app, cache, name, 30).await?;
     let _ = write!(
         out,
         "<dt>Uptime 30 d</dt><dd>{} <small>SLO {slo} %</small><br>{}</dd></dl>",

@@ -35,6 +35,7 @@ pub fn routes(access: Arc<access::Access>) -> Router<Arc<App>> {
         .route("/jobs/{id}/events", get(job::events))
         .route("/incidents", get(lists::incidents))
         .route("/audit", get(lists::audit))
+        .layer(axum::Extension(Arc::new(UptimeCache::default())))
         .layer(axum::middleware::from_fn_with_state(access, access::guard));
     Router::new()
         .route("/ui/app.css", get(css))
@@ -139,29 +140,61 @@ pub(crate) fn slo(app: &App) -> f64 {
         .unwrap_or(99.5)
 }
 
+/// Probe counts of whole past days, by (environment, UTC day): they no longer change, so
+/// each is read from the database once; only today's are counted on every request.
+#[derive(Default)]
+pub(crate) struct UptimeCache(
+    std::sync::Mutex<std::collections::HashMap<(String, i64), (i64, i64)>>,
+);
+
+/// Days kept in [`UptimeCache`] (the longest chart, plus one).
+const CACHED_DAYS: i64 = 31;
+
 /// Daily uptime of `env` over the last `days` days, oldest first, as the chart takes it,
 /// and the whole period's percentage (`None` without probe results).
 pub(crate) async fn uptime(
     app: &App,
+    cache: &UptimeCache,
     env: &str,
     days: i64,
 ) -> crate::store::Result<(Vec<(String, Option<f64>)>, Option<f64>)> {
     const DAY: i64 = 86_400_000;
     let today = crate::domain::time::now_ms() / DAY;
     let first = today - days + 1;
-    let rows = app.db.uptime_days(env, first * DAY).await?;
+    let missing: Option<i64> = {
+        let c = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        (first..today).find(|d| !c.contains_key(&(env.to_owned(), *d)))
+    };
+    if let Some(from) = missing {
+        let rows = app.db.uptime_days(env, from * DAY, today * DAY).await?;
+        let mut c = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|k, _| k.1 > today - CACHED_DAYS);
+        for d in from..today {
+            let r = rows.iter().find(|r| r.0 == d).map(|r| (r.1, r.2));
+            c.insert((env.to_owned(), d), r.unwrap_or((0, 0)));
+        }
+    }
+    let now_rows = app.db.uptime_days(env, today * DAY, i64::MAX).await?;
+    let counts: Vec<(i64, (i64, i64))> = {
+        let c = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        (first..today)
+            .map(|d| (d, c.get(&(env.to_owned(), d)).copied().unwrap_or((0, 0))))
+            .chain(std::iter::once((
+                today,
+                now_rows.first().map(|r| (r.1, r.2)).unwrap_or((0, 0)),
+            )))
+            .collect()
+    };
     let (mut good, mut all) = (0i64, 0i64);
-    let out = (first..=today)
-        .map(|d| {
+    let out = counts
+        .into_iter()
+        .map(|(d, (g, n))| {
             let label = chrono::DateTime::from_timestamp_millis(d * DAY)
                 .map(|t| t.format("%Y-%m-%d").to_string())
                 .unwrap_or_default();
-            let pct = rows.iter().find(|r| r.0 == d).map(|r| {
-                good += r.1;
-                all += r.2;
-                r.1 as f64 * 100.0 / r.2.max(1) as f64
-            });
-            (label, pct)
+            good += g;
+            all += n;
+            (label, (n > 0).then(|| g as f64 * 100.0 / n as f64))
         })
         .collect();
     Ok((out, (all > 0).then(|| good as f64 * 100.0 / all as f64)))

@@ -11,7 +11,7 @@ use axum::response::Response;
 use crate::app::App;
 use crate::domain::time::fmt_duration;
 use crate::server::ui::html::{Text, Viewer, badge, esc, q, time, uptime_chart, verdict};
-use crate::server::ui::{Page, db_problem, slo, uptime};
+use crate::server::ui::{Page, UptimeCache, db_problem, slo, uptime};
 use crate::store::Result;
 
 /// Open jobs listed per environment (the rest are counted).
@@ -19,15 +19,19 @@ const OPEN_SHOWN: i64 = 5;
 /// Jobs in the list under the environments.
 const RECENT: i64 = 15;
 
-pub async fn page(State(app): State<Arc<App>>, Extension(viewer): Extension<Viewer>) -> Response {
-    match render(&app).await {
+pub async fn page(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Extension(cache): Extension<Arc<UptimeCache>>,
+) -> Response {
+    match render(&app, &cache).await {
         Ok(body) => Page::new("Overview", body).respond(StatusCode::OK, &viewer),
         Err(e) => db_problem(e, &viewer),
     }
 }
 
-/// The overview's body (public for the bench).
-pub async fn render(app: &App) -> Result<String> {
+/// The overview's body.
+async fn render(app: &App, cache: &UptimeCache) -> Result<String> {
     let t = Text::new(&app.redactor);
     let mut out = String::with_capacity(16 * 1024);
     let firing = app.db.firing_incidents().await?;
@@ -42,7 +46,7 @@ pub async fn render(app: &App) -> Result<String> {
     }
     out.push_str("<div class=\"cards\">");
     for (name, cfg) in &app.settings.config.environments {
-        card(app, &t, name, cfg, &mut out).await?;
+        card(app, cache, &t, name, cfg, &mut out).await?;
     }
     out.push_str("</div>");
     recent_jobs(app, &t, &mut out).await?;
@@ -51,6 +55,7 @@ pub async fn render(app: &App) -> Result<String> {
 
 async fn card(
     app: &App,
+    cache: &UptimeCache,
     t: &Text<'_>,
     name: &str,
     cfg: &crate::config::EnvironmentConfig,
@@ -61,7 +66,7 @@ async fn card(
     let probe = app.db.latest_probe(name).await?;
     let lock = app.db.lock_of(name).await?;
     let (open, open_n) = app.db.open_jobs_page(name, OPEN_SHOWN).await?;
-    let (days, pct) = uptime(app, name, 7).await?;
+    let (days, pct) = uptime(app, cache, name, 7).await?;
     let slo = slo(app);
     let _ = write!(
         out,
