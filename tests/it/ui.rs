@@ -282,7 +282,7 @@ const UI_TOKEN: &str = "ui-token-7f3a9c1e55d24b08";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_on_a_public_listener() {
     let ws = Workspace::new(Backend::Sqlite, "\n[ui]\nauth = \"token\"\n", &[]).unwrap();
-    let env = [("DECKHAND_UI_TOKEN", UI_TOKEN), ("RUST_LOG", "debug")];
+    let env = [("DECKHAND_UI_TOKEN", UI_TOKEN), ("RUST_LOG", "trace")];
     let server = Server::start_on(&ws, &env, "0.0.0.0");
     assert_eq!(ws.run(&["deploy", "staging", "abc1234"]).0, 0);
     let mut bodies = Vec::new();
@@ -459,3 +459,54 @@ async fn chat_reports_link_to_the_pages() {
     let (_, out, _) = ws.run(&["deploy", "staging", "abc1234"]);
     assert!(!out.contains("Page:"), "{out}");
 }
+
+async fn uptime_counted(backend: Backend) {
+    let Some(ws) = Workspace::new(backend, "\n[probes]\nenabled = false\n", &[]) else {
+        return;
+    };
+    let server = Server::start(&ws, &[]);
+    let app = ws.app(&[]).await;
+    let day = 86_400_000i64;
+    let today = deckhand::domain::time::now_ms() / day * day;
+    let probe = |at: i64, ok: bool| {
+        let db = app.db.clone();
+        async move {
+            deckhand::on_db!(&db, p => {
+                sqlx::query(
+                    "INSERT INTO probe_results (target, environment, at, ok, status, latency_ms) \
+                     VALUES ('staging', 'staging', $1, $2, 200, 5)",
+                )
+                .bind(at)
+                .bind(ok)
+                .execute(p)
+                .await
+                .unwrap();
+            })
+        }
+    };
+    // Yesterday 3 of 4 good; today 1 of 1; nothing older than the week counts.
+    for ok in [true, true, true, false] {
+        probe(today - day + 1000, ok).await;
+    }
+    probe(today + 10, true).await;
+    probe(today - 8 * day, false).await;
+    let card = |body: &str| {
+        body.split("data-env=\"staging\"")
+            .nth(1)
+            .unwrap()
+            .split("</section>")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let first = card(&get(&server.url("/"), &[]).await.2);
+    assert!(first.contains("80.00 %"), "4 of 5: {first}");
+    assert!(first.contains(": 75.00 %</title>") && first.contains(": 100.00 %</title>"));
+    // Today's results are counted on every request (past days come from the cache).
+    probe(today + 20, false).await;
+    let second = card(&get(&server.url("/"), &[]).await.2);
+    assert!(second.contains("66.67 %"), "4 of 6: {second}");
+    let env = get(&server.url("/environments/staging"), &[]).await.2;
+    assert!(env.contains("57.14 %"), "30 days, 4 of 7: {env}");
+}
+both!(uptime_is_counted_by_day, uptime_counted);

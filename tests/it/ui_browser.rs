@@ -41,6 +41,11 @@ async fn overview_shows_what_runs_where() {
     );
     let shot = tab.screenshot("overview").await;
     println!("screenshot of / after the deploy: {}", shot.display());
+    let small = tab.screenshot_clip("overview-small", 1200, 570, 0.7).await;
+    println!(
+        "the same, smaller (docs/status-page.png is one): {}",
+        small.display()
+    );
     tab.settle(300).await;
     assert!(tab.problems.is_empty(), "console: {:#?}", tab.problems);
     // The watcher sees problems, and the CSP stops an inline script the page did not sign.

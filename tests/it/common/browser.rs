@@ -257,13 +257,30 @@ impl Tab {
 
     /// A PNG of the page, written under `target/ui-screenshots/NAME.png`; returns the path.
     pub async fn screenshot(&mut self, name: &str) -> PathBuf {
+        self.shoot(
+            name,
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )
+        .await
+    }
+
+    /// A PNG of the page's top-left `width` × `height` pixels at `scale` (a smaller picture,
+    /// e.g. for the README), written like [`Tab::screenshot`].
+    pub async fn screenshot_clip(
+        &mut self,
+        name: &str,
+        width: u32,
+        height: u32,
+        scale: f64,
+    ) -> PathBuf {
+        let clip = json!({"x": 0, "y": 0, "width": width, "height": height, "scale": scale});
+        self.shoot(name, json!({"format": "png", "clip": clip}))
+            .await
+    }
+
+    async fn shoot(&mut self, name: &str, params: Value) -> PathBuf {
         use base64::Engine;
-        let r = self
-            .call(
-                "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": true}),
-            )
-            .await;
+        let r = self.call("Page.captureScreenshot", params).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().unwrap())
             .unwrap();
