@@ -13,6 +13,9 @@
 //! and dropped for each run). `BENCH_SECONDS` sets the length of each ingress rate
 //! (default 5). Figures are measurements, not pass/fail: see BENCHMARKS.md for targets.
 
+#[path = "pages/mod.rs"]
+mod ui;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -628,6 +631,16 @@ async fn main() {
         println!("queue SQLite (synchronous=normal) workers 1 jobs 20000 → {jps:.0} jobs/s");
         return;
     }
+    // BENCH_ONLY=ui: the status pages on a seeded database (SQLite, and PostgreSQL when
+    // DECKHAND_TEST_POSTGRES_URL is set); nothing is written.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "ui") {
+        let mut dbs = vec![("SQLite", Db::sqlite())];
+        if let Some(pg) = Db::postgres() {
+            dbs.push(("PostgreSQL", pg));
+        }
+        ui::run(&dbs).await;
+        return;
+    }
     let secs: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -764,6 +777,13 @@ async fn main() {
     );
 
     let _ = writeln!(md, "{}", drain_section().await);
+    {
+        let mut dbs = vec![("SQLite", Db::sqlite())];
+        if let Some(pg) = Db::postgres() {
+            dbs.push(("PostgreSQL", pg));
+        }
+        let _ = writeln!(md, "{}", ui::run(&dbs).await);
+    }
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let notes = std::fs::read_to_string(&path)

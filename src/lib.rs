@@ -17,7 +17,7 @@
 //! | 4 | [`reports`] | digests and cost |
 //! | 4 | [`intake`] | an invocation → accepted job or refusal; policy; built-in commands |
 //! | 5 | [`platform`] | Slack, Discord: verify, client, render, manifest and registration |
-//! | 6 | [`server`] | the HTTP router, limits, alert routes, background loops, shutdown |
+//! | 6 | [`server`] | the HTTP router, limits, alert routes, the status pages, background loops, shutdown |
 //! | 7 | [`cli`] | the command line and the demo environments; `main.rs` stays thin |
 pub mod domain;
 pub mod support;

@@ -22,6 +22,7 @@ mod runtime;
 mod secrets;
 mod server;
 mod settings;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ use environment::environment_problems;
 use roles::role_problems;
 use runtime::runtime_problems;
 use server::server_problems;
+use ui::ui_problems;
 
 /// The bundled configuration, used when no `deckhand.toml` is found.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../deckhand.toml");
@@ -108,6 +110,9 @@ pub struct Config {
     /// Which Discord guilds this Deckhand serves.
     #[serde(default)]
     pub discord: DiscordConfig,
+    /// The status pages: access and the address chat reports link to.
+    #[serde(default)]
+    pub ui: crate::config::ui::UiConfig,
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -223,6 +228,9 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
     out.extend(bound_problems(text, c));
     out.extend(runtime_problems(text, c));
     for (key, message) in server_problems(&c.server) {
+        out.push((line_of_str(text, key), message));
+    }
+    for (key, message) in ui_problems(&c.ui) {
         out.push((line_of_str(text, key), message));
     }
     out

@@ -56,6 +56,8 @@ pub struct Secrets {
     pub alert_token: Option<SecretString>,
     /// `DECKHAND_METRICS_TOKEN`: when set, `/metrics` needs it as a bearer token.
     pub metrics_token: Option<SecretString>,
+    /// `DECKHAND_UI_TOKEN`: with `[ui] auth = "token"`, what opens the status pages.
+    pub ui_token: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
     /// Each environment's database URL (from the variable its `database.url_env` names),
@@ -73,6 +75,7 @@ impl std::fmt::Debug for Secrets {
             .field("discord_bot_token", &set(&self.discord_bot_token))
             .field("alert_token", &set(&self.alert_token))
             .field("metrics_token", &set(&self.metrics_token))
+            .field("ui_token", &set(&self.ui_token))
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
@@ -95,6 +98,7 @@ impl Secrets {
             &self.discord_bot_token,
             &self.alert_token,
             &self.metrics_token,
+            &self.ui_token,
         ]
         .into_iter()
         .flatten()

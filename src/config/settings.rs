@@ -187,6 +187,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         discord_bot_token: secret("DISCORD_BOT_TOKEN"),
         alert_token: secret("DECKHAND_ALERT_TOKEN"),
         metrics_token: secret("DECKHAND_METRICS_TOKEN"),
+        ui_token: secret("DECKHAND_UI_TOKEN"),
         step_secrets: config
             .runner
             .secret_env

@@ -77,6 +77,9 @@ impl Tone {
     }
 }
 
+/// The label of the field that links to the status page.
+pub const PAGE_FIELD: &str = "Page";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     pub label: String,
@@ -163,6 +166,17 @@ impl Notice {
             label: label.to_owned(),
             value: value.into(),
         });
+        self
+    }
+    /// Link to the status page about this notice's subject (`[ui] public_url` + `path`), as
+    /// its last field, so every renderer shows it; replies (step output, reminders) get none.
+    pub fn page_link(mut self, base: Option<&str>, path: &str) -> Self {
+        if let Some(base) = base
+            && !self.is_reply()
+            && !self.fields.iter().any(|f| f.label == PAGE_FIELD)
+        {
+            self = self.field(PAGE_FIELD, format!("{base}{path}"));
+        }
         self
     }
     pub fn body(mut self, b: impl Into<String>) -> Self {

@@ -46,6 +46,7 @@ pub fn lock_notices(
     channel: Option<&str>,
     n: &Notice,
 ) -> Vec<Write> {
+    let n = &linked(settings, n, &format!("/environments/{}", path_part(env)));
     env_routes(settings, Some(env), platform, channel)
         .into_iter()
         .map(|(p, c)| Write::Notice(NewNotice::new(None, p, c, format!("lock:{env}"), n)))
@@ -64,6 +65,7 @@ pub fn routes(settings: &Settings, job: &JobRow) -> Vec<(String, Option<String>)
 
 /// Outbox rows for one notice on every route of a job.
 pub fn notices(settings: &Settings, job: &JobRow, n: &Notice) -> Vec<Write> {
+    let n = &linked(settings, n, &format!("/jobs/{}", job.id));
     routes(settings, job)
         .into_iter()
         .map(|(p, c)| job_notice(job.id, &p, c.as_deref(), n))
@@ -79,10 +81,21 @@ pub fn notices_in(
     thread: &str,
     urgent: bool,
 ) -> Vec<Write> {
+    let n = &linked(settings, n, &format!("/jobs/{}", job.id));
     routes(settings, job)
         .into_iter()
         .map(|(p, c)| Write::Notice(NewNotice::new(Some(job.id), p, c, thread, n).urgent(urgent)))
         .collect()
+}
+
+/// `n` with a link to the status page at `path` when `[ui] public_url` is set.
+fn linked(settings: &Settings, n: &Notice, path: &str) -> Notice {
+    n.clone().page_link(settings.config.ui.base_url(), path)
+}
+
+/// A path segment, percent-encoded.
+fn path_part(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The (platform, channel) pairs an incident's message goes to: its routed channels on

@@ -15,6 +15,7 @@
 pub(crate) mod alerts;
 pub(crate) mod conn;
 pub(crate) mod limits;
+pub mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,15 +51,17 @@ pub async fn signal() {
     }
 }
 
-/// The router: public endpoints and (unless served apart) `/metrics`.
-pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
+/// The router of the public listener on `addr`: public endpoints, the status pages
+/// (guarded as `addr` and `[ui]` say) and (unless served apart) `/metrics`.
+pub fn router(app: Arc<App>, with_metrics: bool, addr: std::net::SocketAddr) -> Router {
     let mut r = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready));
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
-    harden(&app, r.merge(routes())).with_state(app)
+    let pages = Arc::new(ui::access::Access::new(&app.settings, addr));
+    harden(&app, r.merge(routes()).merge(ui::routes(pages))).with_state(app)
 }
 
 /// The router of the separate metrics listener (`[server] metrics_listen`).
@@ -126,10 +129,13 @@ async fn observe(req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // The status pages set their own (with their script's nonce).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -431,12 +437,20 @@ fn serve_http(
     listener: tokio::net::TcpListener,
     stop: CancelToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    ui::access::check_token(&app.settings)?;
     let router = router(
         app.clone(),
         app.settings.config.server.metrics_listen.is_none(),
+        addr,
     );
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, database = app.db.backend(), "deckhand is listening");
+    let pages = ui::access::Access::new(&app.settings, addr);
+    if matches!(pages, ui::access::Access::Refused) {
+        tracing::warn!("status pages: {}", pages.describe());
+    } else {
+        tracing::info!(access = pages.describe(), "status pages at http://{addr}/");
+    }
     let bounds = conn::Bounds::new(&app.settings.config.server);
     Ok(tokio::spawn(conn::serve(
         listener,

@@ -15,6 +15,7 @@ pub(crate) mod incidents;
 pub mod jobs;
 pub mod leases;
 pub(crate) mod outbox;
+pub mod pages;
 pub(crate) mod probes;
 pub(crate) mod reports;
 

@@ -37,3 +37,5 @@ mod slack;
 mod socket_chaos;
 mod socket_mode;
 mod storms;
+mod ui;
+mod ui_browser;

@@ -1,6 +1,7 @@
 //! Shared test harness: throw-away databases on both backends, a config in a temporary
 //! folder with free ports, and helpers to run the real binary and wait for it.
 
+pub mod browser;
 pub mod chat;
 pub mod fake;
 pub mod gateway;
@@ -299,10 +300,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(ws: &Workspace, env: &[(&str, &str)]) -> Server {
+        Self::start_on(ws, env, "127.0.0.1")
+    }
+
+    /// [`Server::start`] listening on `host` (e.g. `0.0.0.0`, a listener that is not
+    /// loopback); tests still reach it on 127.0.0.1.
+    pub fn start_on(ws: &Workspace, env: &[(&str, &str)], host: &str) -> Server {
         let port = free_port();
         let log = ws.dir.path().join(format!("serve-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let mut c = ws.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        let mut c = ws.cmd(&["serve", "--listen", &format!("{host}:{port}")]);
         c.envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
