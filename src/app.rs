@@ -43,6 +43,10 @@ pub struct Liveness {
     pub outbox_started: AtomicBool,
     /// Set while the server drains on shutdown: new commands get 503.
     pub draining: AtomicBool,
+    /// Jobs this process is executing: its own recovery never reports them interrupted,
+    /// even when a database outage let their leases run out (their heartbeats renew them
+    /// once the database is back).
+    pub in_flight: Mutex<std::collections::HashSet<i64>>,
     outbox_error: Mutex<Option<String>>,
     /// Slack Socket Mode, when `SLACK_APP_TOKEN` is set: since when (ms) the socket has
     /// been down, 0 while it is up.
@@ -107,15 +111,17 @@ impl App {
                 )
             })?;
         let (url, storage) = (&settings.database_url, &settings.config.storage);
-        let open = |size: Option<u32>| async move {
-            Db::connect_pool(url, storage, size).await.with_context(|| {
-                format!("cannot open the database {}", crate::store::redact_url(url))
-            })
+        let open = |size: Option<u32>, acquire: std::time::Duration| async move {
+            Db::connect_pool_waiting(url, storage, size, acquire)
+                .await
+                .with_context(|| {
+                    format!("cannot open the database {}", crate::store::redact_url(url))
+                })
         };
         let shared = storage
             .max_connections
             .unwrap_or(settings.config.queue.workers as u32 + 4);
-        let db = open(Some(shared)).await?;
+        let db = open(Some(shared), std::time::Duration::from_secs(5)).await?;
         db.migrate()
             .await
             .context("cannot apply database migrations")?;
@@ -132,8 +138,10 @@ impl App {
             .context("cannot build the HTTP client")?;
         let settings_budgets = settings.config.server.signed_budgets();
         // Intake's writer holds one connection at a time; its own pool of two means a new
-        // command never waits behind workers or the sender for a connection.
-        let intake = GroupCommit::start(open(Some(2)).await?);
+        // command never waits behind workers or the sender for a connection, and waiting at
+        // most 2 s for one, a command answers within its acknowledgement budget (2.5 s)
+        // also while the database is down: "nothing was queued", not "slow to confirm".
+        let intake = GroupCommit::start(open(Some(2), std::time::Duration::from_secs(2)).await?);
         Ok(Arc::new(App {
             settings,
             catalog,

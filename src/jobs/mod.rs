@@ -56,12 +56,13 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
         cancel: CancelToken::new(),
         shutdown,
     };
+    let in_flight = InFlight::enter(&app, job.id);
     let hb = tokio::spawn(heartbeat(app.clone(), job.id, stops.cancel.clone()).in_current_span());
     let result = run::run(&app, &job, &stops).await;
-    hb.abort();
     let (final_state, writes) = match result {
         Ok(Some(done)) => done,
         Ok(None) => {
+            hb.abort();
             tracing::warn!(
                 job_id = job.id,
                 "job left running at shutdown; the next start reports it"
@@ -73,7 +74,12 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
             (state::FAILED, internal_error(&app, &job, &e))
         }
     };
-    match apply_retrying(&app, &writes).await {
+    // The heartbeat goes on while the end is recorded: through a database outage the
+    // lease is renewed as soon as the database is back, so the end is not lost to it.
+    let recorded = apply_retrying(&app, &writes).await;
+    hb.abort();
+    drop(in_flight);
+    match recorded {
         Ok(_) => {
             crate::support::metrics::job_finished(
                 &job.kind,
@@ -114,12 +120,36 @@ fn internal_error(app: &App, job: &JobRow, e: &anyhow::Error) -> Vec<Write> {
     w
 }
 
+/// This process executes job `id` while this lives (see [`crate::app::Liveness::in_flight`]).
+struct InFlight<'a>(&'a App, i64);
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a App, id: i64) -> InFlight<'a> {
+        app.health
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        InFlight(app, id)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let set = &self.0.health.in_flight;
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// The start and the end of a job must be recorded (nothing runs before its start is on
-/// record): ride out a database outage (a PostgreSQL restart)
-/// for most of a lease before giving up; a conflict (the lease was lost) is final.
+/// record): ride out a database outage (a PostgreSQL restart) for a minute, or most of a
+/// lease if that is longer, before giving up. A conflict is final: the lease was lost (a
+/// replica saw it run out and reported the job), and the end is not this process's to write.
 async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec<i64>> {
     let lease = Duration::from_secs(app.settings.config.queue.lease_seconds);
-    let deadline = Instant::now() + lease.mul_f64(0.8);
+    let deadline = Instant::now() + lease.mul_f64(0.8).max(Duration::from_secs(60));
     loop {
         match app.db.apply(writes).await {
             Err(e) if !crate::store::jobs::is_conflict(&e) && Instant::now() < deadline => {

@@ -18,7 +18,15 @@ use crate::support::runner::CancelToken;
 pub async fn recover(app: &App) -> anyhow::Result<usize> {
     let mut n = 0;
     for job in app.db.expired_leases().await? {
-        n += usize::from(recover_orphan(app, &job).await?);
+        let ours = app
+            .health
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&job.id);
+        if !ours {
+            n += usize::from(recover_orphan(app, &job).await?);
+        }
     }
     n += super::orphans::check(app).await?;
     for job in app.db.overdue_approvals().await? {

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A guarded update found the row in another state (someone else moved it first).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database could not be reached for a batch this request was part of.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -195,6 +198,17 @@ impl Db {
         cfg: &crate::config::StorageConfig,
         size: Option<u32>,
     ) -> Result<Self> {
+        Self::connect_pool_waiting(url, cfg, size, Duration::from_secs(5)).await
+    }
+
+    /// [`Db::connect_pool`] whose callers wait at most `acquire` for a connection (intake
+    /// answers within its acknowledgement budget, also while the database is down).
+    pub async fn connect_pool_waiting(
+        url: &str,
+        cfg: &crate::config::StorageConfig,
+        size: Option<u32>,
+        acquire: Duration,
+    ) -> Result<Self> {
         if url.starts_with("sqlite:") {
             let sync = if cfg.sqlite_synchronous == "normal" {
                 sqlx::sqlite::SqliteSynchronous::Normal
@@ -209,14 +223,14 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(size.unwrap_or(8))
                 .min_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(acquire)
                 .connect_with(opts)
                 .await?;
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(size.unwrap_or(10))
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(acquire)
                 .connect(url)
                 .await?;
             Ok(Db::Postgres(pool))
