@@ -144,19 +144,32 @@ impl Drop for InFlight<'_> {
 }
 
 /// The start and the end of a job must be recorded (nothing runs before its start is on
-/// record): ride out a database outage (a PostgreSQL restart) for a minute, or most of a
-/// lease if that is longer, before giving up. A conflict is final: the lease was lost (a
-/// replica saw it run out and reported the job), and the end is not this process's to write.
+/// record): retry other errors for most of a lease, and ride out a database outage (a
+/// PostgreSQL restart) for a minute, or that long if it is longer, before giving up. A
+/// conflict is final: the lease was lost (a replica saw it run out and reported the job),
+/// and the end is not this process's to write.
 async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec<i64>> {
     let lease = Duration::from_secs(app.settings.config.queue.lease_seconds);
-    let deadline = Instant::now() + lease.mul_f64(0.8).max(Duration::from_secs(60));
+    let start = Instant::now();
+    let (errors_for, outage_for) = (
+        lease.mul_f64(0.8),
+        lease.mul_f64(0.8).max(Duration::from_secs(60)),
+    );
     loop {
         match app.db.apply(writes).await {
-            Err(e) if !crate::store::jobs::is_conflict(&e) && Instant::now() < deadline => {
+            Err(e)
+                if !crate::store::jobs::is_conflict(&e)
+                    && start.elapsed()
+                        < if e.is_outage() {
+                            outage_for
+                        } else {
+                            errors_for
+                        } =>
+            {
                 tracing::warn!(error = %e, "cannot record the end of a job yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            other => return other,
+            done => return done,
         }
     }
 }

@@ -43,6 +43,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database is unreachable or restarting (the connection, the pool, or PostgreSQL's
+    /// SQLSTATE classes 08 and 57), rather than refusing this statement.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sql(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A unique index refused the row: someone else wrote it first.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Sql(sqlx::Error::Database(d)) if d.is_unique_violation())
