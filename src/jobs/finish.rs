@@ -34,14 +34,24 @@ pub(crate) fn finish(
         ),
         (Some(reason), None) => failed(r, &reason, cancelled, &mut report),
     };
-    let notice = notice.job(job.id);
-    writes.push(transition(
+    writes.extend(end_writes(r, final_state, notice.job(job.id)).1);
+    (final_state, writes)
+}
+
+/// The state change, the notice and the audit entry that end a job, in one transaction.
+pub(crate) fn end_writes(
+    r: &JobRun<'_>,
+    final_state: &'static str,
+    notice: Notice,
+) -> (&'static str, Vec<Write>) {
+    let job = r.job;
+    let mut writes = vec![transition(
         job.id,
         &[state::RUNNING],
         final_state,
         Some(notice.title.clone()),
         Some(&r.app.worker_id),
-    ));
+    )];
     writes.extend(notices(&r.app.settings, job, &notice));
     writes.push(audit(
         job,

@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
 use crate::jobs::dbops::backup::Backup;
 use crate::jobs::run::JobRun;
-use crate::outbox::routes::notices;
+use crate::jobs::finish::end_writes;
 use crate::store::Write;
-use crate::store::jobs::{audit, state, transition};
+use crate::store::jobs::state;
 
 /// A failed phase: why, and the tool's error lines.
 pub(crate) type Failed = (String, Vec<String>);
@@ -210,27 +210,4 @@ pub(crate) fn finish(
         notice = notice.body(lines.join("\n"));
     }
     end_writes(r, final_state, notice)
-}
-
-/// The state change, the notice and the audit entry that end a job, in one transaction.
-pub(crate) fn end_writes(
-    r: &JobRun<'_>,
-    final_state: &'static str,
-    notice: Notice,
-) -> (&'static str, Vec<Write>) {
-    let job = r.job;
-    let mut writes = vec![transition(
-        job.id,
-        &[state::RUNNING],
-        final_state,
-        Some(notice.title.clone()),
-        Some(&r.app.worker_id),
-    )];
-    writes.extend(notices(&r.app.settings, job, &notice));
-    writes.push(audit(
-        job,
-        &format!("job_{final_state}"),
-        notice.title.clone(),
-    ));
-    (final_state, writes)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::app::App;
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::domain::time::{fmt_duration, fmt_time, now_ms};
-use crate::jobs::dbops::report::end_writes;
+use crate::jobs::finish::end_writes;
 use crate::jobs::dbops::{DbJob, backup, schema};
 use crate::jobs::run::JobRun;
 use crate::store::Write;
