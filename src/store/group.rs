@@ -222,7 +222,7 @@ async fn commit(db: &Db, batch: Vec<Request>) {
             let r = batch.into_iter().next().expect("one request");
             let _ = r.done.send(Err(e));
         }
-        Err(e) if !per_request(&e) => {
+        Err(e) if e.is_outage() => {
             // The database is unreachable: one by one would only wait as long again each.
             tracing::warn!(error = %e, requests = batch.len(), "a group commit failed");
             let why = e.to_string();
@@ -241,13 +241,4 @@ async fn commit(db: &Db, batch: Vec<Request>) {
             }
         }
     }
-}
-
-/// Whether an error may be one request's own (a constraint, a moved row), so that the
-/// others deserve a try without it; else (the connection, the pool) it is everyone's.
-fn per_request(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Conflict(_) | StoreError::Sql(sqlx::Error::Database(_))
-    )
 }
