@@ -5,8 +5,8 @@
 //! change goes through [`Db::apply`], which runs a list of [`Write`]s in one transaction, so
 //! a notice is on disk exactly when the state it reports is.
 
-pub mod dbruns;
 mod connect;
+pub mod dbruns;
 pub(crate) mod demo;
 pub mod envdb;
 pub mod group;

@@ -93,29 +93,6 @@ async fn each_once(app: &deckhand::app::App, fake: &FakeApi, n: usize) {
     }
 }
 
-/// A small xorshift: the test's random points, repeatable from the printed seed.
-struct Rng(u64);
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("DECKHAND_CHAOS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let mut b = [0u8; 8];
-                getrandom::fill(&mut b).unwrap();
-                u64::from_le_bytes(b) | 1
-            });
-        println!("chaos seed {seed} (set DECKHAND_CHAOS_SEED={seed} to repeat)");
-        Rng(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_commands_over_two_replicas_make_fifty_jobs_and_fifty_reports() {
     let Some(ws) = workspace(Backend::Postgres) else {

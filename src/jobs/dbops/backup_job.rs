@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::domain::time::fmt_duration;
-use crate::jobs::finish::end_writes;
 use crate::jobs::dbops::restore::record;
 use crate::jobs::dbops::{DbJob, backup};
+use crate::jobs::finish::end_writes;
 use crate::jobs::run::JobRun;
 use crate::store::Write;
 use crate::store::jobs::state;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::domain::notice::{Notice, NoticeKind, Report, Tone};
 use crate::jobs::dbops::backup::Backup;
-use crate::jobs::run::JobRun;
 use crate::jobs::finish::end_writes;
+use crate::jobs::run::JobRun;
 use crate::store::Write;
 use crate::store::jobs::state;
 

@@ -566,3 +566,27 @@ where
     });
     rx.recv().unwrap()
 }
+
+/// A small xorshift for chaos tests' random points: seeded at random and printed, or from
+/// `DECKHAND_CHAOS_SEED` to repeat a run.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new() -> Rng {
+        let seed = std::env::var("DECKHAND_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).unwrap();
+                u64::from_le_bytes(b) | 1
+            });
+        println!("chaos seed {seed} (set DECKHAND_CHAOS_SEED={seed} to repeat)");
+        Rng(seed)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
