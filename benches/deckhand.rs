@@ -544,72 +544,19 @@ fn machine() -> String {
 
 #[path = "support/drain.rs"]
 mod drain;
+#[path = "support/storm.rs"]
+mod storm;
 
-/// N jobs per drain, as graphile-worker's perf test.
-const DRAIN_JOBS: usize = 20_000;
-
-/// The drain figures, one line per backend and worker count, with graphile-worker's beside
-/// PostgreSQL's when node and npm are available; the Markdown table.
-async fn drain_section() -> String {
-    let mut rows = String::new();
-    let graphile = drain::Graphile::install();
-    if let Err(why) = &graphile {
-        println!("drain graphile-worker: skipped ({why})");
+/// The alert storm on SQLite (synchronous=full) and, when configured, PostgreSQL.
+async fn storm_section() -> String {
+    let sqlite = Db::sqlite();
+    let pg = Db::postgres();
+    let mut backends = vec![("SQLite (synchronous=full)", sqlite.url.as_str())];
+    match &pg {
+        Some(p) => backends.push(("PostgreSQL", p.url.as_str())),
+        None => println!("storm PostgreSQL: skipped (DECKHAND_TEST_POSTGRES_URL is not set)"),
     }
-    for w in [1usize, 4, 24] {
-        let db = Db::sqlite();
-        let dir = workspace("");
-        let a = app(dir.path(), &db.url, "full").await;
-        let jps = drain::deckhand(&a, DRAIN_JOBS, w, job).await;
-        a.db.close().await;
-        let name = "SQLite (synchronous=full)";
-        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
-        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | | |");
-    }
-    for w in [1usize, 4, 24] {
-        let Some(db) = Db::postgres() else {
-            println!("drain PostgreSQL: skipped (DECKHAND_TEST_POSTGRES_URL is not set)");
-            break;
-        };
-        let dir = workspace("");
-        let a = app(dir.path(), &db.url, "full").await;
-        let jps = drain::deckhand(&a, DRAIN_JOBS, w, job).await;
-        a.db.close().await;
-        drop(db);
-        let name = "PostgreSQL";
-        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
-        let theirs = match &graphile {
-            Ok(g) => {
-                let db = Db::postgres().unwrap();
-                match g.drain(&db.url, DRAIN_JOBS, w) {
-                    Ok(t) => {
-                        println!(
-                            "drain {:<28} workers {w:>2} jobs {DRAIN_JOBS} → {t:.0} jobs/s (Deckhand/graphile-worker {:.2}×)",
-                            format!("graphile-worker {} (PostgreSQL)", g.version),
-                            jps / t
-                        );
-                        Some(t)
-                    }
-                    Err(e) => {
-                        println!("drain graphile-worker workers {w}: failed ({e})");
-                        None
-                    }
-                }
-            }
-            Err(_) => None,
-        };
-        let (t, ratio) = theirs.map_or(("–".into(), "–".into()), |t| {
-            (format!("{t:.0}"), format!("{:.2}×", jps / t))
-        });
-        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | {t} | {ratio} |");
-    }
-    let version = graphile
-        .as_ref()
-        .map_or("not run".to_owned(), |g| g.version.clone());
-    format!(
-        "## Drain: {DRAIN_JOBS} no-op jobs enqueued first, then drained by W workers (graphile-worker {version} in the same run, same server)\n\n\
-         | backend | W | Deckhand jobs/s | graphile-worker jobs/s | ratio |\n|---|---|---|---|---|\n{rows}"
-    )
+    storm::section(&backends).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -620,7 +567,11 @@ async fn main() {
     // BENCH_ONLY=queue runs just the in-process queue figures (for profiling with perf);
     // nothing is written then.
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "drain") {
-        drain_section().await;
+        drain::section().await;
+        return;
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "storm") {
+        storm_section().await;
         return;
     }
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "queue") {
@@ -776,7 +727,8 @@ async fn main() {
         "## Job overhead (job with one step `true`: accepted → final notice delivered, minus the step; median of 30)\n\n| backend | overhead ms | the step itself ms |\n|---|---|---|\n{over_rows}"
     );
 
-    let _ = writeln!(md, "{}", drain_section().await);
+    let _ = writeln!(md, "{}", drain::section().await);
+    let _ = writeln!(md, "{}", storm_section().await);
     {
         let mut dbs = vec![("SQLite", Db::sqlite())];
         if let Some(pg) = Db::postgres() {

@@ -1,7 +1,8 @@
 //! The drain benchmark, as graphile-worker's own perf test runs it: N no-op jobs enqueued
 //! first, then drained by W workers; jobs per second from the first claim to the last
-//! finish. Deckhand's workers claim up to [`CLAIM`] jobs per statement and finish each
-//! claim's jobs in one transaction. graphile-worker runs in the same run on the same
+//! finish. Deckhand's workers claim up to [`CLAIM`] jobs per statement and record the
+//! ends of each claim's jobs through the group commit, as real workers do (ends arriving
+//! together share one transaction). graphile-worker runs in the same run on the same
 //! PostgreSQL server when `node` and `npm` are there (installed into a temporary folder from
 //! the npm registry), through `benches/support/graphile-drain.mjs`.
 
@@ -11,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deckhand::app::App;
-use deckhand::store::Write;
-use deckhand::store::jobs::{NewJob, state, transition};
+
+use super::{Db, app, job, workspace};
+use deckhand::store::jobs::{NewJob, state, transitions};
+use std::fmt::Write as _;
 
 /// Jobs one worker claims per statement.
 pub const CLAIM: usize = 16;
@@ -40,19 +43,17 @@ pub async fn deckhand(app: &Arc<App>, n: usize, workers: usize, job: fn(usize) -
                     tokio::task::yield_now().await;
                     continue;
                 }
-                let finish: Vec<Write> = jobs
-                    .iter()
-                    .map(|j| {
-                        transition(
-                            j.id,
-                            &[state::RUNNING],
-                            state::SUCCEEDED,
-                            None,
-                            Some(&owner),
-                        )
-                    })
-                    .collect();
-                app.db.apply(&finish).await.unwrap();
+                let ids = jobs.iter().map(|j| j.id).collect();
+                // The claim's ends in one statement.
+                let finish = vec![transitions(
+                    ids,
+                    &[state::RUNNING],
+                    state::SUCCEEDED,
+                    None,
+                    Some(&owner),
+                )];
+                // Through the group commit, as a worker records a job's end.
+                app.intake.apply(finish).await.unwrap();
                 done.fetch_add(jobs.len(), Ordering::Relaxed);
             }
         }));
@@ -126,4 +127,71 @@ impl Graphile {
             .as_f64()
             .ok_or_else(|| format!("graphile-worker printed {text}"))
     }
+}
+
+/// N jobs per drain, as graphile-worker's perf test.
+const DRAIN_JOBS: usize = 20_000;
+
+/// The drain figures, one line per backend and worker count, with graphile-worker's beside
+/// PostgreSQL's when node and npm are available; the Markdown table.
+pub async fn section() -> String {
+    let mut rows = String::new();
+    let graphile = Graphile::install();
+    if let Err(why) = &graphile {
+        println!("drain graphile-worker: skipped ({why})");
+    }
+    for w in [1usize, 4, 24] {
+        let db = Db::sqlite();
+        let dir = workspace("");
+        let a = app(dir.path(), &db.url, "full").await;
+        let jps = deckhand(&a, DRAIN_JOBS, w, job).await;
+        a.db.close().await;
+        let name = "SQLite (synchronous=full)";
+        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
+        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | | |");
+    }
+    for w in [1usize, 4, 24] {
+        let Some(db) = Db::postgres() else {
+            println!("drain PostgreSQL: skipped (DECKHAND_TEST_POSTGRES_URL is not set)");
+            break;
+        };
+        let dir = workspace("");
+        let a = app(dir.path(), &db.url, "full").await;
+        let jps = deckhand(&a, DRAIN_JOBS, w, job).await;
+        a.db.close().await;
+        drop(db);
+        let name = "PostgreSQL";
+        println!("drain {name:<28} workers {w:>2} jobs {DRAIN_JOBS} → {jps:.0} jobs/s");
+        let theirs = match &graphile {
+            Ok(g) => {
+                let db = Db::postgres().unwrap();
+                match g.drain(&db.url, DRAIN_JOBS, w) {
+                    Ok(t) => {
+                        println!(
+                            "drain {:<28} workers {w:>2} jobs {DRAIN_JOBS} → {t:.0} jobs/s (Deckhand/graphile-worker {:.2}×)",
+                            format!("graphile-worker {} (PostgreSQL)", g.version),
+                            jps / t
+                        );
+                        Some(t)
+                    }
+                    Err(e) => {
+                        println!("drain graphile-worker workers {w}: failed ({e})");
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
+        let (t, ratio) = theirs.map_or(("–".into(), "–".into()), |t| {
+            (format!("{t:.0}"), format!("{:.2}×", jps / t))
+        });
+        let _ = writeln!(rows, "| {name} | {w} | {jps:.0} | {t} | {ratio} |");
+    }
+    let version = graphile
+        .as_ref()
+        .map_or("not run".to_owned(), |g| g.version.clone());
+    format!(
+        "## Drain: {DRAIN_JOBS} no-op jobs enqueued first, then drained by W workers (graphile-worker {version} in the same run, same server)\n\n\
+         | backend | W | Deckhand jobs/s | graphile-worker jobs/s | ratio |\n|---|---|---|---|---|\n{rows}"
+    )
 }

@@ -76,7 +76,8 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     };
     // The heartbeat goes on while the end is recorded: through a database outage the
     // lease is renewed as soon as the database is back, so the end is not lost to it.
-    let recorded = apply_retrying(&app, &writes).await;
+    // Through the group commit: the ends of jobs finishing together share one commit.
+    let recorded = record_end(&app, writes).await;
     hb.abort();
     drop(in_flight);
     match recorded {
@@ -149,6 +150,16 @@ impl Drop for InFlight<'_> {
 /// conflict is final: the lease was lost (a replica saw it run out and reported the job),
 /// and the end is not this process's to write.
 async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec<i64>> {
+    retrying(app, || app.db.apply(writes)).await
+}
+
+/// Run `write` until it succeeds, fails with a conflict, or the time for its kind of error
+/// (see [`apply_retrying`]) is up.
+async fn retrying<T, F, Fut>(app: &App, write: F) -> crate::store::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = crate::store::Result<T>>,
+{
     let lease = Duration::from_secs(app.settings.config.queue.lease_seconds);
     let start = Instant::now();
     let (errors_for, outage_for) = (
@@ -156,7 +167,7 @@ async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec
         lease.mul_f64(0.8).max(Duration::from_secs(60)),
     );
     loop {
-        match app.db.apply(writes).await {
+        match write().await {
             Err(e)
                 if !crate::store::jobs::is_conflict(&e)
                     && start.elapsed()
@@ -166,12 +177,19 @@ async fn apply_retrying(app: &App, writes: &[Write]) -> crate::store::Result<Vec
                             errors_for
                         } =>
             {
-                tracing::warn!(error = %e, "cannot record the end of a job yet; retrying");
+                tracing::warn!(error = %e, "cannot record the start or end of a job yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             done => return done,
         }
     }
+}
+
+/// [`apply_retrying`] for the end of a job, through the group commit (`app.intake`), so
+/// that the ends of jobs finishing at the same moment share one transaction and one flush,
+/// as intake does; each is still answered only once its own rows are committed.
+async fn record_end(app: &App, writes: Vec<Write>) -> crate::store::Result<()> {
+    retrying(app, || app.intake.apply(writes.clone())).await
 }
 
 pub(crate) fn env_of(job: &JobRow) -> &str {

@@ -272,8 +272,19 @@ pub fn transition(
     result: Option<String>,
     owner: Option<&str>,
 ) -> Write {
+    transitions(vec![id], from, to, result, owner)
+}
+
+/// [`transition`] of several jobs the given owner holds, in one statement.
+pub fn transitions(
+    ids: Vec<i64>,
+    from: &'static [&'static str],
+    to: &str,
+    result: Option<String>,
+    owner: Option<&str>,
+) -> Write {
     Write::JobState {
-        id,
+        ids,
         from,
         to: to.to_owned(),
         result,

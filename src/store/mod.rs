@@ -117,8 +117,14 @@ let id: i64 = match $w {
             .bind(&a.detail)
             .fetch_one(&mut *$tx)
             .await?,
-            $crate::store::Write::JobState { id, from, to, result, owner } => {
+            $crate::store::Write::JobState { ids, from, to, result, owner } => {
                 let placeholders = from.iter().enumerate().map(|(i, _)| format!("${}", i + 5)).collect::<Vec<_>>().join(", ");
+                // One job by its key; several in one statement, their ids as a JSON array.
+                let which = match (ids.len(), $db) {
+                    (1, _) => "id = $4",
+                    (_, $crate::store::Db::Sqlite(_)) => "id IN (SELECT value FROM json_each($4))",
+                    (_, $crate::store::Db::Postgres(_)) => "id IN (SELECT jsonb_array_elements_text($4::jsonb)::bigint)",
+                };
                 let terminal = $crate::domain::state::JobState::is_final_name(to);
                 // The database's clock, read once the row is locked: the next job of the
                 // environment can only be claimed after this commits, so its start is never
@@ -128,15 +134,18 @@ let id: i64 = match $w {
                      finished_at = CASE WHEN $3 THEN {now} ELSE finished_at END, \
                      lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
                      lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END \
-                     WHERE id = $4 AND state IN ({placeholders}){}",
+                     WHERE {which} AND state IN ({placeholders}){}",
                     if owner.is_some() { format!(" AND lease_owner = ${}", from.len() + 5) } else { String::new() },
                     now = $db.now_sql(),
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(to)
                     .bind(result)
-                    .bind(terminal)
-                    .bind(id);
+                    .bind(terminal);
+                q = match ids.as_slice() {
+                    [one] => q.bind(*one),
+                    many => q.bind(serde_json::to_string(many).expect("ids")),
+                };
                 for f in from.iter() {
                     q = q.bind(*f);
                 }
@@ -144,8 +153,13 @@ let id: i64 = match $w {
                     q = q.bind(o);
                 }
                 let n = q.execute(&mut *$tx).await?.rows_affected();
-                if n == 0 {
-                    return Err($crate::store::StoreError::Conflict(format!("job {id} is no longer {}", from.join(" or "))));
+                if n != ids.len() as u64 {
+                    let which: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "job {} is no longer {}",
+                        if ids.len() == 1 { which[0].clone() } else { format!("of {} among {}", which.join(", "), ids.len()) },
+                        from.join(" or ")
+                    )));
                 }
                 0
             }
@@ -264,10 +278,11 @@ impl Db {
 pub enum Write {
     Notice(NewNotice),
     Audit(AuditEvent),
-    /// Move a job from one of `from` to `to`; the transaction fails with
-    /// [`StoreError::Conflict`] when the job is in none of them (or another worker owns it).
+    /// Move jobs from one of `from` to `to`, in one statement; the transaction fails with
+    /// [`StoreError::Conflict`] when any of them is in none of `from` (or another worker
+    /// owns it).
     JobState {
-        id: i64,
+        ids: Vec<i64>,
         from: &'static [&'static str],
         to: String,
         result: Option<String>,

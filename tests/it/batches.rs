@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::common::*;
-use deckhand::store::jobs::{Extra, NewJob, state, transition};
+use deckhand::store::jobs::{Extra, NewJob, state, transition, transitions};
 
 fn job(key: &str, env: Option<&str>) -> NewJob {
     NewJob {
@@ -237,19 +237,10 @@ async fn claims_race(b: Backend) {
                         assert!(keys.insert(k.clone()), "two running on {k}");
                     }
                 }
-                let done: Vec<_> = got
-                    .iter()
-                    .map(|j| {
-                        transition(
-                            j.id,
-                            &[state::RUNNING],
-                            state::SUCCEEDED,
-                            None,
-                            Some(&owner),
-                        )
-                    })
-                    .collect();
-                app.db.apply(&done).await.unwrap();
+                let ids = got.iter().map(|j| j.id).collect();
+                let done =
+                    transitions(ids, &[state::RUNNING], state::SUCCEEDED, None, Some(&owner));
+                app.intake.apply(vec![done]).await.unwrap();
                 mine.extend(got.into_iter().map(|j| j.id));
             }
             mine
@@ -262,4 +253,75 @@ async fn claims_race(b: Backend) {
     let unique: BTreeSet<i64> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "a job was claimed twice");
     assert_eq!(unique.len(), 300, "every job was claimed");
+}
+
+both!(a_claim_ends_in_one_statement_or_not_at_all, ends);
+async fn ends(b: Backend) {
+    let Some(w) = Workspace::new(b, "", &[]) else {
+        return;
+    };
+    let app = w.app(&[]).await;
+    let none: &Extra = &|_, _| Vec::new();
+    for i in 0..5 {
+        app.db
+            .enqueue(&job(&format!("f{i}"), None), none)
+            .await
+            .unwrap();
+    }
+    let got = app.db.claim_batch("w1", 30_000, 5).await.unwrap();
+    let ids: Vec<i64> = got.iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 5);
+    let state_of = |app: Arc<deckhand::app::App>, id: i64| async move {
+        app.db.job(id).await.unwrap().unwrap().state
+    };
+    // Another owner's end of them is refused whole: nothing moves.
+    let theirs = transitions(
+        ids.clone(),
+        &[state::RUNNING],
+        state::SUCCEEDED,
+        None,
+        Some("w2"),
+    );
+    let e = app.db.apply(&[theirs]).await.unwrap_err();
+    assert!(deckhand::store::jobs::is_conflict(&e), "{e}");
+    for &id in &ids {
+        assert_eq!(state_of(app.clone(), id).await, state::RUNNING);
+    }
+    // One already ended elsewhere: the whole statement is refused, the others stay running.
+    app.db
+        .apply(&[transition(
+            ids[2],
+            &[state::RUNNING],
+            state::FAILED,
+            None,
+            Some("w1"),
+        )])
+        .await
+        .unwrap();
+    let all = transitions(
+        ids.clone(),
+        &[state::RUNNING],
+        state::SUCCEEDED,
+        None,
+        Some("w1"),
+    );
+    let e = app.intake.apply(vec![all]).await.unwrap_err();
+    assert!(deckhand::store::jobs::is_conflict(&e), "{e}");
+    assert_eq!(state_of(app.clone(), ids[0]).await, state::RUNNING);
+    // The rest end together, with their end time and without their lease.
+    let rest: Vec<i64> = ids.iter().copied().filter(|&i| i != ids[2]).collect();
+    let end = transitions(
+        rest.clone(),
+        &[state::RUNNING],
+        state::SUCCEEDED,
+        None,
+        Some("w1"),
+    );
+    app.intake.apply(vec![end]).await.unwrap();
+    for &id in &rest {
+        let j = app.db.job(id).await.unwrap().unwrap();
+        assert_eq!(j.state, state::SUCCEEDED);
+        assert!(j.finished_at.is_some() && j.lease_owner.is_none(), "{j:?}");
+    }
+    assert_eq!(state_of(app.clone(), ids[2]).await, state::FAILED);
 }
