@@ -608,6 +608,9 @@ async fn main() {
         "Targets (issue 17): drain on PostgreSQL ≥ 2× graphile-worker in the same run, on SQLite (synchronous=full) ≥ 10,000 jobs/s; acknowledgement p99 ≤ 10 ms at 2,000 commands/s on SQLite and ≤ 20 ms on PostgreSQL, none slow to confirm; idle RSS ≤ 20 MB; ready ≤ 100 ms. (Issue 8: p99 ≤ 5 ms at 500/s on SQLite; enqueue-to-start p50 ≤ 5 ms.)\n"
     );
 
+    // The ratio to graphile-worker first, at the top (issue 17).
+    let _ = writeln!(md, "{}", drain::section().await);
+
     let mut backends: Vec<(&str, &str, Db)> = vec![
         ("SQLite (synchronous=full)", "full", Db::sqlite()),
         ("SQLite (synchronous=normal)", "normal", Db::sqlite()),
@@ -727,7 +730,6 @@ async fn main() {
         "## Job overhead (job with one step `true`: accepted → final notice delivered, minus the step; median of 30)\n\n| backend | overhead ms | the step itself ms |\n|---|---|---|\n{over_rows}"
     );
 
-    let _ = writeln!(md, "{}", drain::section().await);
     let _ = writeln!(md, "{}", storm_section().await);
     {
         let mut dbs = vec![("SQLite", Db::sqlite())];
