@@ -99,7 +99,7 @@ fn report(r: &JobRun<'_>, verdict: &Verdict) -> Report {
         let end = match &w.end {
             WatchEnd::Clean => format!("{} clean", watch::length(w.seconds)),
             WatchEnd::Broke(b) => format!("broke: {b}"),
-            WatchEnd::Cancelled => "cancelled".into(),
+            WatchEnd::Cancelled => "cancelled before its end".into(),
             WatchEnd::Abandoned => "stopped by shutdown".into(),
         };
         report.extra.push(("Watch".into(), end));

@@ -231,7 +231,10 @@ async fn announce(r: &JobRun<'_>, w: &WatchConfig) {
     .version(job.version.as_deref())
     .job(job.id)
     .action("cancel", "Cancel", job.id, true);
-    if let Err(e) = r.app.db.apply(&notices(&r.app.settings, job, &n)).await {
+    let until = crate::domain::time::now_ms() + (w.seconds * 1000) as i64;
+    let mut writes = vec![crate::store::jobs::watch_started(job.id, until)];
+    writes.extend(notices(&r.app.settings, job, &n));
+    if let Err(e) = r.app.db.apply(&writes).await {
         tracing::warn!(job_id = job.id, error = %e, "cannot record the watch's start");
     }
     r.app.outbox_wake.notify_one();

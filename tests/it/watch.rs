@@ -382,3 +382,66 @@ async fn cancel_or_alert_during_the_watch(backend: Backend) {
     stop.cancel();
 }
 both!(cancel_or_alert, cancel_or_alert_during_the_watch);
+
+async fn kill_9_during_a_watch_ends_it_unverified(backend: Backend) {
+    let prom = FakeProm::start();
+    prom.set(ERR, Answer::Value(0.0));
+    prom.set(P95, Answer::Value(0.1));
+    let Some(w) = ws(backend, &prom, "staging", 120, "") else {
+        return;
+    };
+    let mut server = Server::start(&w, &[]);
+    let app = w.app(&[]).await;
+    let mut follower = w
+        .cmd(&["run", "deploy", "staging", "abc1234"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = eventually(30, "the watch to start", || async {
+        app.db
+            .recent_jobs(1)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.state == state::RUNNING && j.watch_until.is_some())
+    })
+    .await;
+    let queries = prom.calls().len();
+    server.kill9();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _restarted = Server::start(&w, &[]);
+    let j = eventually(30, "the job to be reported interrupted", || async {
+        app.db
+            .job(job.id)
+            .await
+            .unwrap()
+            .filter(|j| j.state == state::INTERRUPTED)
+    })
+    .await;
+    let title = j.result.unwrap();
+    assert!(
+        title.contains("was interrupted during its watch")
+            && title.contains("abc1234 stays unverified; recovery runs no rollback"),
+        "{title}"
+    );
+    assert!(!app.db.verified_on("staging", "abc1234").await.unwrap());
+    assert!(
+        app.db
+            .current_deployment("staging")
+            .await
+            .unwrap()
+            .is_none(),
+        "an interrupted watch leaves no verified (or unhealthy) current version"
+    );
+    // The watch is over: nothing queries Prometheus for that job any more.
+    let after = prom.calls().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        prom.calls().len(),
+        after,
+        "no watch goes on ({queries} before the kill)"
+    );
+}
+both!(kill_9_watch, kill_9_during_a_watch_ends_it_unverified);
