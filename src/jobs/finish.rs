@@ -107,6 +107,9 @@ fn report(r: &JobRun<'_>, verdict: &Verdict) -> Report {
             report.extra.push((capitalise(&name), line));
         }
     }
+    if let Some(ready) = &verdict.rollback_ready {
+        report.extra.push(("Rollback ready".into(), ready.clone()));
+    }
     if let Some(reason) = &job.emergency {
         report
             .extra

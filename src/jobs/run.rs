@@ -102,6 +102,19 @@ pub(crate) async fn run(
         }
         verdict.watch = Some(outcome);
     }
+    if r.kind == JobKind::Deploy
+        && let Some(v) = &job.version
+    {
+        verdict.rollback_ready = app
+            .db
+            .previous_verified(env_of(job), Some(v))
+            .await
+            .ok()
+            .map(|p| match p {
+                Some(p) => format!("yes — {p}"),
+                None => "no — no earlier verified version".into(),
+            });
+    }
     let mut writes = Vec::new();
     if let Some(id) = deployment_id {
         writes.push(verdict.deployment_finish(id));

@@ -26,6 +26,8 @@ pub(crate) struct Verdict {
     pub fingerprint: Option<String>,
     /// The watch after the health check; `None` when there was none.
     pub watch: Option<WatchOutcome>,
+    /// Deploys: "yes — abc1234" or "no — no earlier verified version", for the report.
+    pub rollback_ready: Option<String>,
 }
 
 impl Verdict {
@@ -114,5 +116,6 @@ pub(crate) async fn verify(
         migration,
         fingerprint,
         watch: None,
+        rollback_ready: None,
     }
 }

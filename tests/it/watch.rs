@@ -181,6 +181,7 @@ async fn clean_watch_verifies_only_at_its_end(backend: Backend) {
     assert!(last.contains("0.01 (before 0.01)"), "{last}");
     assert!(last.contains("0.2 (before 0.2)"), "{last}");
     assert!(last.contains("3 s clean"), "{last}");
+    assert!(last.contains("no — no earlier verified version"), "{last}");
     for b in &n {
         assert!(!b.contains(TOKEN), "token in a notice: {b}");
     }
