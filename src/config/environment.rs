@@ -39,6 +39,8 @@ pub struct EnvironmentConfig {
     pub channels: BTreeMap<String, String>,
     /// The environment's own database, for `/migrate`, `/backup` and `/restore`.
     pub database: Option<crate::config::database::DatabaseConfig>,
+    /// The watch window after a deploy's health check: checks, probes and alerts.
+    pub watch: Option<crate::config::watch::WatchConfig>,
 }
 
 fn default_expect_status() -> u16 {

@@ -23,6 +23,7 @@ mod secrets;
 mod server;
 mod settings;
 pub mod ui;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ pub struct Config {
     /// The status pages: access and the address chat reports link to.
     #[serde(default)]
     pub ui: crate::config::ui::UiConfig,
+    /// Where watch checks query metrics.
+    #[serde(default)]
+    pub prometheus: crate::config::watch::PrometheusConfig,
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -224,6 +228,9 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
         .map(|(needle, message)| (line_of_str(text, &needle), message))
         .collect();
     out.extend(environment_problems(text, c));
+    for (needle, message) in crate::config::watch::watch_problems(c) {
+        out.push((line_of_str(text, &needle), message));
+    }
     out.extend(role_problems(text, c));
     out.extend(bound_problems(text, c));
     out.extend(runtime_problems(text, c));

@@ -188,6 +188,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         alert_token: secret("DECKHAND_ALERT_TOKEN"),
         metrics_token: secret("DECKHAND_METRICS_TOKEN"),
         ui_token: secret("DECKHAND_UI_TOKEN"),
+        prometheus_token: secret("PROMETHEUS_TOKEN"),
         step_secrets: config
             .runner
             .secret_env

@@ -538,6 +538,7 @@ fn pseudo_row(id: i64, j: &NewJob) -> JobRow {
         approval_deadline: j.approval_deadline,
         emergency: j.emergency.clone(),
         cancel_requested: false,
+        watch_until: None,
         step: Default::default(),
     }
 }

@@ -10,6 +10,7 @@ use crate::jobs::env_of;
 use crate::jobs::health::HealthOutcome;
 use crate::jobs::run::JobRun;
 use crate::jobs::verify::Verdict;
+use crate::jobs::watch::{self, WatchEnd};
 use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::{audit, state, transition};
@@ -32,7 +33,13 @@ pub(crate) fn finish(
             state::FAILED,
             rolled_back_notice(r, verdict, &reason, prev, h, &mut report),
         ),
-        (Some(reason), None) => failed(r, &reason, cancelled, &mut report),
+        (Some(reason), None) => match verdict.watch_broke() {
+            Some(b) if r.kind == JobKind::Deploy && !cancelled => (
+                state::FAILED,
+                infrastructure_issue(r, b, &reason, &mut report),
+            ),
+            _ => failed(r, &reason, cancelled, &mut report),
+        },
     };
     writes.extend(end_writes(r, final_state, notice.job(job.id)).1);
     (final_state, writes)
@@ -88,6 +95,21 @@ fn report(r: &JobRun<'_>, verdict: &Verdict) -> Report {
         report.extra.push(("Secret".into(), args.clone()));
         report.extra.push(("Fingerprint".into(), fp.clone()));
     }
+    if let Some(w) = &verdict.watch {
+        let end = match &w.end {
+            WatchEnd::Clean => format!("{} clean", watch::length(w.seconds)),
+            WatchEnd::Broke(b) => format!("broke: {b}"),
+            WatchEnd::Cancelled => "cancelled before its end".into(),
+            WatchEnd::Abandoned => "stopped by shutdown".into(),
+        };
+        report.extra.push(("Watch".into(), end));
+        for (name, line) in w.figure_lines() {
+            report.extra.push((capitalise(&name), line));
+        }
+    }
+    if let Some(ready) = &verdict.rollback_ready {
+        report.extra.push(("Rollback ready".into(), ready.clone()));
+    }
     if let Some(reason) = &job.emergency {
         report
             .extra
@@ -112,7 +134,15 @@ fn succeeded(r: &JobRun<'_>, verdict: &Verdict, report: &mut Report) -> Notice {
     let (k, title) = match r.kind {
         JobKind::Deploy => (
             NoticeKind::DeploymentComplete,
-            format!("Deployed {version} to {env}, {}", health_phrase(health)),
+            format!(
+                "Deployed {version} to {env}, {}{}",
+                health_phrase(health),
+                verdict
+                    .watch
+                    .as_ref()
+                    .map(|w| format!(", {} watch clean", watch::length(w.seconds)))
+                    .unwrap_or_default()
+            ),
         ),
         JobKind::Rollback => (
             NoticeKind::RolledBack,
@@ -162,11 +192,11 @@ fn rolled_back_notice(
         .push(("Rollback health".into(), h.detail.clone()));
     let title = format!(
         "Deployment of {version} to {env} failed {}; rolled back to {prev}, {}",
-        // No step failed, so the health check did.
-        if verdict.failure.is_none() {
-            "health check"
-        } else {
-            "a step"
+        match (verdict.failure.is_none(), verdict.watch_broke()) {
+            (true, Some(b)) => format!("its watch ({b})"),
+            // No step failed, so the health check did.
+            (true, None) => "health check".into(),
+            (false, _) => "a step".into(),
         },
         if h.ok {
             "health check passing".to_owned()
@@ -175,6 +205,22 @@ fn rolled_back_notice(
         }
     );
     report.apply(Notice::new(NoticeKind::RolledBack, Tone::Danger, title))
+}
+
+/// A deploy whose watch broke, with no automatic rollback: say so loudly, and offer one.
+fn infrastructure_issue(r: &JobRun<'_>, broke: &str, reason: &str, report: &mut Report) -> Notice {
+    let (version, env) = (r.job.version.as_deref().unwrap_or("-"), env_of(r.job));
+    report.status = format!("failed – {reason}");
+    let title = format!(
+        "Infrastructure issue on {env} after deploying {version}: its watch broke, {broke}; {version} stays unverified"
+    );
+    report
+        .apply(Notice::new(
+            NoticeKind::InfrastructureIssue,
+            Tone::Danger,
+            title,
+        ))
+        .action("rollback", "Roll back", r.job.id, true)
 }
 
 /// A job that failed or was cancelled, without a rollback.
@@ -202,7 +248,14 @@ fn failed(
             report.apply(Notice::new(
                 NoticeKind::JobCancelled,
                 Tone::Warning,
-                format!("{what} was cancelled (job {})", job.id),
+                if reason == "cancelled during the watch" {
+                    format!(
+                        "{what} was cancelled during its watch; {version} stays unverified (job {})",
+                        job.id
+                    )
+                } else {
+                    format!("{what} was cancelled (job {})", job.id)
+                },
             )),
         )
     } else {

@@ -9,6 +9,7 @@ mod rollback;
 mod run;
 pub(crate) mod steps;
 mod verify;
+mod watch;
 pub(crate) mod worker;
 
 use std::collections::BTreeMap;

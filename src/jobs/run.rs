@@ -12,7 +12,7 @@ use crate::config::EnvironmentConfig;
 use crate::config::catalog::{Command, JobKind};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::jobs::steps::{fingerprint, generate_secret, run_steps};
-use crate::jobs::{Stops, apply_retrying, env_of, finish, rollback, verify};
+use crate::jobs::{Stops, apply_retrying, env_of, finish, rollback, verify, watch};
 use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::{JobRow, audit};
@@ -72,6 +72,12 @@ pub(crate) async fn run(
     if r.kind == JobKind::Backup {
         return crate::jobs::dbops::backup_job::run(&r, &redactor).await;
     }
+    // The watch's baseline: the checks once, just before the deploy.
+    let watch_plan = watch::plan(&r);
+    let baseline = match watch_plan {
+        Some(w) => Some(watch::readings(&r, w).await),
+        None => None,
+    };
     let steps = run_steps(
         app,
         job,
@@ -88,7 +94,27 @@ pub(crate) async fn run(
     let fingerprint = secret.as_ref().map(|s| fingerprint(s));
     drop(secret);
 
-    let verdict = verify::verify(&r, steps, fingerprint).await;
+    let mut verdict = verify::verify(&r, steps, fingerprint).await;
+    if let (Some(w), Some(b), None) = (watch_plan, baseline, verdict.reason()) {
+        let outcome = watch::watch(&r, w, b).await;
+        if outcome.end == watch::WatchEnd::Abandoned {
+            return Ok(None);
+        }
+        verdict.watch = Some(outcome);
+    }
+    if r.kind == JobKind::Deploy
+        && let Some(v) = &job.version
+    {
+        verdict.rollback_ready = app
+            .db
+            .previous_verified(env_of(job), Some(v))
+            .await
+            .ok()
+            .map(|p| match p {
+                Some(p) => format!("yes — {p}"),
+                None => "no — no earlier verified version".into(),
+            });
+    }
     let mut writes = Vec::new();
     if let Some(id) = deployment_id {
         writes.push(verdict.deployment_finish(id));

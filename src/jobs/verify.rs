@@ -8,6 +8,7 @@ use crate::config::catalog::JobKind;
 use crate::jobs::StepsResult;
 use crate::jobs::health::{self, HealthOutcome};
 use crate::jobs::run::JobRun;
+use crate::jobs::watch::{WatchEnd, WatchOutcome};
 use crate::store::Write;
 use crate::store::history::status as dstatus;
 
@@ -23,6 +24,10 @@ pub(crate) struct Verdict {
     pub migration: String,
     /// Of the rotated secret, for the report.
     pub fingerprint: Option<String>,
+    /// The watch after the health check; `None` when there was none.
+    pub watch: Option<WatchOutcome>,
+    /// Deploys: "yes — abc1234" or "no — no earlier verified version", for the report.
+    pub rollback_ready: Option<String>,
 }
 
 impl Verdict {
@@ -33,7 +38,23 @@ impl Verdict {
                 .as_ref()
                 .filter(|h| !h.ok)
                 .map(|h| format!("health check failed: {}", h.detail))
+                .or_else(|| match self.watch.as_ref().map(|w| &w.end) {
+                    Some(WatchEnd::Broke(b)) => Some(format!("watch broke: {b}")),
+                    Some(WatchEnd::Cancelled) => Some("cancelled during the watch".into()),
+                    Some(WatchEnd::Abandoned) => {
+                        Some("stopped by shutdown during the watch".into())
+                    }
+                    _ => None,
+                })
         })
+    }
+
+    /// The watch broke (not cancelled): the infrastructure-issue path.
+    pub fn watch_broke(&self) -> Option<&str> {
+        match self.watch.as_ref().map(|w| &w.end) {
+            Some(WatchEnd::Broke(b)) if self.failure.is_none() => Some(b),
+            _ => None,
+        }
     }
 
     /// The end of the deployment record `id` opened at the start.
@@ -43,10 +64,14 @@ impl Verdict {
             status: match (&self.failure, &self.health) {
                 (Some(_), _) => dstatus::FAILED,
                 (None, Some(h)) if !h.ok => dstatus::UNHEALTHY,
+                _ if self.watch_broke().is_some() => dstatus::UNHEALTHY,
+                // Cancelled during the watch: not verified, not shown as unhealthy.
+                _ if self.reason().is_some() => dstatus::FAILED,
                 _ => dstatus::VERIFIED,
             }
             .into(),
-            verified: self.failure.is_none() && self.health.as_ref().is_none_or(|h| h.ok),
+            // Verified means watched: only a clean watch (or none) verifies.
+            verified: self.reason().is_none(),
             health: self.health.as_ref().map(|h| h.detail.clone()),
             migration: Some(self.migration.clone()),
         }
@@ -90,5 +115,7 @@ pub(crate) async fn verify(
         health,
         migration,
         fingerprint,
+        watch: None,
+        rollback_ready: None,
     }
 }

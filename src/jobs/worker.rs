@@ -66,6 +66,18 @@ async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
             Tone::Warning,
             NoticeKind::JobRequeued,
         )
+    } else if let (Some(_), Some(v)) = (job.watch_until, &job.version) {
+        (
+            state::INTERRUPTED,
+            format!(
+                "{} on {} (job {}) was interrupted during its watch when the process running it stopped; the watch ended there and {v} stays unverified; recovery runs no rollback of its own. Deploy {v} again to watch it, or roll back",
+                job.command,
+                env_of(job),
+                job.id,
+            ),
+            Tone::Danger,
+            NoticeKind::JobInterrupted,
+        )
     } else {
         (
             state::INTERRUPTED,

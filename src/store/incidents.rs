@@ -68,6 +68,19 @@ impl crate::store::Db {
         }))
     }
 
+    /// Ids and titles of the P0/P1 incidents firing for `env`: what breaks a watch.
+    pub async fn firing_severe(&self, env: &str) -> Result<Vec<IncidentRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT * FROM incidents WHERE status = 'firing' AND environment = $1 \
+                 AND severity IN ('P0', 'P1') ORDER BY id",
+            )
+            .bind(env)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
     pub async fn insert_incident(&self, e: &Event, channels: &str) -> Result<Option<i64>> {
         let r: std::result::Result<i64, sqlx::Error> = on_db!(self, p => {
             sqlx::query_scalar(

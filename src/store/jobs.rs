@@ -64,6 +64,8 @@ pub struct JobRow {
     pub approval_deadline: Option<i64>,
     pub emergency: Option<String>,
     pub cancel_requested: bool,
+    /// Until when (ms) its watch window runs, once the watch has started.
+    pub watch_until: Option<i64>,
     /// The running step's process group, and the hold it may leave on the environment.
     #[sqlx(flatten)]
     pub step: crate::store::holds::StepGroup,
@@ -327,6 +329,14 @@ pub fn audit(job: &JobRow, action: &str, detail: impl Into<String>) -> Write {
         job_id: Some(job.id),
         detail: detail.into(),
     })
+}
+
+/// Job `id` starts its watch window, which runs until `until` (ms).
+pub fn watch_started(id: i64, until: i64) -> Write {
+    Write::sql(
+        "UPDATE jobs SET watch_until = $1 WHERE id = $2 AND state = 'running'",
+        vec![Arg::Int(until), Arg::Int(id)],
+    )
 }
 
 /// Ask a running job's worker to stop its step (it sees this on its next heartbeat).

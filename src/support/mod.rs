@@ -5,6 +5,7 @@ pub(crate) mod chart;
 pub mod metrics;
 pub(crate) mod net;
 pub mod pgroup;
+pub mod prometheus;
 pub mod ratelimit;
 pub mod runner;
 pub(crate) mod schedule;

@@ -14,8 +14,9 @@ fn deploy_then_rollback_on_the_demo() {
     let health = format!("http://127.0.0.1:{}/health", w.staging_port);
     for want in [
         "Deployed abc1234 to staging, health check passing",
-        "Environment:   staging",
-        "Version:       abc1234",
+        "Environment:     staging",
+        "Version:         abc1234",
+        "Rollback ready:  no — no earlier verified version",
         &format!("{health} returning 200"),
         "verified working",
     ] {

@@ -39,3 +39,4 @@ mod socket_mode;
 mod storms;
 mod ui;
 mod ui_browser;
+mod watch;
