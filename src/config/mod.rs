@@ -16,6 +16,7 @@ pub mod cost;
 pub mod database;
 pub mod digest;
 mod environment;
+pub mod github;
 pub mod probes;
 mod roles;
 mod runtime;
@@ -113,6 +114,9 @@ pub struct Config {
     /// The status pages: access and the address chat reports link to.
     #[serde(default)]
     pub ui: crate::config::ui::UiConfig,
+    /// The repository whose commits are the versions, and how to ask GitHub.
+    #[serde(default)]
+    pub github: crate::config::github::GithubConfig,
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -227,6 +231,7 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
     out.extend(role_problems(text, c));
     out.extend(bound_problems(text, c));
     out.extend(runtime_problems(text, c));
+    out.extend(crate::config::github::github_problems(text, c));
     for (key, message) in server_problems(&c.server) {
         out.push((line_of_str(text, key), message));
     }

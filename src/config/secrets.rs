@@ -58,6 +58,8 @@ pub struct Secrets {
     pub metrics_token: Option<SecretString>,
     /// `DECKHAND_UI_TOKEN`: with `[ui] auth = "token"`, what opens the status pages.
     pub ui_token: Option<SecretString>,
+    /// `GITHUB_TOKEN`: the token Deckhand asks GitHub's API with.
+    pub github_token: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
     /// Each environment's database URL (from the variable its `database.url_env` names),
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Secrets {
             .field("alert_token", &set(&self.alert_token))
             .field("metrics_token", &set(&self.metrics_token))
             .field("ui_token", &set(&self.ui_token))
+            .field("github_token", &set(&self.github_token))
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
@@ -99,6 +102,7 @@ impl Secrets {
             &self.alert_token,
             &self.metrics_token,
             &self.ui_token,
+            &self.github_token,
         ]
         .into_iter()
         .flatten()

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod chat;
 pub mod fake;
 pub mod gateway;
+pub mod github;
 pub mod socket;
 
 /// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and
