@@ -194,9 +194,11 @@ pub fn parse_checks(runs: &Value, statuses: &Value) -> Vec<Check> {
         }
     };
     for r in runs["check_runs"].as_array().into_iter().flatten() {
-        let status = r["status"].as_str().unwrap_or("queued");
+        let status = r["status"].as_str().unwrap_or_default();
         let conclusion = r["conclusion"].as_str().unwrap_or("");
-        let (state, detail) = if status != "completed" {
+        let (state, detail) = if status.is_empty() {
+            (CheckState::Pending, "not started".to_owned())
+        } else if status != "completed" {
             (CheckState::Pending, status.replace('_', " "))
         } else if matches!(conclusion, "success" | "neutral" | "skipped") {
             (CheckState::Passed, conclusion.to_owned())

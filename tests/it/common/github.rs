@@ -17,6 +17,9 @@ pub struct GhCall {
     pub auth: Option<String>,
 }
 
+/// A scripted answer: status, headers, JSON body.
+type Scripted = (u16, Vec<(String, String)>, Value);
+
 #[derive(Default)]
 struct Inner {
     calls: Vec<GhCall>,
@@ -27,7 +30,7 @@ struct Inner {
     /// SHA → statuses: (context, state).
     statuses: BTreeMap<String, Vec<(String, String)>>,
     /// Answers given before any other, in turn: (status, headers, body).
-    script: VecDeque<(u16, Vec<(String, String)>, Value)>,
+    script: VecDeque<Scripted>,
 }
 
 #[derive(Clone)]
@@ -188,12 +191,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut k = 0;
     while k < b.len() {
-        if b[k] == b'%' && k + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[k + 1..k + 3], 16) {
-                out.push(v);
-                k += 3;
-                continue;
-            }
+        if b[k] == b'%'
+            && k + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[k + 1..k + 3], 16)
+        {
+            out.push(v);
+            k += 3;
+            continue;
         }
         out.push(b[k]);
         k += 1;
