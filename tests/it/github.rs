@@ -141,6 +141,20 @@ async fn gate_refuses_failing_and_unknown_refs_and_deploys_passing(b: Backend) {
     assert_eq!(ran(&w).trim(), format!("main {SHA_OK}"));
     seen += &(out + &err);
 
+    // The emergency override (the operator holds admin here) covers the gate.
+    let (code, out, err) = run(
+        &w,
+        &gh,
+        &["ship", "staging", "broken", "--emergency", "INC-1 hotfix"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        ran(&w).contains(&format!("broken {SHA_BAD}")),
+        "{}",
+        ran(&w)
+    );
+    seen += &(out + &err);
+
     // The token went to GitHub in the header only, and nowhere else.
     let calls = gh.calls();
     // Only reads: no GitHub deployment or status was created for the refused deploys.
