@@ -212,3 +212,23 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())
 }
+
+impl App {
+    /// A GitHub client and the repository of `env`, when GitHub is configured for it.
+    pub fn github(&self, env: &str) -> Option<(crate::support::github::GitHub<'_>, String)> {
+        use secrecy::ExposeSecret;
+        let repo = self.settings.config.repository_of(env)?;
+        let token = self.settings.secrets.github_token.as_ref()?;
+        let g = &self.settings.config.github;
+        Some((
+            crate::support::github::GitHub {
+                http: &self.http,
+                api_url: &self.settings.github_api_url,
+                token: token.expose_secret(),
+                timeout: std::time::Duration::from_secs(g.timeout_seconds),
+                max_wait: std::time::Duration::from_secs(g.max_rate_limit_wait_seconds),
+            },
+            repo.to_owned(),
+        ))
+    }
+}

@@ -41,6 +41,23 @@ pub struct EnvironmentConfig {
     pub database: Option<crate::config::database::DatabaseConfig>,
     /// The watch window after a deploy's health check: checks, probes and alerts.
     pub watch: Option<crate::config::watch::WatchConfig>,
+    /// This environment's GitHub repository (`owner/name`), instead of `[github] repository`.
+    pub repository: Option<String>,
+    /// Checks a commit must have passed before it deploys here: names, or `"all"`.
+    pub required_checks: Option<crate::config::github::RequiredChecks>,
+    /// How long a deploy waits for pending required checks before it is refused.
+    #[serde(default = "default_ci_timeout")]
+    pub ci_timeout_seconds: u64,
+    /// How often a waiting deploy asks GitHub again.
+    #[serde(default = "default_ci_poll")]
+    pub ci_poll_seconds: u64,
+}
+
+fn default_ci_timeout() -> u64 {
+    1800
+}
+fn default_ci_poll() -> u64 {
+    10
 }
 
 fn default_expect_status() -> u16 {

@@ -16,6 +16,7 @@ pub mod cost;
 pub mod database;
 pub mod digest;
 mod environment;
+pub mod github;
 pub mod probes;
 mod roles;
 mod runtime;
@@ -117,6 +118,9 @@ pub struct Config {
     /// Where watch checks query metrics.
     #[serde(default)]
     pub prometheus: crate::config::watch::PrometheusConfig,
+    /// The repository whose commits are the versions, and how to ask GitHub.
+    #[serde(default)]
+    pub github: crate::config::github::GithubConfig,
 }
 
 fn default_commands_dir() -> PathBuf {
@@ -234,6 +238,7 @@ pub fn config_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
     out.extend(role_problems(text, c));
     out.extend(bound_problems(text, c));
     out.extend(runtime_problems(text, c));
+    out.extend(crate::config::github::github_problems(text, c));
     for (key, message) in server_problems(&c.server) {
         out.push((line_of_str(text, key), message));
     }

@@ -60,6 +60,8 @@ pub struct Secrets {
     pub ui_token: Option<SecretString>,
     /// `PROMETHEUS_TOKEN`: the bearer token for `[prometheus] url`.
     pub prometheus_token: Option<SecretString>,
+    /// `GITHUB_TOKEN`: the token Deckhand asks GitHub's API with.
+    pub github_token: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
     /// Each environment's database URL (from the variable its `database.url_env` names),
@@ -79,6 +81,7 @@ impl std::fmt::Debug for Secrets {
             .field("metrics_token", &set(&self.metrics_token))
             .field("ui_token", &set(&self.ui_token))
             .field("prometheus_token", &set(&self.prometheus_token))
+            .field("github_token", &set(&self.github_token))
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
@@ -103,6 +106,7 @@ impl Secrets {
             &self.metrics_token,
             &self.ui_token,
             &self.prometheus_token,
+            &self.github_token,
         ]
         .into_iter()
         .flatten()

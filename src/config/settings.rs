@@ -25,6 +25,8 @@ pub struct Settings {
     pub discord_api_url: String,
     pub discord_public_key: Option<String>,
     pub discord_application_id: Option<String>,
+    /// `GITHUB_API_URL`, default `https://api.github.com` (GitHub Enterprise and tests set it).
+    pub github_api_url: String,
     /// What `deckhand` as a step's `argv[0]` runs: this very binary.
     pub deckhand_exe: PathBuf,
 }
@@ -79,6 +81,7 @@ impl Settings {
                 "SLACK_APP_TOKEN must be a Slack app-level token (xapp-…) with the connections:write scope".into(),
             ));
         }
+        crate::config::github::env_problem(&config, env)?;
         let base_dir = file
             .as_ref()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -104,6 +107,10 @@ impl Settings {
                 .get("DISCORD_API_URL")
                 .unwrap_or_else(|| "https://discord.com/api/v10".into()),
             discord_public_key: env.get("DISCORD_PUBLIC_KEY"),
+            github_api_url: env
+                .get("GITHUB_API_URL")
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| "https://api.github.com".into()),
             discord_application_id: env.get("DISCORD_APPLICATION_ID"),
             config,
             config_file: file,
@@ -189,6 +196,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         metrics_token: secret("DECKHAND_METRICS_TOKEN"),
         ui_token: secret("DECKHAND_UI_TOKEN"),
         prometheus_token: secret("PROMETHEUS_TOKEN"),
+        github_token: secret("GITHUB_TOKEN"),
         step_secrets: config
             .runner
             .secret_env

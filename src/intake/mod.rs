@@ -5,6 +5,7 @@
 //! and its first notice — is the same code, so a rule holds on every platform at once.
 
 pub(crate) mod builtins;
+mod github;
 mod locks;
 pub mod policy;
 
@@ -151,10 +152,17 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
         return Ok(Decision::Refuse(r));
     }
     let mut version = args.version.as_ref().map(|v| v.as_str().to_owned());
+    let mut commit_sha = None;
     match (cmd.kind, &env, env_cfg) {
         (JobKind::Deploy, Some(e), Some(ec)) => {
             if let Err(r) = check_promotion(app, e, ec, version.as_deref(), &args, &held).await? {
                 return Ok(Decision::Refuse(r));
+            }
+            if let Some(v) = &version {
+                match github::check_commit(app, e, ec, v, args.emergency.as_deref(), &held).await? {
+                    Ok(sha) => commit_sha = sha,
+                    Err(r) => return Ok(Decision::Refuse(r)),
+                }
             }
         }
         (JobKind::Migrate, Some(e), Some(ec)) => {
@@ -180,7 +188,13 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
         },
         _ => {}
     }
-    let job = new_job(inv, cmd, env, version, &args, env_cfg)?;
+    let mut job = new_job(inv, cmd, env, version, &args, env_cfg)?;
+    if let Some(sha) = commit_sha {
+        let mut values: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&job.args)?;
+        values.insert("commit_sha".into(), sha);
+        job.args = serde_json::to_string(&values)?;
+    }
     Ok(Decision::Job(Box::new(job), cmd))
 }
 
@@ -240,7 +254,7 @@ async fn check_promotion(
         };
         return Ok(policy::check_promotion(v, &facts, args.emergency.as_deref(), held).map(|_| ()));
     }
-    if args.emergency.is_some() {
+    if args.emergency.is_some() && env_cfg.required_checks.is_none() {
         return Ok(Err(format!(
             "refused by emergency rule: {env} is not promoted from another environment, so --emergency does not apply; run the deploy without it"
         )));

@@ -85,6 +85,20 @@ pub struct PromotionFacts {
     pub source_current: Option<String>,
 }
 
+/// An emergency override needs a reason and the admin role.
+pub fn check_emergency(reason: &str, held: &BTreeSet<String>) -> Result<(), String> {
+    if reason.trim().is_empty() {
+        return Err("refused by emergency rule: --emergency needs a reason".into());
+    }
+    if !held.contains("admin") {
+        return Err(format!(
+            "refused by emergency rule: an emergency deploy needs the \"admin\" role; you hold {}",
+            held.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Staging first: a version reaches a promoted environment only after it was verified on
 /// the source — unless an admin declares an emergency with a reason.
 pub fn check_promotion(
@@ -94,15 +108,7 @@ pub fn check_promotion(
     held: &BTreeSet<String>,
 ) -> Result<Promotion, String> {
     if let Some(reason) = emergency {
-        if reason.trim().is_empty() {
-            return Err("refused by emergency rule: --emergency needs a reason".into());
-        }
-        if !held.contains("admin") {
-            return Err(format!(
-                "refused by emergency rule: an emergency deploy needs the \"admin\" role; you hold {}",
-                held.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
+        check_emergency(reason, held)?;
         return Ok(Promotion::Emergency);
     }
     if facts.verified_on_source {

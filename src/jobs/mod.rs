@@ -1,6 +1,7 @@
 //! What a job means: run its steps, verify health, record history, roll back when told,
 //! and report every state change through the outbox in the same transaction.
 
+mod ci;
 pub mod dbops;
 mod finish;
 pub(crate) mod health;

@@ -56,6 +56,11 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Option<(&'static str, Vec<Write>)>> {
     let r = JobRun::new(app, job, stops)?;
     let started = Instant::now();
+    match crate::jobs::ci::wait(&r).await? {
+        crate::jobs::ci::Waited::Go => {}
+        crate::jobs::ci::Waited::Abandon => return Ok(None),
+        crate::jobs::ci::Waited::End(end) => return Ok(Some(end)),
+    }
     let deployment_id = start(&r).await?;
 
     let secret = new_secret(&r)?;

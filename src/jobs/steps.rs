@@ -330,6 +330,10 @@ fn step_env(app: &App, job: &JobRow, version: Option<&str>) -> BTreeMap<String, 
         env.insert("DECKHAND_VERSION".into(), v.to_owned());
     }
     for (k, v) in job.args_map() {
+        // The full SHA GitHub resolved the version to, when GitHub is configured.
+        if k == "commit_sha" {
+            env.insert("DECKHAND_COMMIT_SHA".into(), v.clone());
+        }
         env.insert(format!("DECKHAND_ARG_{}", k.to_uppercase()), v);
     }
     env

@@ -2,6 +2,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod chart;
+pub mod github;
 pub mod metrics;
 pub(crate) mod net;
 pub mod pgroup;

@@ -27,6 +27,7 @@ mod faults;
 mod fly_config;
 mod fuzz_regressions;
 mod gateway;
+mod github;
 mod interactions;
 mod layers;
 mod ops;

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod fake;
 pub mod gateway;
 pub mod prom;
+pub mod github;
 pub mod socket;
 
 /// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and

@@ -1,0 +1,214 @@
+//! `[github]`: the repository whose commits are the versions, and per environment the
+//! checks a commit must pass (`[environments.X] repository`, `required_checks`,
+//! `ci_timeout_seconds`). The token comes only from `GITHUB_TOKEN`.
+
+use serde::Deserialize;
+
+use crate::config::{Config, ConfigError, Env, line_of_str};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// `owner/name`; environments without a `repository` of their own use it.
+    pub repository: Option<String>,
+    /// Every call to GitHub's API gives up after this long.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// The longest wait a rate limit may impose before a call gives up instead.
+    #[serde(default = "default_max_wait")]
+    pub max_rate_limit_wait_seconds: u64,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            repository: None,
+            timeout_seconds: default_timeout(),
+            max_rate_limit_wait_seconds: default_max_wait(),
+        }
+    }
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+fn default_max_wait() -> u64 {
+    60
+}
+
+/// `required_checks = ["test", "build"]` or `required_checks = "all"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RequiredChecks {
+    Named(Vec<String>),
+    Keyword(String),
+}
+
+impl RequiredChecks {
+    /// Every check reported on the commit must pass.
+    pub fn all(&self) -> bool {
+        matches!(self, RequiredChecks::Keyword(k) if k == "all")
+    }
+    pub fn names(&self) -> &[String] {
+        match self {
+            RequiredChecks::Named(n) => n,
+            RequiredChecks::Keyword(_) => &[],
+        }
+    }
+}
+
+impl Config {
+    /// The repository an environment's versions are commits of, if GitHub is configured
+    /// for it.
+    pub fn repository_of(&self, env: &str) -> Option<&str> {
+        self.environments
+            .get(env)
+            .and_then(|e| e.repository.as_deref())
+            .or(self.github.repository.as_deref())
+    }
+}
+
+/// `owner/name`, each part letters, digits, `-`, `_` or `.`.
+pub fn valid_repository(r: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 100
+            && p != "."
+            && p != ".."
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(r.split_once('/'), Some((o, n)) if part(o) && part(n))
+}
+
+/// Problems in `[github]` and the GitHub keys of `[environments.*]`, as (line, message).
+pub(super) fn github_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let bad_repo = |r: &str| {
+        format!(
+            "repository = {:?} is not a GitHub repository; accepted: \"owner/name\" (letters, digits, '-', '_', '.')",
+            crate::domain::text::shorten(r)
+        )
+    };
+    if let Some(r) = &c.github.repository
+        && !valid_repository(r)
+    {
+        out.push((
+            line_of_str(text, "[github]"),
+            format!("github.{}", bad_repo(r)),
+        ));
+    }
+    if c.github.timeout_seconds == 0 || c.github.timeout_seconds > 120 {
+        out.push((
+            line_of_str(text, "[github]"),
+            "github.timeout_seconds must be between 1 and 120".into(),
+        ));
+    }
+    for (name, e) in &c.environments {
+        let line = line_of_str(text, &format!("[environments.{name}"));
+        if let Some(r) = &e.repository
+            && !valid_repository(r)
+        {
+            out.push((line, format!("environments.{name}.{}", bad_repo(r))));
+        }
+        if let Some(rc) = &e.required_checks {
+            match rc {
+                RequiredChecks::Keyword(k) if k != "all" => out.push((
+                    line,
+                    format!(
+                        "environments.{name}.required_checks = {:?}; accepted: \"all\" or a list of check names",
+                        crate::domain::text::shorten(k)
+                    ),
+                )),
+                RequiredChecks::Named(n) if n.is_empty() || n.iter().any(|s| s.trim().is_empty()) => {
+                    out.push((
+                        line,
+                        format!("environments.{name}.required_checks must name at least one check, none empty; or be \"all\""),
+                    ))
+                }
+                _ => {}
+            }
+            if c.repository_of(name).is_none() {
+                out.push((
+                    line,
+                    format!("environments.{name}.required_checks needs a repository: set [github] repository or environments.{name}.repository"),
+                ));
+            }
+        }
+        if e.ci_poll_seconds == 0 || e.ci_timeout_seconds == 0 {
+            out.push((
+                line,
+                format!(
+                    "environments.{name}.ci_timeout_seconds and ci_poll_seconds must be at least 1"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// With a repository configured, a token must be there to ask GitHub with.
+pub(super) fn env_problem(c: &Config, env: &dyn Env) -> Result<(), ConfigError> {
+    let configured =
+        c.github.repository.is_some() || c.environments.values().any(|e| e.repository.is_some());
+    if configured && env.get("GITHUB_TOKEN").is_none() {
+        return Err(ConfigError::Env(
+            "a GitHub repository is configured but GITHUB_TOKEN is not set; set it to a fine-grained token with read access to commits, checks and statuses".into(),
+        ));
+    }
+    if let Some(u) = env.get("GITHUB_API_URL")
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(ConfigError::Env(
+            "GITHUB_API_URL must start with https:// or http://".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{config_problems, parse_config};
+
+    fn problems(text: &str) -> Vec<String> {
+        let c = parse_config("t", text, &BTreeMap::new()).unwrap();
+        config_problems(text, &c).into_iter().map(|p| p.1).collect()
+    }
+
+    #[test]
+    fn repositories_and_required_checks_are_validated() {
+        assert!(valid_repository("acme/shop"));
+        assert!(valid_repository("a-b.c/d_e"));
+        for bad in ["acme", "acme/", "/shop", "a/b/c", "acme/sh op", "../x"] {
+            assert!(!valid_repository(bad), "{bad}");
+        }
+        let ok = "[github]\nrepository = \"acme/shop\"\n[environments.staging]\nrequired_checks = [\"test\"]\n[environments.qa]\nrequired_checks = \"all\"\n";
+        assert!(problems(ok).is_empty(), "{:?}", problems(ok));
+        let p = problems("[github]\nrepository = \"acme\"\n");
+        assert!(p[0].contains("\"owner/name\""), "{p:?}");
+        let p =
+            problems("[environments.staging]\nrequired_checks = \"some\"\nrepository = \"a/b\"\n");
+        assert!(p[0].contains("accepted: \"all\""), "{p:?}");
+        let p = problems("[environments.staging]\nrequired_checks = [\"test\"]\n");
+        assert!(p[0].contains("needs a repository"), "{p:?}");
+    }
+
+    #[test]
+    fn a_repository_needs_a_token() {
+        let c = parse_config(
+            "t",
+            "[github]\nrepository = \"acme/shop\"\n",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let e = env_problem(&c, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("GITHUB_TOKEN"), "{e}");
+        let env: BTreeMap<String, String> =
+            [("GITHUB_TOKEN".to_string(), "ghp_x".to_string())].into();
+        assert!(env_problem(&c, &env).is_ok());
+        assert_eq!(c.repository_of("staging"), Some("acme/shop"));
+    }
+}

@@ -1,0 +1,206 @@
+//! A fake GitHub REST API on 127.0.0.1: commits by ref, check runs and combined statuses
+//! by SHA; records every call (method, path, Authorization) and can answer 401, a 403
+//! rate limit with `Retry-After`, or 422 for an unknown ref, as GitHub does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct GhCall {
+    pub method: String,
+    pub path: String,
+    pub auth: Option<String>,
+}
+
+/// A scripted answer: status, headers, JSON body.
+type Scripted = (u16, Vec<(String, String)>, Value);
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<GhCall>,
+    /// ref (branch, tag, short or full SHA) → full SHA.
+    refs: BTreeMap<String, String>,
+    /// SHA → check runs: (name, status, conclusion).
+    runs: BTreeMap<String, Vec<(String, String, Option<String>)>>,
+    /// SHA → statuses: (context, state).
+    statuses: BTreeMap<String, Vec<(String, String)>>,
+    /// Answers given before any other, in turn: (status, headers, body).
+    script: VecDeque<Scripted>,
+}
+
+#[derive(Clone)]
+pub struct FakeGitHub {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+}
+
+impl FakeGitHub {
+    pub fn start() -> FakeGitHub {
+        let inner: Arc<Mutex<Inner>> = Default::default();
+        let state = inner.clone();
+        let port = super::serve_on_loopback(move |l| async move {
+            let app = axum::Router::new().fallback(answer).with_state(state);
+            axum::serve(l, app).await.unwrap();
+        });
+        FakeGitHub {
+            inner,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A commit reachable by its full SHA, its first 7 digits and the given names.
+    pub fn commit(&self, sha: &str, names: &[&str]) {
+        let mut i = self.inner.lock().unwrap();
+        i.refs.insert(sha.into(), sha.into());
+        i.refs.insert(sha[..7].into(), sha.into());
+        for n in names {
+            i.refs.insert((*n).into(), sha.into());
+        }
+    }
+
+    /// Set check run `name` of `sha`: status `queued`/`in_progress`/`completed`, and
+    /// conclusion when completed.
+    pub fn check_run(&self, sha: &str, name: &str, status: &str, conclusion: Option<&str>) {
+        let mut i = self.inner.lock().unwrap();
+        let runs = i.runs.entry(sha.into()).or_default();
+        runs.retain(|r| r.0 != name);
+        runs.push((name.into(), status.into(), conclusion.map(Into::into)));
+    }
+
+    pub fn status(&self, sha: &str, context: &str, state: &str) {
+        let mut i = self.inner.lock().unwrap();
+        let s = i.statuses.entry(sha.into()).or_default();
+        s.retain(|r| r.0 != context);
+        s.push((context.into(), state.into()));
+    }
+
+    /// The next answer, whatever is asked.
+    pub fn script(&self, status: u16, headers: &[(&str, &str)], body: Value) {
+        self.inner.lock().unwrap().script.push_back((
+            status,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body,
+        ));
+    }
+
+    pub fn calls(&self) -> Vec<GhCall> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn calls_to(&self, part: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.path.contains(part))
+            .count()
+    }
+}
+
+fn link(sha: &str, name: &str) -> String {
+    format!("https://github.example/acme/shop/runs/{}-{name}", &sha[..7])
+}
+
+async fn answer(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut i = inner.lock().unwrap();
+    i.calls.push(GhCall {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        auth: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let reply = |status: u16, body: Value| {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(body),
+        )
+            .into_response()
+    };
+    if let Some((status, hs, body)) = i.script.pop_front() {
+        let mut r = reply(status, body);
+        for (k, v) in hs {
+            r.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        return r;
+    }
+    let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+    // ["", "repos", owner, name, "commits", ref, ...]
+    if parts.len() < 6 || parts[1] != "repos" || parts[4] != "commits" {
+        return reply(404, json!({"message": "Not Found"}));
+    }
+    let Some(sha) = i.refs.get(&parts[5]).cloned() else {
+        return reply(
+            422,
+            json!({"message": format!("No commit found for SHA: {}", parts[5])}),
+        );
+    };
+    match parts.get(6).map(String::as_str) {
+        None => reply(
+            200,
+            json!({
+                "sha": sha,
+                "html_url": format!("https://github.example/acme/shop/commit/{sha}"),
+                "commit": {"message": "Fix the thing\n\nmore", "author": {"name": "Ada"}},
+                "author": {"login": "ada"}
+            }),
+        ),
+        Some("check-runs") => {
+            let runs: Vec<Value> = i
+                .runs
+                .get(&sha)
+                .into_iter()
+                .flatten()
+                .map(|(n, s, c)| {
+                    json!({"name": n, "status": s, "conclusion": c, "html_url": link(&sha, n)})
+                })
+                .collect();
+            reply(200, json!({"total_count": runs.len(), "check_runs": runs}))
+        }
+        Some("status") => {
+            let st: Vec<Value> = i
+                .statuses
+                .get(&sha)
+                .into_iter()
+                .flatten()
+                .map(|(c, s)| json!({"context": c, "state": s, "target_url": link(&sha, c)}))
+                .collect();
+            reply(200, json!({"state": "pending", "statuses": st}))
+        }
+        _ => reply(404, json!({"message": "Not Found"})),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < b.len() {
+        if b[k] == b'%'
+            && k + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[k + 1..k + 3], 16)
+        {
+            out.push(v);
+            k += 3;
+            continue;
+        }
+        out.push(b[k]);
+        k += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

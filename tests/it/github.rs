@@ -1,0 +1,256 @@
+//! GitHub: versions are commits of the repository, resolved to full SHAs before anything
+//! runs, and deploys pass the CI gate (`required_checks`) — against a fake GitHub API.
+
+use std::process::Output;
+
+use crate::common::github::FakeGitHub;
+use crate::common::*;
+
+const TOKEN: &str = "ghp_fakeTOKENthatMustNeverLeak0123456789";
+const SHA_OK: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SHA_BAD: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SHA_WAIT: &str = "3333333ccccccccccccccccccccccccccccccccc";
+const SHA_WAIT_BAD: &str = "4444444ddddddddddddddddddddddddddddddddd";
+
+/// Staging with `required_checks = ["test"]` (no health check), a `ship` deploy whose step
+/// records what it received, and `[github] repository = "acme/shop"`.
+fn ws(b: Backend) -> Option<Workspace> {
+    let ship = deploy_command(
+        "ship",
+        "everyone",
+        r#"["sh", "-c", "echo \"$DECKHAND_VERSION $DECKHAND_COMMIT_SHA\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
+    );
+    let w = Workspace::new(
+        b,
+        "\n[github]\nrepository = \"acme/shop\"\n",
+        &[("ship.toml", &ship)],
+    )?;
+    let text = std::fs::read_to_string(w.config_path()).unwrap();
+    let staging = format!(
+        "[environments.staging]\nhealth_url = \"http://127.0.0.1:{}/health\"\nexpect_version = \"json:version\"\nhealth_timeout_seconds = 10\n",
+        w.staging_port
+    );
+    assert!(text.contains(&staging));
+    let text = text.replace(
+        &staging,
+        "[environments.staging]\nrequired_checks = [\"test\"]\nci_poll_seconds = 1\nci_timeout_seconds = 60\n",
+    );
+    std::fs::write(w.config_path(), text).unwrap();
+    std::fs::create_dir_all(w.data_dir()).unwrap();
+    Some(w)
+}
+
+fn run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["run"];
+    a.extend_from_slice(args);
+    let out: Output = w
+        .cmd(&a)
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &gh.url)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ran(w: &Workspace) -> String {
+    std::fs::read_to_string(w.data_dir().join("ran")).unwrap_or_default()
+}
+
+/// Everything the database holds, as text (SQLite: the files; PostgreSQL: a data dump).
+fn database_text(w: &Workspace) -> String {
+    if w.db.url.starts_with("sqlite://") {
+        let db = w.db.url.trim_start_matches("sqlite://").to_owned();
+        [db.clone(), format!("{db}-wal")]
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    } else {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--data-only", &w.db.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+async fn gate_refuses_failing_and_unknown_refs_and_deploys_passing(b: Backend) {
+    let Some(w) = ws(b) else { return };
+    let gh = FakeGitHub::start();
+    gh.commit(SHA_OK, &["main"]);
+    gh.check_run(SHA_OK, "test", "completed", Some("success"));
+    gh.commit(SHA_BAD, &["broken"]);
+    gh.check_run(SHA_BAD, "test", "completed", Some("failure"));
+    gh.check_run(SHA_BAD, "lint", "completed", Some("failure"));
+    let mut seen = String::new();
+
+    // An unknown ref: refused naming it and the repository; nothing ran.
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "nope123"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("nope123 is not a commit, branch or tag of acme/shop"),
+        "{err}"
+    );
+    seen += &(out + &err);
+
+    // A failing required check: refused naming `test` with its link; `lint` is not required.
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "broken"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("failed required checks: test (failure: https://github.example/acme/shop/runs/2222222-test)"),
+        "{err}"
+    );
+    assert!(!err.contains("lint"), "{err}");
+    assert_eq!(ran(&w), "", "no step may run");
+    seen += &(out + &err);
+
+    // Bad credentials: a plain refusal that never shows the token.
+    gh.script(401, &[], serde_json::json!({"message": "Bad credentials"}));
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "main"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("GitHub refused the credentials (401)"),
+        "{err}"
+    );
+    assert_eq!(ran(&w), "");
+    seen += &(out + &err);
+
+    // A rate limit with Retry-After is waited out; then the passing ref deploys with its SHA.
+    gh.script(
+        403,
+        &[("retry-after", "1"), ("x-ratelimit-remaining", "0")],
+        serde_json::json!({"message": "API rate limit exceeded"}),
+    );
+    let before = gh.calls_to("/commits/main");
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "main"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        gh.calls_to("/commits/main") - before,
+        2,
+        "asked again after the wait"
+    );
+    assert_eq!(ran(&w).trim(), format!("main {SHA_OK}"));
+    seen += &(out + &err);
+
+    // The emergency override (the operator holds admin here) covers the gate.
+    let (code, out, err) = run(
+        &w,
+        &gh,
+        &["ship", "staging", "broken", "--emergency", "INC-1 hotfix"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        ran(&w).contains(&format!("broken {SHA_BAD}")),
+        "{}",
+        ran(&w)
+    );
+    seen += &(out + &err);
+
+    // The token went to GitHub in the header only, and nowhere else.
+    let calls = gh.calls();
+    // Only reads: no GitHub deployment or status was created for the refused deploys.
+    assert!(calls.iter().all(|c| c.method == "GET"), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.auth.as_deref() == Some(&format!("Bearer {TOKEN}")[..]))
+    );
+    assert!(
+        !seen.contains(TOKEN),
+        "the token leaked into output or logs"
+    );
+    let (_, audit, _) = run(&w, &gh, &["audit"]);
+    assert!(!audit.contains(TOKEN));
+    let db = database_text(&w);
+    assert!(db.contains(SHA_OK), "the dump holds the jobs");
+    assert!(!db.contains(TOKEN), "the token is in the database");
+}
+both!(
+    gate_refuses_failing_and_unknown_refs_and_deploys_passing,
+    gate_refuses_failing_and_unknown_refs_and_deploys_passing
+);
+
+async fn pending_checks_are_waited_for(b: Backend) {
+    let Some(w) = ws(b) else { return };
+    let gh = FakeGitHub::start();
+    gh.commit(SHA_WAIT, &["wait"]);
+    gh.check_run(SHA_WAIT, "test", "in_progress", None);
+    gh.commit(SHA_WAIT_BAD, &["waitbad"]);
+    gh.status(SHA_WAIT_BAD, "test", "pending");
+
+    for (git_ref, sha, pass) in [("wait", SHA_WAIT, true), ("waitbad", SHA_WAIT_BAD, false)] {
+        let child = w
+            .cmd(&["run", "ship", "staging", git_ref])
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", &gh.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let path = if pass { "check-runs" } else { "/status" };
+        let at = format!("/commits/{sha}/");
+        // Intake asks once; the job asks again (and says it waits) before anything runs.
+        eventually(30, "the job to poll the checks", || async {
+            (gh.calls()
+                .iter()
+                .filter(|c| c.path.contains(&at) && c.path.contains(path))
+                .count()
+                >= 3)
+                .then_some(())
+        })
+        .await;
+        assert!(!ran(&w).contains(sha), "ran before its checks finished");
+        if pass {
+            gh.check_run(sha, "test", "completed", Some("success"));
+        } else {
+            gh.status(sha, "test", "failure");
+        }
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let waiting = if pass {
+            "waiting for CI: test (in progress)"
+        } else {
+            "waiting for CI: test (pending)"
+        };
+        assert!(stdout.contains(waiting), "{stdout}");
+        assert_eq!(out.status.success(), pass, "{stdout}{stderr}");
+        assert_eq!(ran(&w).contains(sha), pass, "{stdout}");
+        if !pass {
+            assert!(
+                stdout.contains("did not start: refused by CI rule"),
+                "{stdout}"
+            );
+        }
+        assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+    }
+}
+both!(pending_checks_are_waited_for, pending_checks_are_waited_for);
+
+#[test]
+fn check_validates_the_github_config() {
+    let w = Workspace::new(Backend::Sqlite, "\n[github]\nrepository = \"acme\"\n", &[]).unwrap();
+    let out = w
+        .cmd(&["check"])
+        .env("GITHUB_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("accepted: \"owner/name\""), "{all}");
+}
