@@ -5,8 +5,8 @@ pub mod browser;
 pub mod chat;
 pub mod fake;
 pub mod gateway;
-pub mod prom;
 pub mod github;
+pub mod prom;
 pub mod socket;
 
 /// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and
