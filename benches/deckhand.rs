@@ -213,7 +213,15 @@ async fn serve(dir: &Path, db: &str, extra_env: &[(&str, &str)]) -> Serve {
         .env("DECKHAND__SERVER__RATE_LIMIT_PER_MINUTE", "0")
         .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // BENCH_SERVE_LOG=path keeps the server's log (appended), to see why a run went wrong.
+        .stderr(match std::env::var("BENCH_SERVE_LOG") {
+            Ok(p) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_or(Stdio::null(), Stdio::from),
+            Err(_) => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
