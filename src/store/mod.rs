@@ -123,7 +123,8 @@ let id: i64 = match $w {
                 let which = match (ids.len(), $db) {
                     (1, _) => "id = $4",
                     (_, $crate::store::Db::Sqlite(_)) => "id IN (SELECT value FROM json_each($4))",
-                    (_, $crate::store::Db::Postgres(_)) => "id IN (SELECT jsonb_array_elements_text($4::jsonb)::bigint)",
+                    // `= ANY(ARRAY(…))`: an index look-up per id; `IN (SELECT …)` made a seq scan.
+                    (_, $crate::store::Db::Postgres(_)) => "id = ANY(ARRAY(SELECT jsonb_array_elements_text($4::jsonb)::bigint))",
                 };
                 let terminal = $crate::domain::state::JobState::is_final_name(to);
                 // The database's clock, read once the row is locked: the next job of the
