@@ -1,8 +1,9 @@
 //! The bundled demo: environments that need no cloud account.
 //!
-//! `deckhand demo-app --version V --port P` is a tiny service whose `/health` reports its
-//! version (a version starting with `bad` answers 500, to show a failed health check and
-//! an auto-rollback). The steps in the bundled `commands/` call `deckhand demo ACTION`,
+//! `deckhand demo-app --version V --port P` is a tiny service (`cli::demo_app`) whose
+//! `/health` reports its version and whose `/metrics` a Prometheus can scrape; versions
+//! named `down-…`, `bad-…` and `slow-…` fail in the ways a health check or a watch catches.
+//! The steps in the bundled `commands/` call `deckhand demo ACTION`,
 //! which reads its arguments from `DECKHAND_*` variables like any real step would:
 //! `deploy` replaces the running app with the requested version, `backup`, `migrate` and
 //! `drift-check` work on a real SQLite database per environment, and `store-secret` keeps
@@ -171,64 +172,6 @@ fn deploy() -> Result<()> {
         "started demo app {version} for {env} on 127.0.0.1:{port} (pid {})",
         child.id()
     );
-    Ok(())
-}
-
-/// The demo app: serves `/health` until the pid file stops naming it.
-pub async fn serve_app(version: String, port: u16, pid_file: Option<PathBuf>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
-    let healthy = !version.starts_with("bad");
-    let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "failing" },
-        "version": version,
-    })
-    .to_string();
-    let status = if healthy {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-    };
-    let router = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { (status, [("content-type", "application/json")], body) }
-        }),
-    );
-    let me = std::process::id().to_string();
-    let orphaned = async move {
-        // Exit once replaced or once the data folder is gone (a test cleaned up).
-        let Some(p) = pid_file else {
-            return std::future::pending().await;
-        };
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            match std::fs::read_to_string(&p) {
-                Ok(s) if s.trim() == me => {}
-                // Written right after spawn: give the parent a moment.
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound
-                        && p.parent().is_some_and(Path::exists) =>
-                {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if !p.exists() {
-                        return;
-                    }
-                }
-                _ => return,
-            }
-        }
-    };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = crate::server::signal() => {}
-                _ = orphaned => {}
-            }
-        })
-        .await?;
     Ok(())
 }
 

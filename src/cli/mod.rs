@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod check;
 pub mod demo;
+pub mod demo_app;
 mod demo_db;
 mod digest;
 mod jobs;
@@ -249,7 +250,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
             port,
             pid_file,
         } => {
-            crate::cli::demo::serve_app(version, port, pid_file).await?;
+            crate::cli::demo_app::serve_app(version, port, pid_file).await?;
             return Ok(exit::OK);
         }
         Cmd::Healthcheck { url } => return serve::healthcheck(url).await,

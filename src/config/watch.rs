@@ -53,10 +53,18 @@ pub struct WatchConfig {
     pub on_no_data: OnNoData,
     #[serde(default)]
     pub checks: Vec<WatchCheck>,
+    /// After a clean watch, alerts for the environment opened within this long of the
+    /// deploy's end name it, with a Roll back button. 0: off.
+    #[serde(default = "default_link_alerts")]
+    pub link_alerts_seconds: u64,
 }
 
 fn default_interval() -> u64 {
     5
+}
+
+fn default_link_alerts() -> u64 {
+    1800
 }
 
 /// `[[environments.NAME.watch.checks]]`: one PromQL instant query and its bound.
@@ -69,14 +77,46 @@ pub struct WatchCheck {
     pub max: Option<f64>,
     /// The value must stay at or above this.
     pub min: Option<f64>,
+    /// The query's unit, by Prometheus' convention of base units, for showing its values
+    /// (bounds stay in the query's unit): `ratio` is shown as a percentage, `seconds` in
+    /// ms or s. Unset: a plain number.
+    #[serde(default)]
+    pub unit: Option<Unit>,
+}
+
+/// What a check's query measures, for showing its values to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// 0.0012 is shown as "0.12 %".
+    Ratio,
+    /// 0.212 is shown as "212 ms", 1.5 as "1.5 s".
+    Seconds,
+}
+
+/// `v` in `unit`, for people.
+pub fn show(v: f64, unit: Option<Unit>) -> String {
+    match unit {
+        None => fmt_value(v),
+        Some(Unit::Ratio) => format!("{} %", fmt_value((v * 100.0 * 100.0).round() / 100.0)),
+        Some(Unit::Seconds) if v.abs() < 1.0 => {
+            format!("{} ms", fmt_value((v * 1000.0 * 10.0).round() / 10.0))
+        }
+        Some(Unit::Seconds) => format!("{} s", fmt_value((v * 100.0).round() / 100.0)),
+    }
 }
 
 impl WatchCheck {
+    /// `v` in this check's unit.
+    pub fn show(&self, v: f64) -> String {
+        show(v, self.unit)
+    }
+
     /// `None` when `v` is within bounds; else the bound it broke, "above max 0.01".
     pub fn broken_by(&self, v: f64) -> Option<String> {
         match (self.max, self.min) {
-            (Some(m), _) if v > m => Some(format!("above max {}", fmt_value(m))),
-            (_, Some(m)) if v < m => Some(format!("below min {}", fmt_value(m))),
+            (Some(m), _) if v > m => Some(format!("above max {}", self.show(m))),
+            (_, Some(m)) if v < m => Some(format!("below min {}", self.show(m))),
             _ => None,
         }
     }
@@ -167,6 +207,7 @@ mod tests {
             query: "x".into(),
             max: Some(0.01),
             min: None,
+            unit: None,
         };
         assert_eq!(c.broken_by(0.02).as_deref(), Some("above max 0.01"));
         assert_eq!(c.broken_by(0.01), None);
@@ -179,6 +220,18 @@ mod tests {
         assert_eq!(fmt_value(0.1234567), "0.1235");
         assert_eq!(fmt_value(212.0), "212");
         assert_eq!(fmt_value(0.0), "0");
+        assert_eq!(show(0.0012, Some(Unit::Ratio)), "0.12 %");
+        assert_eq!(show(0.5, Some(Unit::Ratio)), "50 %");
+        assert_eq!(show(0.0, Some(Unit::Ratio)), "0 %");
+        assert_eq!(show(0.2124, Some(Unit::Seconds)), "212.4 ms");
+        assert_eq!(show(0.0095, Some(Unit::Seconds)), "9.5 ms");
+        assert_eq!(show(1.5, Some(Unit::Seconds)), "1.5 s");
+        let r = WatchCheck {
+            unit: Some(Unit::Ratio),
+            max: Some(0.05),
+            ..m.clone()
+        };
+        assert_eq!(r.broken_by(0.5).as_deref(), Some("above max 5 %"));
     }
 
     #[test]

@@ -23,6 +23,33 @@ pub fn fmt_time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// "2026-12-03 07:40:12 → 07:40:26 UTC": a span within a day or two, end shown by its time.
+pub fn fmt_span(start_ms: i64, end_ms: i64) -> String {
+    let t = |ms| chrono::DateTime::from_timestamp_millis(ms);
+    match (t(start_ms), t(end_ms)) {
+        (Some(a), Some(b)) if a.date_naive() == b.date_naive() => format!(
+            "{} → {} UTC",
+            a.format("%Y-%m-%d %H:%M:%S"),
+            b.format("%H:%M:%S")
+        ),
+        _ => format!("{} → {}", fmt_time(start_ms), fmt_time(end_ms)),
+    }
+}
+
+/// "40 s ago", "12 min ago", "2 h ago", "3 d ago".
+pub fn fmt_ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s < 60 {
+        format!("{s} s ago")
+    } else if s < 3600 {
+        format!("{} min ago", s / 60)
+    } else if s < 48 * 3600 {
+        format!("{} h ago", s / 3600)
+    } else {
+        format!("{} d ago", s / 86_400)
+    }
+}
+
 pub fn fmt_duration(ms: i64) -> String {
     if ms < 1000 {
         format!("{ms} ms")

@@ -26,6 +26,16 @@ pub(crate) fn finish(
     let job = r.job;
     let mut report = report(r, verdict);
     report.duration_ms = took.as_millis() as i64;
+    if matches!(r.kind, JobKind::Deploy | JobKind::Rollback) {
+        let end = crate::domain::time::now_ms();
+        report.extra.insert(
+            0,
+            (
+                "Deploy time".into(),
+                crate::domain::time::fmt_span(end - report.duration_ms, end),
+            ),
+        );
+    }
     let cancelled = r.stops.cancel.is_cancelled();
     let (final_state, notice) = match (verdict.reason(), rolled_back) {
         (None, _) => (state::SUCCEEDED, succeeded(r, verdict, &mut report)),
@@ -109,6 +119,11 @@ fn report(r: &JobRun<'_>, verdict: &Verdict) -> Report {
     }
     if let Some(ready) = &verdict.rollback_ready {
         report.extra.push(("Rollback ready".into(), ready.clone()));
+    }
+    if !verdict.commands.is_empty() {
+        report
+            .extra
+            .push(("Commands".into(), verdict.commands.join("\n")));
     }
     if let Some(reason) = &job.emergency {
         report

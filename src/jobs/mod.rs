@@ -34,6 +34,8 @@ pub(crate) struct StepsResult {
     /// Stopped by shutdown: leave the job for the next start to report.
     pub abandoned: bool,
     pub facts: BTreeMap<String, String>,
+    /// Each step run: "deploy: deckhand demo deploy (succeeded)", argv redacted.
+    pub commands: Vec<String>,
 }
 
 /// Why the steps were stopped early.

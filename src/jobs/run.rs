@@ -110,13 +110,17 @@ pub(crate) async fn run(
     if r.kind == JobKind::Deploy
         && let Some(v) = &job.version
     {
+        let now = crate::domain::time::now_ms();
         verdict.rollback_ready = app
             .db
-            .previous_verified(env_of(job), Some(v))
+            .previous_verified_at(env_of(job), Some(v))
             .await
             .ok()
             .map(|p| match p {
-                Some(p) => format!("yes — {p}"),
+                Some((p, at)) => format!(
+                    "yes — {p} verified {}",
+                    crate::domain::time::fmt_ago(now - at)
+                ),
                 None => "no — no earlier verified version".into(),
             });
     }

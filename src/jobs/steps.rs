@@ -68,6 +68,7 @@ pub(crate) async fn run_steps_with(
         label,
     } = how;
     let mut facts = BTreeMap::new();
+    let mut commands = Vec::new();
     let mut env = step_env(app, job, version);
     env.extend(extra_env.clone());
     let total = cmd.steps.len();
@@ -88,11 +89,18 @@ pub(crate) async fn run_steps_with(
         let ran = run_one(app, job.id, step, spec, redactor, stops, logged).await;
         logged = ran.lines;
         facts.extend(ran.facts);
+        commands.push(format!(
+            "{}: {} ({})",
+            step.name,
+            redactor.redact(&shown_argv(&step.argv)),
+            ran.outcome.describe(timeout)
+        ));
         if stops.shutdown.is_cancelled() {
             return Ok(StepsResult {
                 failure: Some("stopped by shutdown".into()),
                 abandoned: true,
                 facts,
+                commands,
             });
         }
         if !ran.outcome.success() {
@@ -105,6 +113,7 @@ pub(crate) async fn run_steps_with(
                 failure: Some(format!("step \"{}\" {what}", step.name)),
                 abandoned: false,
                 facts,
+                commands,
             });
         }
     }
@@ -112,7 +121,26 @@ pub(crate) async fn run_steps_with(
         failure: None,
         abandoned: false,
         facts,
+        commands,
     })
+}
+
+/// A step's argv as a person would type it: arguments with spaces or shell specials in
+/// single quotes. For reading only: steps never go through a shell.
+pub(crate) fn shown_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// "step 2/3 running", with a Cancel button. Progress is best effort: a database blip
@@ -421,6 +449,17 @@ pub fn fingerprint(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argv_is_shown_as_typed() {
+        let a: Vec<String> = ["deckhand", "demo", "deploy", "a b", "it's", ""]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            super::shown_argv(&a),
+            "deckhand demo deploy 'a b' 'it'\\''s' ''"
+        );
+    }
 
     #[test]
     fn secrets_are_random_and_fingerprinted() {

@@ -28,6 +28,8 @@ pub(crate) struct Verdict {
     pub watch: Option<WatchOutcome>,
     /// Deploys: "yes — abc1234" or "no — no earlier verified version", for the report.
     pub rollback_ready: Option<String>,
+    /// The steps run, with their argv (redacted) and outcome, for the report.
+    pub commands: Vec<String>,
 }
 
 impl Verdict {
@@ -112,6 +114,7 @@ pub(crate) async fn verify(
     Verdict {
         failure: steps.failure,
         facts: steps.facts,
+        commands: steps.commands,
         health,
         migration,
         fingerprint,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::catalog::JobKind;
-use crate::config::watch::{OnNoData, WatchConfig, fmt_value};
+use crate::config::watch::{OnNoData, Unit, WatchConfig, show};
 use crate::domain::notice::{Notice, NoticeKind, Tone};
 use crate::jobs::env_of;
 use crate::jobs::health;
@@ -36,6 +36,7 @@ pub(crate) enum WatchEnd {
 #[derive(Debug, Clone)]
 pub(crate) struct Figure {
     pub name: String,
+    pub unit: Option<Unit>,
     pub before: Reading,
     /// The last reading during the watch (the baseline's when none was taken).
     pub after: Reading,
@@ -49,13 +50,13 @@ pub(crate) struct WatchOutcome {
 }
 
 impl WatchOutcome {
-    /// "error rate 0.0012 (before 0.001)", one per check.
+    /// "error rate 0.12 % (before 0.1 %)", one per check.
     pub fn figure_lines(&self) -> Vec<(String, String)> {
         self.figures
             .iter()
             .map(|f| {
                 let v = |r: &Reading| match r {
-                    Ok(v) => fmt_value(*v),
+                    Ok(v) => show(*v, f.unit),
                     Err(_) => "no data".into(),
                 };
                 (
@@ -125,6 +126,7 @@ pub(crate) async fn watch(r: &JobRun<'_>, w: &WatchConfig, baseline: Vec<Reading
         .zip(baseline)
         .map(|(c, b)| Figure {
             name: c.name.clone(),
+            unit: c.unit,
             after: b.clone(),
             before: b,
         })
@@ -182,7 +184,7 @@ async fn round(
         match &reading {
             Ok(v) => {
                 if let Some(why) = c.broken_by(*v) {
-                    broke.get_or_insert(format!("{} {} ({why})", c.name, fmt_value(*v)));
+                    broke.get_or_insert(format!("{} {} ({why})", c.name, c.show(*v)));
                 }
             }
             Err(why) if w.on_no_data == OnNoData::Fail => {

@@ -66,6 +66,25 @@ impl Db {
         }))
     }
 
+    /// [`Self::previous_verified`] with when it was verified (its deployment's end, ms).
+    pub async fn previous_verified_at(
+        &self,
+        env: &str,
+        not: Option<&str>,
+    ) -> Result<Option<(String, i64)>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT version, COALESCE(finished_at, started_at) FROM deployments \
+                 WHERE environment = $1 AND status = 'verified' \
+                 AND ($2 IS NULL OR version <> $2) ORDER BY id DESC LIMIT 1",
+            )
+            .bind(env)
+            .bind(not)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
     /// Verified versions of `env`, newest first, each once.
     pub async fn verified_versions(&self, env: &str, limit: i64) -> Result<Vec<String>> {
         let rows: Vec<(String, i64)> = on_db!(self, p => {

@@ -243,6 +243,19 @@ impl Db {
         }))
     }
 
+    /// The newest deploy or rollback of `env`, whatever its state.
+    pub async fn last_deploy_job(&self, env: &str) -> Result<Option<JobRow>> {
+        Ok(on_db!(self, p => {
+            sqlx::query_as(
+                "SELECT * FROM jobs WHERE environment = $1 AND kind IN ('deploy', 'rollback') \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(env)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
     /// Queued, waiting and running jobs, oldest first.
     pub async fn open_jobs(&self, env: Option<&str>) -> Result<Vec<JobRow>> {
         Ok(on_db!(self, p => {

@@ -236,8 +236,21 @@ pub async fn ingest(app: &App, parsed: Vec<Parsed>) -> anyhow::Result<usize> {
         let (severity, channels) = route(&app.settings.config.alerts, &p.labels, &p.event.severity);
         p.event.severity = severity;
         let dest = destinations(&app.settings, &channels);
-        crate::watch::incidents::record(&app.db, &app.intake, &app.outbox_wake, &p.event, &dest)
-            .await?;
+        let recorded = crate::watch::incidents::record(
+            &app.db,
+            &app.intake,
+            &app.outbox_wake,
+            &p.event,
+            &dest,
+        )
+        .await?;
+        if let crate::watch::incidents::Recorded::Opened(id) = recorded
+            && let Some(row) = app.db.incident(id).await?
+            && let Err(e) = crate::watch::deploys::link(app, &row).await
+        {
+            // The incident itself is recorded; only its link to a deploy is missing.
+            tracing::warn!(incident = id, error = %e, "cannot link the alert to a deploy");
+        }
         n += 1;
     }
     Ok(n)

@@ -74,7 +74,7 @@ impl IncidentRow {
     }
 }
 
-fn notice_writes(row: &IncidentRow, n: &Notice) -> Vec<Write> {
+pub(crate) fn notice_writes(row: &IncidentRow, n: &Notice) -> Vec<Write> {
     row.routes()
         .into_iter()
         .map(|(platform, channel)| {

@@ -41,3 +41,4 @@ mod storms;
 mod ui;
 mod ui_browser;
 mod watch;
+mod watch_prometheus;

@@ -244,12 +244,12 @@ async fn failed_health_check_rolls_production_back() {
     let stop = workers(&app);
     run_ok(&app, "UDEPLOYER", "deploy staging abc1234").await;
     run_ok(&app, "UDEPLOYER", "deploy production abc1234").await;
-    // bad-… versions of the demo app answer 500.
+    // down-… versions of the demo app answer 500 on /health.
     let id = job_of(
         &say(
             &app,
             "UADMIN",
-            "deploy production bad-2 --emergency \"testing rollback\"",
+            "deploy production down-2 --emergency \"testing rollback\"",
         )
         .await,
     );
@@ -258,7 +258,7 @@ async fn failed_health_check_rolls_production_back() {
     let title = j.result.unwrap();
     assert_eq!(
         title,
-        "Deployment of bad-2 to production failed health check; rolled back to abc1234, health check passing"
+        "Deployment of down-2 to production failed health check; rolled back to abc1234, health check passing"
     );
     let (s, body) = http_get(&format!("http://127.0.0.1:{}/health", w.production_port)).unwrap();
     assert_eq!(s, 200);
@@ -284,7 +284,7 @@ async fn rollback_goes_to_the_previous_verified_version() {
     run_ok(&app, "UNOBODY", "deploy staging v1").await;
     let bad = done(
         &app,
-        job_of(&say(&app, "UNOBODY", "deploy staging bad-1").await),
+        job_of(&say(&app, "UNOBODY", "deploy staging down-1").await),
     )
     .await;
     assert_eq!(bad.state, state::FAILED);
@@ -293,11 +293,11 @@ async fn rollback_goes_to_the_previous_verified_version() {
     assert_eq!(
         r.version.as_deref(),
         Some("v1"),
-        "bad-1 was the previous, v1 the previous verified"
+        "down-1 was the previous, v1 the previous verified"
     );
-    let refused = refusal(say(&app, "UNOBODY", "rollback staging bad-1").await);
+    let refused = refusal(say(&app, "UNOBODY", "rollback staging down-1").await);
     assert!(
-        refused.contains("bad-1 is not a verified version in staging's history; accepted: v1, v2"),
+        refused.contains("down-1 is not a verified version in staging's history; accepted: v1, v2"),
         "{refused}"
     );
     run_ok(&app, "UNOBODY", "rollback staging v2").await;

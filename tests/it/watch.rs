@@ -64,6 +64,28 @@ max = 0.5
     Workspace::new(backend, &config, &[("hello.toml", HELLO)])
 }
 
+/// A fake Prometheus answering `[error rate, p95]` (`None`: unscripted, an empty result), a
+/// workspace watching `env` for `seconds`, its app (with `vars`) and running workers.
+async fn setup(
+    backend: Backend,
+    env: &str,
+    seconds: u64,
+    extra: &str,
+    answers: [Option<Answer>; 2],
+    vars: &[(&str, &str)],
+) -> Option<(FakeProm, Workspace, Arc<App>, CancelToken)> {
+    let prom = FakeProm::start();
+    for (q, a) in [ERR, P95].into_iter().zip(answers) {
+        if let Some(a) = a {
+            prom.set(q, a);
+        }
+    }
+    let w = ws(backend, &prom, env, seconds, extra)?;
+    let app = w.app(vars).await;
+    let stop = workers(&app);
+    Some((prom, w, app, stop))
+}
+
 async fn say(app: &Arc<App>, user: &str, line: &str) -> Outcome {
     let mut words = deckhand::domain::text::split_args(line).unwrap();
     let command = words.remove(0);
@@ -137,14 +159,18 @@ async fn watching(app: &App, id: i64) {
 }
 
 async fn clean_watch_verifies_only_at_its_end(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(ERR, Answer::Value(0.01));
-    prom.set(P95, Answer::Value(0.2));
-    let Some(w) = ws(backend, &prom, "production", 3, "") else {
+    let Some((prom, _w, app, stop)) = setup(
+        backend,
+        "production",
+        3,
+        "",
+        [Some(Answer::Value(0.01)), Some(Answer::Value(0.2))],
+        &[("PROMETHEUS_TOKEN", TOKEN)],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[("PROMETHEUS_TOKEN", TOKEN)]).await;
-    let stop = workers(&app);
     let s = done(&app, start(&app, "deploy staging abc1234").await).await;
     assert_eq!(s.state, state::SUCCEEDED, "{:?}", s.result);
     assert!(prom.calls().is_empty(), "staging has no watch");
@@ -193,14 +219,18 @@ async fn clean_watch_verifies_only_at_its_end(backend: Backend) {
 both!(clean_watch, clean_watch_verifies_only_at_its_end);
 
 async fn broken_check_rolls_back_naming_it(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(ERR, Answer::Value(0.01));
-    prom.set(P95, Answer::Value(0.2));
-    let Some(w) = ws(backend, &prom, "production", 2, "") else {
+    let Some((prom, w, app, stop)) = setup(
+        backend,
+        "production",
+        2,
+        "",
+        [Some(Answer::Value(0.01)), Some(Answer::Value(0.2))],
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[]).await;
-    let stop = workers(&app);
     for line in [
         "deploy staging abc1234",
         "deploy production abc1234",
@@ -236,14 +266,18 @@ async fn broken_check_rolls_back_naming_it(backend: Backend) {
 both!(broken_check, broken_check_rolls_back_naming_it);
 
 async fn no_data_fails_by_default_and_staging_first_refuses(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(ERR, Answer::Error);
-    prom.set(P95, Answer::Value(0.2));
-    let Some(w) = ws(backend, &prom, "staging", 2, "") else {
+    let Some((prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        2,
+        "",
+        [Some(Answer::Error), Some(Answer::Value(0.2))],
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[]).await;
-    let stop = workers(&app);
     let id = start(&app, "deploy staging abc1234").await;
     let j = done(&app, id).await;
     assert_eq!(j.state, state::FAILED);
@@ -278,13 +312,18 @@ both!(
 );
 
 async fn no_data_passes_when_told(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(P95, Answer::Value(0.2));
-    let Some(w) = ws(backend, &prom, "staging", 2, "on_no_data = \"pass\"") else {
+    let Some((_prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        2,
+        "on_no_data = \"pass\"",
+        [None, Some(Answer::Value(0.2))],
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[]).await;
-    let stop = workers(&app);
     let id = start(&app, "deploy staging abc1234").await;
     let j = done(&app, id).await;
     assert_eq!(j.state, state::SUCCEEDED, "{:?}", j.result);
@@ -300,14 +339,18 @@ async fn no_data_passes_when_told(backend: Backend) {
 both!(no_data_passes, no_data_passes_when_told);
 
 async fn a_hanging_prometheus_stalls_nothing_else(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(ERR, Answer::Hang);
-    prom.set(P95, Answer::Hang);
-    let Some(w) = ws(backend, &prom, "staging", 3, "") else {
+    let Some((_prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        3,
+        "",
+        [Some(Answer::Hang), Some(Answer::Hang)],
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[]).await;
-    let stop = workers(&app);
     let t = Instant::now();
     let id = start(&app, "deploy staging abc1234").await;
     // Baseline queries hang (1 s timeout each, together), then the deploy runs.
@@ -330,14 +373,18 @@ async fn a_hanging_prometheus_stalls_nothing_else(backend: Backend) {
 both!(hanging_prometheus, a_hanging_prometheus_stalls_nothing_else);
 
 async fn cancel_or_alert_during_the_watch(backend: Backend) {
-    let prom = FakeProm::start();
-    prom.set(ERR, Answer::Value(0.0));
-    prom.set(P95, Answer::Value(0.1));
-    let Some(w) = ws(backend, &prom, "staging", 60, "") else {
+    let Some((_prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        60,
+        "",
+        [Some(Answer::Value(0.0)), Some(Answer::Value(0.1))],
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let app = w.app(&[]).await;
-    let stop = workers(&app);
     let id = start(&app, "deploy staging abc1234").await;
     watching(&app, id).await;
     app.db
@@ -357,19 +404,11 @@ async fn cancel_or_alert_during_the_watch(backend: Backend) {
     // A P1 alert for the environment arriving during the watch breaks it.
     let id = start(&app, "deploy staging def5678").await;
     watching(&app, id).await;
-    let alert = serde_json::json!({
-        "version": "4", "status": "firing", "receiver": "deckhand",
-        "groupLabels": {"alertname": "HighErrorRate"},
-        "commonLabels": {"alertname": "HighErrorRate", "environment": "staging", "severity": "critical"},
-        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-        "alerts": [{"status": "firing",
-            "labels": {"alertname": "HighErrorRate", "environment": "staging", "severity": "critical"},
-            "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "fingerprint": "watch1"}]
-    });
-    let parsed =
-        deckhand::watch::alerts::parse("alertmanager", alert.to_string().as_bytes()).unwrap();
-    deckhand::watch::alerts::ingest(&app, parsed).await.unwrap();
+    ingest(
+        &app,
+        &alert("staging", "HighErrorRate", "critical", "watch1"),
+    )
+    .await;
     let j = done(&app, id).await;
     assert_eq!(j.state, state::FAILED);
     assert!(
@@ -446,3 +485,90 @@ async fn kill_9_during_a_watch_ends_it_unverified(backend: Backend) {
     );
 }
 both!(kill_9_watch, kill_9_during_a_watch_ends_it_unverified);
+
+/// An Alertmanager alert for `env`, firing.
+fn alert(env: &str, name: &str, severity: &str, fp: &str) -> Vec<u8> {
+    serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "deckhand",
+        "groupLabels": {"alertname": name},
+        "commonLabels": {"alertname": name, "environment": env, "severity": severity},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": "firing",
+            "labels": {"alertname": name, "environment": env, "severity": severity},
+            "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": fp}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn ingest(app: &Arc<App>, body: &[u8]) {
+    let parsed = deckhand::watch::alerts::parse("alertmanager", body).unwrap();
+    deckhand::watch::alerts::ingest(app, parsed).await.unwrap();
+}
+
+async fn thread_bodies(app: &App, thread: &str) -> Vec<String> {
+    deckhand::on_db!(&app.db, p => {
+        sqlx::query_scalar::<_, String>("SELECT body FROM outbox WHERE thread_key = $1 ORDER BY id")
+            .bind(thread)
+            .fetch_all(p)
+            .await
+            .unwrap()
+    })
+}
+
+/// After a clean watch, an alert within `link_alerts_seconds` names the deploy it followed
+/// with a Roll back button, under the incident and in the job's thread; past the window,
+/// or on another environment, it names nothing.
+async fn an_alert_after_the_watch_names_the_deploy(backend: Backend) {
+    let Some((_prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        1,
+        "link_alerts_seconds = 600",
+        [Some(Answer::Value(0.0)), Some(Answer::Value(0.1))],
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = start(&app, "deploy staging abc1234").await;
+    let j = done(&app, id).await;
+    assert_eq!(j.state, state::SUCCEEDED, "{:?}", j.result);
+    let before = notices_of(&app, id).await.len();
+
+    ingest(
+        &app,
+        &alert("staging", "HighErrorRate", "warning", "after1"),
+    )
+    .await;
+    let incident = app.db.firing_incidents().await.unwrap();
+    let incident = incident
+        .iter()
+        .find(|i| i.title.contains("HighErrorRate"))
+        .expect("the incident");
+    let linked = |b: &String| {
+        b.contains("HighErrorRate fired ")
+            && b.contains(" after abc1234 reached staging — Roll back?")
+    };
+    let under_incident = thread_bodies(&app, &format!("incident:{}", incident.id)).await;
+    assert_eq!(under_incident.len(), 2, "{under_incident:#?}");
+    assert!(linked(&under_incident[1]), "{}", under_incident[1]);
+    let reply: serde_json::Value = serde_json::from_str(&under_incident[1]).unwrap();
+    assert_eq!(reply["reply"], true, "{reply}");
+    assert_eq!(reply["actions"][0]["action"], "rollback", "{reply}");
+    assert_eq!(reply["actions"][0]["job_id"], id, "{reply}");
+    let in_job = notices_of(&app, id).await;
+    assert_eq!(in_job.len(), before + 1, "{in_job:#?}");
+    assert!(linked(in_job.last().unwrap()), "{}", in_job.last().unwrap());
+
+    // Production had no deploy: its alert names none.
+    ingest(&app, &alert("production", "DiskFull", "warning", "after2")).await;
+    let all = app.db.firing_incidents().await.unwrap();
+    let disk = all.iter().find(|i| i.title.contains("DiskFull")).unwrap();
+    let bodies = thread_bodies(&app, &format!("incident:{}", disk.id)).await;
+    assert_eq!(bodies.len(), 1, "no link: {bodies:#?}");
+    stop.cancel();
+}
+both!(alert_after_watch, an_alert_after_the_watch_names_the_deploy);

@@ -7,6 +7,7 @@ pub mod fake;
 pub mod gateway;
 pub mod github;
 pub mod prom;
+pub mod prometheus;
 pub mod socket;
 
 /// Run one test body on each backend: `both!(name, body)` makes `name::sqlite` and
