@@ -51,6 +51,11 @@ pub struct WatchConfig {
     pub interval_seconds: u64,
     #[serde(default)]
     pub on_no_data: OnNoData,
+    /// With `on_no_data = "fail"`, a check breaks the watch once it has had no data this
+    /// long in a row (a restarted or new service has no samples for a scrape or two), or
+    /// when the watch ends without data for it.
+    #[serde(default = "default_no_data_grace")]
+    pub no_data_grace_seconds: u64,
     #[serde(default)]
     pub checks: Vec<WatchCheck>,
     /// After a clean watch, alerts for the environment opened within this long of the
@@ -61,6 +66,10 @@ pub struct WatchConfig {
 
 fn default_interval() -> u64 {
     5
+}
+
+fn default_no_data_grace() -> u64 {
+    30
 }
 
 fn default_link_alerts() -> u64 {

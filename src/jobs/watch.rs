@@ -131,6 +131,8 @@ pub(crate) async fn watch(r: &JobRun<'_>, w: &WatchConfig, baseline: Vec<Reading
             before: b,
         })
         .collect();
+    // Since when each check has had no data, in a row.
+    let mut dry: Vec<Option<tokio::time::Instant>> = vec![None; w.checks.len()];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(w.seconds);
     let every = Duration::from_secs(w.interval_seconds.max(1));
     let outcome = |end, figures| WatchOutcome {
@@ -142,7 +144,7 @@ pub(crate) async fn watch(r: &JobRun<'_>, w: &WatchConfig, baseline: Vec<Reading
         // A hanging Prometheus holds a round for its query timeout at most; a cancel or
         // the shutdown does not wait for it.
         let stopped = tokio::select! {
-            b = round(r, w, &already, &mut figures) => Ok(b),
+            b = round(r, w, &already, &mut figures, &mut dry) => Ok(b),
             _ = r.stops.cancel.cancelled() => Err(WatchEnd::Cancelled),
             _ = r.stops.shutdown.cancelled() => Err(WatchEnd::Abandoned),
         };
@@ -156,7 +158,12 @@ pub(crate) async fn watch(r: &JobRun<'_>, w: &WatchConfig, baseline: Vec<Reading
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return outcome(WatchEnd::Clean, figures);
+            // Still without data at the end: not a clean watch.
+            let end = match dry_break(w, &figures) {
+                Some(b) => WatchEnd::Broke(b),
+                None => WatchEnd::Clean,
+            };
+            return outcome(end, figures);
         }
         tokio::select! {
             _ = tokio::time::sleep(every.min(deadline - now)) => {}
@@ -166,29 +173,52 @@ pub(crate) async fn watch(r: &JobRun<'_>, w: &WatchConfig, baseline: Vec<Reading
     }
 }
 
+/// With `on_no_data = "fail"`, the first check whose last reading had no data.
+fn dry_break(w: &WatchConfig, figures: &[Figure]) -> Option<String> {
+    if w.on_no_data != OnNoData::Fail {
+        return None;
+    }
+    w.checks
+        .iter()
+        .zip(figures)
+        .find_map(|(c, f)| match &f.after {
+            Err(why) => Some(format!("no data for {} ({why})", c.name)),
+            Ok(_) => None,
+        })
+}
+
 /// One evaluation: checks, the health URL, new severe alerts. `Some`: what broke the watch.
 async fn round(
     r: &JobRun<'_>,
     w: &WatchConfig,
     already: &HashSet<i64>,
     figures: &mut [Figure],
+    dry: &mut [Option<tokio::time::Instant>],
 ) -> Option<String> {
     let env = env_of(r.job);
     let mut broke = None;
-    for ((c, f), reading) in w
+    let grace = Duration::from_secs(w.no_data_grace_seconds);
+    for (((c, f), since), reading) in w
         .checks
         .iter()
         .zip(figures.iter_mut())
+        .zip(dry.iter_mut())
         .zip(readings(r, w).await)
     {
         match &reading {
             Ok(v) => {
+                *since = None;
                 if let Some(why) = c.broken_by(*v) {
                     broke.get_or_insert(format!("{} {} ({why})", c.name, c.show(*v)));
                 }
             }
             Err(why) if w.on_no_data == OnNoData::Fail => {
-                broke.get_or_insert(format!("no data for {} ({why})", c.name));
+                let first = *since.get_or_insert_with(tokio::time::Instant::now);
+                if first.elapsed() >= grace {
+                    broke.get_or_insert(format!("no data for {} ({why})", c.name));
+                } else {
+                    tracing::info!(job_id = r.job.id, check = %c.name, why = %why, "no data yet");
+                }
             }
             Err(why) => {
                 tracing::info!(job_id = r.job.id, check = %c.name, why = %why, "no data; on_no_data = pass");

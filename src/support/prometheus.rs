@@ -76,7 +76,31 @@ pub fn parse(status: u16, body: &[u8]) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{PromQuery, instant, parse};
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_no_data() {
+        // A port nobody listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let q = PromQuery {
+            http: &http,
+            url: &url,
+            token: Some("never-shown-token"),
+            timeout: std::time::Duration::from_secs(2),
+        };
+        let why = instant(&q, "up").await.unwrap_err();
+        assert_eq!(why, "cannot connect");
+        assert!(
+            !why.contains("never-shown-token") && !why.contains(&url),
+            "{why}"
+        );
+    }
 
     #[test]
     fn answers_are_values_or_no_data() {

@@ -218,11 +218,11 @@ async fn clean_watch_verifies_only_at_its_end(backend: Backend) {
 }
 both!(clean_watch, clean_watch_verifies_only_at_its_end);
 
-async fn broken_check_rolls_back_naming_it(backend: Backend) {
+async fn broken_check_or_alert_rolls_back_naming_it(backend: Backend) {
     let Some((prom, w, app, stop)) = setup(
         backend,
         "production",
-        2,
+        4,
         "",
         [Some(Answer::Value(0.01)), Some(Answer::Value(0.2))],
         &[],
@@ -261,9 +261,30 @@ async fn broken_check_rolls_back_naming_it(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!((cur.version.as_str(), cur.verified), ("abc1234", true));
+
+    // An Alertmanager alert for production arriving during the watch breaks it too.
+    prom.set(ERR, Answer::Value(0.01));
+    let staged = done(&app, start(&app, "deploy staging fed4321").await).await;
+    assert_eq!(staged.state, state::SUCCEEDED, "{:?}", staged.result);
+    let id = start(&app, "deploy production fed4321").await;
+    watching(&app, id).await;
+    ingest(
+        &app,
+        &alert("production", "HighErrorRate", "critical", "brk1"),
+    )
+    .await;
+    let j = done(&app, id).await;
+    assert_eq!(j.state, state::FAILED);
+    assert_eq!(
+        j.result.as_deref(),
+        Some(
+            "Deployment of fed4321 to production failed its watch (alert HighErrorRate (P0) fired); rolled back to abc1234, health check passing"
+        )
+    );
+    assert!(!app.db.verified_on("production", "fed4321").await.unwrap());
     stop.cancel();
 }
-both!(broken_check, broken_check_rolls_back_naming_it);
+both!(broken_check, broken_check_or_alert_rolls_back_naming_it);
 
 async fn no_data_fails_by_default_and_staging_first_refuses(backend: Backend) {
     let Some((prom, _w, app, stop)) = setup(
