@@ -593,3 +593,30 @@ async fn an_alert_after_the_watch_names_the_deploy(backend: Backend) {
     stop.cancel();
 }
 both!(alert_after_watch, an_alert_after_the_watch_names_the_deploy);
+
+/// A new service has no samples for a scrape or two: no data within
+/// `no_data_grace_seconds` does not break the watch once data arrives.
+async fn no_data_at_first_is_forgiven_within_the_grace(backend: Backend) {
+    let Some((prom, _w, app, stop)) = setup(
+        backend,
+        "staging",
+        4,
+        "no_data_grace_seconds = 3",
+        [Some(Answer::Empty), Some(Answer::Value(0.1))],
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = start(&app, "deploy staging abc1234").await;
+    watching(&app, id).await;
+    prom.set(ERR, Answer::Value(0.0));
+    let j = done(&app, id).await;
+    assert_eq!(
+        j.result.as_deref(),
+        Some("Deployed abc1234 to staging, health check passing, 4 s watch clean")
+    );
+    stop.cancel();
+}
+both!(no_data_grace, no_data_at_first_is_forgiven_within_the_grace);
