@@ -440,6 +440,11 @@ async fn cancel_or_alert_during_the_watch(backend: Backend) {
         "{:?}",
         j.result
     );
+    // Staging has no auto_rollback: the infrastructure-issue notice offers the rollback.
+    let last: serde_json::Value =
+        serde_json::from_str(&notices_of(&app, id).await.pop().unwrap()).unwrap();
+    assert_eq!(last["kind"], "infrastructure_issue", "{last}");
+    assert_eq!(last["actions"][0]["action"], "rollback", "{last}");
     stop.cancel();
 }
 both!(cancel_or_alert, cancel_or_alert_during_the_watch);
