@@ -41,4 +41,5 @@ mod storms;
 mod ui;
 mod ui_browser;
 mod watch;
+mod watch_alerts;
 mod watch_prometheus;

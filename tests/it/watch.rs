@@ -15,9 +15,9 @@ use deckhand::intake::{Invocation, Outcome, submit};
 use deckhand::store::jobs::{JobRow, state};
 use deckhand::support::runner::CancelToken;
 
-const ERR: &str =
+pub(crate) const ERR: &str =
     "sum(rate(http_requests_total{code=~\"5..\"}[1m])) / sum(rate(http_requests_total[1m]))";
-const P95: &str =
+pub(crate) const P95: &str =
     "histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket[1m])) by (le))";
 const TOKEN: &str = "prom-token-never-shown-7f3a";
 const HELLO: &str = r#"name = "hello"
@@ -66,7 +66,7 @@ max = 0.5
 
 /// A fake Prometheus answering `[error rate, p95]` (`None`: unscripted, an empty result), a
 /// workspace watching `env` for `seconds`, its app (with `vars`) and running workers.
-async fn setup(
+pub(crate) async fn setup(
     backend: Backend,
     env: &str,
     seconds: u64,
@@ -108,7 +108,7 @@ async fn say(app: &Arc<App>, user: &str, line: &str) -> Outcome {
     .unwrap()
 }
 
-async fn start(app: &Arc<App>, line: &str) -> i64 {
+pub(crate) async fn start(app: &Arc<App>, line: &str) -> i64 {
     match say(app, "UDEPLOYER", line).await {
         Outcome::Accepted { job_id, .. } => job_id,
         other => panic!("{line}: expected a job, got {other:?}"),
@@ -125,7 +125,7 @@ fn workers(app: &Arc<App>) -> CancelToken {
     stop
 }
 
-async fn done(app: &App, id: i64) -> JobRow {
+pub(crate) async fn done(app: &App, id: i64) -> JobRow {
     eventually(40, &format!("job {id} to end"), || async {
         app.db
             .job(id)
@@ -136,7 +136,7 @@ async fn done(app: &App, id: i64) -> JobRow {
     .await
 }
 
-async fn notices_of(app: &App, id: i64) -> Vec<String> {
+pub(crate) async fn notices_of(app: &App, id: i64) -> Vec<String> {
     app.db
         .job_notices(id, "slack", 0)
         .await
@@ -512,93 +512,6 @@ async fn kill_9_during_a_watch_ends_it_unverified(backend: Backend) {
 }
 both!(kill_9_watch, kill_9_during_a_watch_ends_it_unverified);
 
-/// An Alertmanager alert for `env`, firing.
-fn alert(env: &str, name: &str, severity: &str, fp: &str) -> Vec<u8> {
-    serde_json::json!({
-        "version": "4", "status": "firing", "receiver": "deckhand",
-        "groupLabels": {"alertname": name},
-        "commonLabels": {"alertname": name, "environment": env, "severity": severity},
-        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-        "alerts": [{"status": "firing",
-            "labels": {"alertname": name, "environment": env, "severity": severity},
-            "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "fingerprint": fp}]
-    })
-    .to_string()
-    .into_bytes()
-}
-
-async fn ingest(app: &Arc<App>, body: &[u8]) {
-    let parsed = deckhand::watch::alerts::parse("alertmanager", body).unwrap();
-    deckhand::watch::alerts::ingest(app, parsed).await.unwrap();
-}
-
-async fn thread_bodies(app: &App, thread: &str) -> Vec<String> {
-    deckhand::on_db!(&app.db, p => {
-        sqlx::query_scalar::<_, String>("SELECT body FROM outbox WHERE thread_key = $1 ORDER BY id")
-            .bind(thread)
-            .fetch_all(p)
-            .await
-            .unwrap()
-    })
-}
-
-/// After a clean watch, an alert within `link_alerts_seconds` names the deploy it followed
-/// with a Roll back button, under the incident and in the job's thread; past the window,
-/// or on another environment, it names nothing.
-async fn an_alert_after_the_watch_names_the_deploy(backend: Backend) {
-    let Some((_prom, _w, app, stop)) = setup(
-        backend,
-        "staging",
-        1,
-        "link_alerts_seconds = 600",
-        [Some(Answer::Value(0.0)), Some(Answer::Value(0.1))],
-        &[],
-    )
-    .await
-    else {
-        return;
-    };
-    let id = start(&app, "deploy staging abc1234").await;
-    let j = done(&app, id).await;
-    assert_eq!(j.state, state::SUCCEEDED, "{:?}", j.result);
-    let before = notices_of(&app, id).await.len();
-
-    ingest(
-        &app,
-        &alert("staging", "HighErrorRate", "warning", "after1"),
-    )
-    .await;
-    let incident = app.db.firing_incidents().await.unwrap();
-    let incident = incident
-        .iter()
-        .find(|i| i.title.contains("HighErrorRate"))
-        .expect("the incident");
-    let linked = |b: &String| {
-        b.contains("HighErrorRate fired ")
-            && b.contains(" after abc1234 reached staging — Roll back?")
-    };
-    let under_incident = thread_bodies(&app, &format!("incident:{}", incident.id)).await;
-    assert_eq!(under_incident.len(), 2, "{under_incident:#?}");
-    assert!(linked(&under_incident[1]), "{}", under_incident[1]);
-    let reply: serde_json::Value = serde_json::from_str(&under_incident[1]).unwrap();
-    assert_eq!(reply["reply"], true, "{reply}");
-    assert_eq!(reply["actions"][0]["action"], "rollback", "{reply}");
-    assert_eq!(reply["actions"][0]["job_id"], id, "{reply}");
-    let in_job = notices_of(&app, id).await;
-    assert_eq!(in_job.len(), before + 1, "{in_job:#?}");
-    assert!(linked(in_job.last().unwrap()), "{}", in_job.last().unwrap());
-
-    // Production had no deploy: its alert names none.
-    ingest(&app, &alert("production", "DiskFull", "warning", "after2")).await;
-    let all = app.db.firing_incidents().await.unwrap();
-    let disk = all.iter().find(|i| i.title.contains("DiskFull")).unwrap();
-    let bodies = thread_bodies(&app, &format!("incident:{}", disk.id)).await;
-    assert_eq!(bodies.len(), 1, "no link: {bodies:#?}");
-    stop.cancel();
-}
-both!(alert_after_watch, an_alert_after_the_watch_names_the_deploy);
-
 /// A new service has no samples for a scrape or two: no data within
 /// `no_data_grace_seconds` does not break the watch once data arrives.
 async fn no_data_at_first_is_forgiven_within_the_grace(backend: Backend) {
@@ -625,3 +538,24 @@ async fn no_data_at_first_is_forgiven_within_the_grace(backend: Backend) {
     stop.cancel();
 }
 both!(no_data_grace, no_data_at_first_is_forgiven_within_the_grace);
+
+/// An Alertmanager alert for `env`, firing.
+pub(crate) fn alert(env: &str, name: &str, severity: &str, fp: &str) -> Vec<u8> {
+    serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "deckhand",
+        "groupLabels": {"alertname": name},
+        "commonLabels": {"alertname": name, "environment": env, "severity": severity},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": "firing",
+            "labels": {"alertname": name, "environment": env, "severity": severity},
+            "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": fp}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub(crate) async fn ingest(app: &Arc<App>, body: &[u8]) {
+    let parsed = deckhand::watch::alerts::parse("alertmanager", body).unwrap();
+    deckhand::watch::alerts::ingest(app, parsed).await.unwrap();
+}
