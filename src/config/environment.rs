@@ -13,6 +13,9 @@ use crate::domain::platform::Platform;
 pub struct EnvironmentConfig {
     /// Polled after deploys and rollbacks, and by the uptime probes.
     pub health_url: Option<String>,
+    /// Where people open the environment: the GitHub deployment's `environment_url`
+    /// (else `health_url`).
+    pub url: Option<String>,
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
     /// Where the health answer names the running version: `"json:FIELD"` for a JSON field,

@@ -61,6 +61,11 @@ pub(crate) async fn run(
         crate::jobs::ci::Waited::Abandon => return Ok(None),
         crate::jobs::ci::Waited::End(end) => return Ok(Some(end)),
     }
+    // Known before the steps change what runs: the commits since the running version.
+    let changes = match (r.kind, job.args_map().get("commit_sha")) {
+        (JobKind::Deploy, Some(sha)) => app.changes(env_of(job), sha).await,
+        _ => Vec::new(),
+    };
     let deployment_id = start(&r).await?;
 
     let secret = new_secret(&r)?;
@@ -100,6 +105,7 @@ pub(crate) async fn run(
     drop(secret);
 
     let mut verdict = verify::verify(&r, steps, fingerprint).await;
+    verdict.changes = changes;
     if let (Some(w), Some(b), None) = (watch_plan, baseline, verdict.reason()) {
         let outcome = watch::watch(&r, w, b).await;
         if outcome.end == watch::WatchEnd::Abandoned {
@@ -182,6 +188,14 @@ async fn start(r: &JobRun<'_>) -> anyhow::Result<Option<i64>> {
                 requested_by: job.requested_by.clone(),
             },
         );
+        // The GitHub deployment opens with the steps, `in_progress`.
+        let what = if r.kind == JobKind::Rollback {
+            "rollback to"
+        } else {
+            "deploy"
+        };
+        writes
+            .extend(crate::jobs::github::open(r, &crate::jobs::github::key(job.id), v, what).await);
         deployment_id = Some(apply_retrying(r.app, &writes).await?[0]);
     }
     if deployment_id.is_none() {

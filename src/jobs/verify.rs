@@ -28,6 +28,8 @@ pub(crate) struct Verdict {
     pub watch: Option<WatchOutcome>,
     /// Deploys: "yes — abc1234" or "no — no earlier verified version", for the report.
     pub rollback_ready: Option<String>,
+    /// Deploys with GitHub: the commits since the running version (`Changes`, `Compare`).
+    pub changes: Vec<(String, String)>,
 }
 
 impl Verdict {
@@ -117,5 +119,6 @@ pub(crate) async fn verify(
         fingerprint,
         watch: None,
         rollback_ready: None,
+        changes: Vec::new(),
     }
 }
