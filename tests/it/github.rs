@@ -25,10 +25,20 @@ pub(crate) fn ws(b: Backend) -> Option<Workspace> {
         "everyone",
         r#"["sh", "-c", "echo \"$DECKHAND_VERSION $DECKHAND_COMMIT_SHA\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
     );
+    // The stock rollback, with a step that records what it received.
+    let rollback = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/commands/rollback.toml"
+    ))
+    .unwrap()
+    .replace(
+        r#"argv = ["deckhand", "demo", "deploy"]"#,
+        r#"argv = ["sh", "-c", "echo \"rollback $DECKHAND_VERSION\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
+    );
     let w = Workspace::new(
         b,
         "\n[github]\nrepository = \"acme/shop\"\n[ui]\npublic_url = \"https://deckhand.example\"\n",
-        &[("ship.toml", &ship)],
+        &[("ship.toml", &ship), ("rollback.toml", &rollback)],
     )?;
     let text = std::fs::read_to_string(w.config_path()).unwrap();
     let staging = format!(
@@ -248,6 +258,26 @@ async fn a_passing_deploy_opens_one_github_deployment_and_refusals_none(b: Backe
         gh.deployments()[0].states(),
         ["in_progress", "success", "inactive"]
     );
+
+    // A rollback opens one too, of the commit the version stood for when deployed.
+    let (code, out, err) = run(&w, &gh, &["rollback", "staging", "main"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ran(&w).ends_with("rollback main\n"), "{}", ran(&w));
+    let d = eventually(15, "the rollback's deployment", || async {
+        let d = gh.deployments();
+        (d.len() == 3 && d[2].states() == ["in_progress", "success"]).then(|| d[2].clone())
+    })
+    .await;
+    assert_eq!(d.body["ref"], SHA_OK);
+    assert!(
+        d.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("rollback to main"),
+        "{}",
+        d.body
+    );
+    assert_eq!(gh.deployments()[1].states().last().unwrap(), "inactive");
     assert!(
         gh.calls()
             .iter()

@@ -52,8 +52,9 @@ struct Inner {
     /// Answers given before any other, in turn: (status, headers, body).
     script: VecDeque<Scripted>,
     deployments: Vec<GhDeployment>,
-    /// Deployment creates still to answer 502.
+    /// Deployment creates still to answer `create_failure` (502 unless set).
     failing_creates: usize,
+    create_failure: u16,
     /// (base, head) → (ahead_by, behind_by, commit messages oldest first).
     compares: BTreeMap<(String, String), (u64, u64, Vec<String>)>,
 }
@@ -130,7 +131,14 @@ impl FakeGitHub {
 
     /// The next `n` deployment creates answer 502.
     pub fn fail_creates(&self, n: usize) {
-        self.inner.lock().unwrap().failing_creates = n;
+        self.fail_creates_with(n, 502);
+    }
+
+    /// The next `n` deployment creates answer `status`.
+    pub fn fail_creates_with(&self, n: usize, status: u16) {
+        let mut i = self.inner.lock().unwrap();
+        i.failing_creates = n;
+        i.create_failure = status;
     }
 
     pub fn deployments(&self) -> Vec<GhDeployment> {
@@ -276,7 +284,7 @@ fn deployments(i: &mut Inner, method: &Method, parts: &[String], body: Value) ->
         5 => {
             if i.failing_creates > 0 {
                 i.failing_creates -= 1;
-                return json_reply(502, json!({"message": "Server Error"}));
+                return json_reply(i.create_failure, json!({"message": "Server Error"}));
             }
             if body["ref"].as_str().is_none_or(|r| r.len() != 40) {
                 return json_reply(422, json!({"message": "ref must be a full SHA here"}));
