@@ -99,13 +99,15 @@ pub(super) fn environment_problems(text: &str, c: &Config) -> Vec<(usize, String
                     ),
                 ));
         }
-        if let Some(url) = &e.health_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            out.push((
-                line,
-                format!("environments.{env_name}.health_url must start with http:// or https://"),
-            ));
+        for (key, url) in [("health_url", &e.health_url), ("url", &e.url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                out.push((
+                    line,
+                    format!("environments.{env_name}.{key} must start with http:// or https://"),
+                ));
+            }
         }
         if let Some(ev) = &e.expect_version
             && ev != "body"

@@ -355,16 +355,35 @@ both!(pending_checks_are_waited_for, pending_checks_are_waited_for);
 #[test]
 fn check_validates_the_github_config() {
     let w = Workspace::new(Backend::Sqlite, "\n[github]\nrepository = \"acme\"\n", &[]).unwrap();
-    let out = w
-        .cmd(&["check"])
-        .env("GITHUB_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{all}");
+    let check = || {
+        let out = w
+            .cmd(&["check"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{all}");
+        all
+    };
+    let all = check();
     assert!(all.contains("accepted: \"owner/name\""), "{all}");
+
+    // An environment's url (the deployments' environment_url) must be a web address.
+    let text = std::fs::read_to_string(w.config_path()).unwrap();
+    let text = text
+        .replace("repository = \"acme\"", "repository = \"acme/shop\"")
+        .replace(
+            "[environments.staging]\n",
+            "[environments.staging]\nurl = \"staging.example\"\n",
+        );
+    std::fs::write(w.config_path(), text).unwrap();
+    let all = check();
+    assert!(
+        all.contains("environments.staging.url must start with http:// or https://"),
+        "{all}"
+    );
 }
