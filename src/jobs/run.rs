@@ -61,10 +61,14 @@ pub(crate) async fn run(
         crate::jobs::ci::Waited::Abandon => return Ok(None),
         crate::jobs::ci::Waited::End(end) => return Ok(Some(end)),
     }
-    // Known before the steps change what runs: the commits since the running version.
+    // The commits since the running version, asked for alongside the steps (a slow
+    // GitHub never holds up the deploy); the report waits for the answer.
     let changes = match (r.kind, job.args_map().get("commit_sha")) {
-        (JobKind::Deploy, Some(sha)) => app.changes(env_of(job), sha).await,
-        _ => Vec::new(),
+        (JobKind::Deploy, Some(sha)) => {
+            let (app, env, sha) = (app.clone(), env_of(job).to_owned(), sha.clone());
+            Some(tokio::spawn(async move { app.changes(&env, &sha).await }))
+        }
+        _ => None,
     };
     let deployment_id = start(&r).await?;
 
@@ -105,7 +109,9 @@ pub(crate) async fn run(
     drop(secret);
 
     let mut verdict = verify::verify(&r, steps, fingerprint).await;
-    verdict.changes = changes;
+    if let Some(c) = changes {
+        verdict.changes = c.await.unwrap_or_default();
+    }
     if let (Some(w), Some(b), None) = (watch_plan, baseline, verdict.reason()) {
         let outcome = watch::watch(&r, w, b).await;
         if outcome.end == watch::WatchEnd::Abandoned {
