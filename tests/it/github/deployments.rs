@@ -82,7 +82,8 @@ both!(
 
 /// The deliverer's verdicts, one row at a time: a 5xx is retried with backoff, a rate
 /// limit with its wait, a refusal (401) is fatal; once the create is given up, the
-/// statuses that follow are dropped without a call; no reason carries the token.
+/// statuses that follow are dropped without a call; no reason carries the token. A
+/// deployment GitHub created is found again by a new process (after a restart).
 async fn refusals_are_fatal_outages_retried_and_orphan_statuses_dropped(b: Backend) {
     use deckhand::outbox::github::{GitHubDeployments, gh_state, open, status};
     use deckhand::outbox::{Deliver, DeliveryError};
@@ -158,6 +159,38 @@ async fn refusals_are_fatal_outages_retried_and_orphan_statuses_dropped(b: Backe
     }
     assert_eq!(gh.calls().len(), posts, "no status was posted");
     assert_eq!(app.db.github_deployment_id("77").await.unwrap(), Some(None));
+
+    // A create that takes is remembered: a new process (after a restart) posts the
+    // status to the deployment GitHub created.
+    let d = OpenedDeployment {
+        key: "78",
+        job_id: 78,
+        ..d
+    };
+    app.db
+        .apply(&open(&app.settings, &d, "deploy main"))
+        .await
+        .unwrap();
+    let create = next().await;
+    assert_eq!(deliverer.deliver(&app, &create).await, Ok(()));
+    app.db.mark_delivered(create.id).await.unwrap();
+    let id = gh.deployments()[0].id;
+    assert_eq!(
+        app.db.github_deployment_id("78").await.unwrap(),
+        Some(Some(id))
+    );
+    drop(app);
+    let again = w
+        .app(&[("GITHUB_TOKEN", TOKEN), ("GITHUB_API_URL", &gh.url)])
+        .await;
+    let rows = again
+        .db
+        .claim_notices(&["github"], "test2", 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(deliverer.deliver(&again, &rows[0]).await, Ok(()));
+    assert_eq!(gh.deployments()[0].states(), ["in_progress"]);
 }
 both!(
     refusals_are_fatal_outages_retried_and_orphan_statuses_dropped,
