@@ -17,7 +17,8 @@ const SHA_WAIT: &str = "3333333ccccccccccccccccccccccccccccccccc";
 const SHA_WAIT_BAD: &str = "4444444ddddddddddddddddddddddddddddddddd";
 
 /// Staging with `required_checks = ["test"]` (no health check; people open it at
-/// `https://staging.example`), a `ship` deploy whose step records what it received,
+/// `https://staging.example`), a `ship` deploy whose step records what it received (and
+/// `broke`, whose step fails, and `slow`, whose step takes a minute),
 /// `[github] repository = "acme/shop"`, and job pages under `https://deckhand.example`.
 pub(crate) fn ws(b: Backend) -> Option<Workspace> {
     let ship = deploy_command(
@@ -38,7 +39,18 @@ pub(crate) fn ws(b: Backend) -> Option<Workspace> {
     let w = Workspace::new(
         b,
         "\n[github]\nrepository = \"acme/shop\"\n[ui]\npublic_url = \"https://deckhand.example\"\n",
-        &[("ship.toml", &ship), ("rollback.toml", &rollback)],
+        &[
+            ("ship.toml", &ship),
+            ("rollback.toml", &rollback),
+            (
+                "broke.toml",
+                &deploy_command("broke", "everyone", r#"["false"]"#),
+            ),
+            (
+                "slow.toml",
+                &deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 60"]"#),
+            ),
+        ],
     )?;
     let text = std::fs::read_to_string(w.config_path()).unwrap();
     let staging = format!(

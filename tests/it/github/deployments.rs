@@ -80,6 +80,58 @@ both!(
     a_github_outage_delays_the_deployment_but_not_the_deploy
 );
 
+/// A deploy whose step fails ends its GitHub deployment with `failure`; one whose
+/// process dies mid-step is found interrupted after a restart and ends with `error`.
+async fn failed_and_interrupted_deploys_end_their_deployments(b: Backend) {
+    let Some(w) = ws(b) else { return };
+    let gh = FakeGitHub::start();
+    gh.commit(SHA_OK, &["main"]);
+    gh.check_run(SHA_OK, "test", "completed", Some("success"));
+    let (code, out, err) = run(&w, &gh, &["broke", "staging", "main"]);
+    assert_ne!(code, 0, "{out}{err}");
+    eventually(15, "the failure status", || async {
+        let d = gh.deployments();
+        (d.len() == 1 && d[0].states() == ["in_progress", "failure"]).then_some(())
+    })
+    .await;
+
+    let env = [("GITHUB_TOKEN", TOKEN), ("GITHUB_API_URL", gh.url.as_str())];
+    let mut server = Server::start(&w, &env);
+    let mut follower = w
+        .cmd(&["run", "slow", "staging", "main"])
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the deployment is in progress (no GitHub row in flight).
+    eventually(20, "the second deployment in progress", || async {
+        let d = gh.deployments();
+        (d.len() == 2 && d[1].states() == ["in_progress"]).then_some(())
+    })
+    .await;
+    server.kill9();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _restarted = Server::start(&w, &env);
+    eventually(40, "the error status after the restart", || async {
+        (gh.deployments()[1].states() == ["in_progress", "error"]).then_some(())
+    })
+    .await;
+    let app = w.app(&env).await;
+    let job = gh.deployments()[1].body["payload"]["deckhand_job_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.db.job(job).await.unwrap().unwrap().state,
+        state::INTERRUPTED
+    );
+}
+both!(
+    failed_and_interrupted_deploys_end_their_deployments,
+    failed_and_interrupted_deploys_end_their_deployments
+);
+
 /// The deliverer's verdicts, one row at a time: a 5xx is retried with backoff, a rate
 /// limit with its wait, a refusal (401) is fatal; once the create is given up, the
 /// statuses that follow are dropped without a call; no reason carries the token. A
