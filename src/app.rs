@@ -231,4 +231,29 @@ impl App {
             repo.to_owned(),
         ))
     }
+
+    /// What deploying `sha` to `env` changes, as report fields (`Changes`, `Compare`):
+    /// the commits since what `env` runs now. Never fails and never waits out a rate
+    /// limit: when GitHub cannot say, the field says so and the deploy goes on.
+    pub async fn changes(&self, env: &str, sha: &str) -> Vec<(String, String)> {
+        use crate::support::github_compare::fields;
+        let Some((gh, repo)) = self.github(env) else {
+            return Vec::new();
+        };
+        let gh = crate::support::github::GitHub {
+            max_wait: std::time::Duration::ZERO,
+            ..gh
+        };
+        match self.db.running_commit(env).await {
+            Ok(Some(base)) => fields(Some(&base), gh.compare(&repo, &base, sha).await),
+            Ok(None) => fields(None, Err(crate::support::github::GhError::NotFound)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the running version to compare with");
+                vec![(
+                    "Changes".into(),
+                    "not known: the database did not answer".into(),
+                )]
+            }
+        }
+    }
 }

@@ -101,9 +101,11 @@ async fn submit(
     })
 }
 
-/// Let other platforms' notices of the job go out before leaving (for up to 3 s).
+/// Let other platforms' notices of the job (and its GitHub deployment statuses, paced a
+/// second apart) go out before leaving, for up to 10 s; what is left goes out with the
+/// next sender.
 async fn flush_notices(app: &App) {
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < until {
         let pending: i64 = app
             .db

@@ -13,6 +13,9 @@ use crate::domain::platform::Platform;
 pub struct EnvironmentConfig {
     /// Polled after deploys and rollbacks, and by the uptime probes.
     pub health_url: Option<String>,
+    /// Where people open the environment: the GitHub deployment's `environment_url`
+    /// (else `health_url`).
+    pub url: Option<String>,
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
     /// Where the health answer names the running version: `"json:FIELD"` for a JSON field,
@@ -96,13 +99,15 @@ pub(super) fn environment_problems(text: &str, c: &Config) -> Vec<(usize, String
                     ),
                 ));
         }
-        if let Some(url) = &e.health_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            out.push((
-                line,
-                format!("environments.{env_name}.health_url must start with http:// or https://"),
-            ));
+        for (key, url) in [("health_url", &e.health_url), ("url", &e.url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                out.push((
+                    line,
+                    format!("environments.{env_name}.{key} must start with http:// or https://"),
+                ));
+            }
         }
         if let Some(ev) = &e.expect_version
             && ev != "body"

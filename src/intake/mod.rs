@@ -397,6 +397,11 @@ async fn enqueue(
         job.environment.as_deref(),
         job.version.as_deref(),
     );
+    // An approval request shows what the deploy changes, for the approvers.
+    let changes = match (&job.environment, job_sha(&job)) {
+        (Some(e), Some(sha)) if job.state == state::AWAITING_APPROVAL => app.changes(e, &sha).await,
+        _ => Vec::new(),
+    };
     // Written by the group-commit writer, with the jobs of other commands arriving at the
     // same time; the answer comes once the transaction holding this job has committed.
     let extra = {
@@ -407,7 +412,9 @@ async fn enqueue(
             job.clone(),
             what.clone(),
         );
-        Arc::new(move |id, behind| first_writes(&app, &inv, &cmd, &job, &what, (id, behind)))
+        Arc::new(move |id, behind| {
+            first_writes(&app, &inv, &cmd, &job, &what, &changes, (id, behind))
+        })
     };
     let res = app.intake.enqueue(job.clone(), extra).await?;
     fault_point("abort-after-enqueue");
@@ -447,10 +454,14 @@ fn first_writes(
     cmd: &Command,
     job: &NewJob,
     what: &str,
+    changes: &[(String, String)],
     (id, behind): (i64, Option<i64>),
 ) -> Vec<Write> {
     let row = pseudo_row(id, job);
-    let n = first_notice(job, what, id, behind);
+    let mut n = first_notice(job, what, id, behind);
+    for (label, value) in changes {
+        n = n.field(label, value);
+    }
     let mut w = crate::outbox::routes::notices(&app.settings, &row, &n);
     if let Some(reason) = &job.emergency {
         let loud = Notice::new(
@@ -485,6 +496,13 @@ fn first_writes(
         format!("/{} {}", cmd.name, inv.args.join(" ")),
     ));
     w
+}
+
+/// The full SHA a deploy's version resolved to, when GitHub is configured.
+fn job_sha(job: &NewJob) -> Option<String> {
+    serde_json::from_str::<std::collections::BTreeMap<String, String>>(&job.args)
+        .ok()?
+        .remove("commit_sha")
 }
 
 /// "Queued", or "needs approvals" with the buttons to give them.

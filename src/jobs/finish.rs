@@ -11,6 +11,7 @@ use crate::jobs::health::HealthOutcome;
 use crate::jobs::run::JobRun;
 use crate::jobs::verify::Verdict;
 use crate::jobs::watch::{self, WatchEnd};
+use crate::outbox::github::gh_state;
 use crate::outbox::routes::notices;
 use crate::store::Write;
 use crate::store::jobs::{audit, state, transition};
@@ -51,6 +52,27 @@ pub(crate) fn finish(
             _ => failed(r, &reason, cancelled, &mut report),
         },
     };
+    // GitHub's deployments close with the job (`auto_inactive` retires the earlier ones).
+    writes.extend(crate::jobs::github::close(
+        r,
+        &crate::jobs::github::key(job.id),
+        crate::jobs::github::state_of(final_state),
+        &notice.title,
+    ));
+    if let Some((prev, h)) = rolled_back {
+        let state = if h.ok {
+            gh_state::SUCCESS
+        } else {
+            gh_state::FAILURE
+        };
+        let what = format!("Rolled {} back to {prev}: {}", env_of(job), h.detail);
+        writes.extend(crate::jobs::github::close(
+            r,
+            &crate::jobs::github::rollback_key(job.id),
+            state,
+            &what,
+        ));
+    }
     writes.extend(end_writes(r, final_state, notice.job(job.id)).1);
     (final_state, writes)
 }
@@ -96,6 +118,7 @@ fn report(r: &JobRun<'_>, verdict: &Verdict) -> Report {
         requested_by: job.requested_by.clone(),
         extra: Vec::new(),
     };
+    report.extra.extend(verdict.changes.iter().cloned());
     for (k, v) in &verdict.facts {
         if k != "migration" {
             report.extra.push((capitalise(k), v.clone()));

@@ -4,6 +4,7 @@
 mod ci;
 pub mod dbops;
 mod finish;
+mod github;
 pub(crate) mod health;
 pub(crate) mod orphans;
 mod rollback;

@@ -48,16 +48,16 @@ async fn auto_rollback(
         to = prev,
         "health check failed; rolling back"
     );
-    let id = app
-        .db
-        .apply(&[Write::DeploymentStart {
-            job_id: job.id,
-            environment: env.to_owned(),
-            version: prev.to_owned(),
-            kind: "auto_rollback".into(),
-            requested_by: "deckhand (auto-rollback)".into(),
-        }])
-        .await?[0];
+    let mut start = vec![Write::DeploymentStart {
+        job_id: job.id,
+        environment: env.to_owned(),
+        version: prev.to_owned(),
+        kind: "auto_rollback".into(),
+        requested_by: "deckhand (auto-rollback)".into(),
+    }];
+    let key = crate::jobs::github::rollback_key(job.id);
+    start.extend(crate::jobs::github::open(r, &key, prev, "automatic rollback to").await);
+    let id = app.db.apply(&start).await?[0];
     let steps = run_steps(app, job, r.cmd, Some(prev), redactor, None, r.stops).await?;
     let env_cfg = app.settings.config.environments.get(env);
     let h = match (&steps.failure, env_cfg) {

@@ -61,6 +61,15 @@ pub(crate) async fn run(
         crate::jobs::ci::Waited::Abandon => return Ok(None),
         crate::jobs::ci::Waited::End(end) => return Ok(Some(end)),
     }
+    // The commits since the running version, asked for alongside the steps (a slow
+    // GitHub never holds up the deploy); the report waits for the answer.
+    let changes = match (r.kind, job.args_map().get("commit_sha")) {
+        (JobKind::Deploy, Some(sha)) => {
+            let (app, env, sha) = (app.clone(), env_of(job).to_owned(), sha.clone());
+            Some(tokio::spawn(async move { app.changes(&env, &sha).await }))
+        }
+        _ => None,
+    };
     let deployment_id = start(&r).await?;
 
     let secret = new_secret(&r)?;
@@ -100,6 +109,9 @@ pub(crate) async fn run(
     drop(secret);
 
     let mut verdict = verify::verify(&r, steps, fingerprint).await;
+    if let Some(c) = changes {
+        verdict.changes = c.await.unwrap_or_default();
+    }
     if let (Some(w), Some(b), None) = (watch_plan, baseline, verdict.reason()) {
         let outcome = watch::watch(&r, w, b).await;
         if outcome.end == watch::WatchEnd::Abandoned {
@@ -186,6 +198,14 @@ async fn start(r: &JobRun<'_>) -> anyhow::Result<Option<i64>> {
                 requested_by: job.requested_by.clone(),
             },
         );
+        // The GitHub deployment opens with the steps, `in_progress`.
+        let what = if r.kind == JobKind::Rollback {
+            "rollback to"
+        } else {
+            "deploy"
+        };
+        writes
+            .extend(crate::jobs::github::open(r, &crate::jobs::github::key(job.id), v, what).await);
         deployment_id = Some(apply_retrying(r.app, &writes).await?[0]);
     }
     if deployment_id.is_none() {

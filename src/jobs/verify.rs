@@ -30,6 +30,8 @@ pub(crate) struct Verdict {
     pub rollback_ready: Option<String>,
     /// The steps run, with their argv (redacted) and outcome, for the report.
     pub commands: Vec<String>,
+    /// Deploys with GitHub: the commits since the running version (`Changes`, `Compare`).
+    pub changes: Vec<(String, String)>,
 }
 
 impl Verdict {
@@ -120,5 +122,6 @@ pub(crate) async fn verify(
         fingerprint,
         watch: None,
         rollback_ready: None,
+        changes: Vec::new(),
     }
 }

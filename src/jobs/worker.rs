@@ -111,6 +111,8 @@ async fn recover_orphan(app: &App, job: &JobRow) -> anyhow::Result<bool> {
     ];
     if requeue {
         writes.push(crate::store::jobs::release_lease(job.id));
+    } else {
+        writes.extend(super::github::interrupted(app, job, &title).await);
     }
     writes.extend(hold);
     writes.extend(notices(&app.settings, job, &notice));

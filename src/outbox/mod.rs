@@ -6,6 +6,7 @@
 //! crash between the two can at worst resend the one row in flight; platforms that allow
 //! it make even that harmless (an update of the job's one message is idempotent).
 
+pub mod github;
 pub(crate) mod routes;
 
 pub use crate::store::outbox::{CLAIM_MS, OutboxRow, Paused, is_edit, priority};

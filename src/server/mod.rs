@@ -325,6 +325,7 @@ fn depth(
 pub fn deliverers(app: &App, print_terminal: bool) -> Vec<Deliverer> {
     let mut d = vec![crate::outbox::Terminal::boxed(print_terminal)];
     d.extend(crate::platform::deliverers(app));
+    d.extend(crate::outbox::github::GitHubDeployments::boxed_if_configured(app));
     d
 }
 

@@ -9,6 +9,7 @@ mod connect;
 pub mod dbruns;
 pub(crate) mod demo;
 pub mod envdb;
+pub mod github;
 pub mod group;
 pub(crate) mod history;
 pub mod holds;

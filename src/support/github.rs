@@ -37,6 +37,18 @@ impl std::fmt::Display for GhError {
     }
 }
 
+/// Why a `POST` did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostError {
+    /// Worth trying again (a timeout, a 5xx, a rate limit), not before `after` if given.
+    Again {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// GitHub refused it (bad credentials, no permission, bad request): in words.
+    Refused(String),
+}
+
 /// A commit, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
@@ -112,6 +124,59 @@ impl GitHub<'_> {
         }
     }
 
+    /// `POST {api}{path}` with a JSON body, once: the answer, or whether to try again.
+    /// A rate limit is not waited out here but handed back as the wait (the outbox
+    /// retries then); so are timeouts and 5xx answers.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, PostError> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.api_url))
+            .timeout(self.timeout)
+            .bearer_auth(self.token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", "deckhand")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| PostError::Again {
+                after: None,
+                reason: format!("GitHub: {}", crate::support::net::net_reason(&e)),
+            })?;
+        let status = res.status().as_u16();
+        if let Some(wait) = rate_limit_wait(status, res.headers()) {
+            return Err(PostError::Again {
+                after: Some(wait),
+                reason: format!("GitHub rate limit; allowed again in {} s", wait.as_secs()),
+            });
+        }
+        match status {
+            200..=299 => res.json().await.map_err(|_| PostError::Again {
+                after: None,
+                reason: "GitHub answered with unreadable JSON".into(),
+            }),
+            401 => Err(PostError::Refused(
+                "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
+            )),
+            403 => Err(PostError::Refused(
+                "GitHub denied access (403): the token lacks Deployments: write".into(),
+            )),
+            s @ (404 | 422) => Err(PostError::Refused(format!(
+                "GitHub refused it ({s}): {}",
+                res.json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(crate::domain::text::shorten))
+                    .unwrap_or_default()
+            ))),
+            s if s >= 500 || s == 408 => Err(PostError::Again {
+                after: None,
+                reason: format!("GitHub answered {s}"),
+            }),
+            s => Err(PostError::Refused(format!("GitHub answered {s}"))),
+        }
+    }
+
     /// A short SHA, branch or tag of `repo` → the commit.
     pub async fn commit(&self, repo: &str, git_ref: &str) -> Result<Commit, GhError> {
         let v = self
@@ -173,7 +238,7 @@ pub fn rate_limit_wait(status: u16, h: &reqwest::header::HeaderMap) -> Option<Du
 }
 
 /// Percent-encode a ref for a path segment (branch names may hold `/`).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -1,29 +1,56 @@
 //! GitHub: versions are commits of the repository, resolved to full SHAs before anything
-//! runs, and deploys pass the CI gate (`required_checks`) — against a fake GitHub API.
+//! runs, deploys pass the CI gate (`required_checks`) and open GitHub Deployments with
+//! their statuses — against a fake GitHub API. What a deploy changes, and deployments
+//! through an outage: `github/deployments.rs`.
+
+mod deployments;
 
 use std::process::Output;
 
 use crate::common::github::FakeGitHub;
 use crate::common::*;
 
-const TOKEN: &str = "ghp_fakeTOKENthatMustNeverLeak0123456789";
-const SHA_OK: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const SHA_BAD: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+pub(crate) const TOKEN: &str = "ghp_fakeTOKENthatMustNeverLeak0123456789";
+pub(crate) const SHA_OK: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub(crate) const SHA_BAD: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const SHA_WAIT: &str = "3333333ccccccccccccccccccccccccccccccccc";
 const SHA_WAIT_BAD: &str = "4444444ddddddddddddddddddddddddddddddddd";
 
-/// Staging with `required_checks = ["test"]` (no health check), a `ship` deploy whose step
-/// records what it received, and `[github] repository = "acme/shop"`.
-fn ws(b: Backend) -> Option<Workspace> {
+/// Staging with `required_checks = ["test"]` (no health check; people open it at
+/// `https://staging.example`), a `ship` deploy whose step records what it received (and
+/// `broke`, whose step fails, and `slow`, whose step takes a minute),
+/// `[github] repository = "acme/shop"`, and job pages under `https://deckhand.example`.
+pub(crate) fn ws(b: Backend) -> Option<Workspace> {
     let ship = deploy_command(
         "ship",
         "everyone",
         r#"["sh", "-c", "echo \"$DECKHAND_VERSION $DECKHAND_COMMIT_SHA\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
     );
+    // The stock rollback, with a step that records what it received.
+    let rollback = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/commands/rollback.toml"
+    ))
+    .unwrap()
+    .replace(
+        r#"argv = ["deckhand", "demo", "deploy"]"#,
+        r#"argv = ["sh", "-c", "echo \"rollback $DECKHAND_VERSION\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
+    );
     let w = Workspace::new(
         b,
-        "\n[github]\nrepository = \"acme/shop\"\n",
-        &[("ship.toml", &ship)],
+        "\n[github]\nrepository = \"acme/shop\"\n[ui]\npublic_url = \"https://deckhand.example\"\n",
+        &[
+            ("ship.toml", &ship),
+            ("rollback.toml", &rollback),
+            (
+                "broke.toml",
+                &deploy_command("broke", "everyone", r#"["false"]"#),
+            ),
+            (
+                "slow.toml",
+                &deploy_command("slow", "everyone", r#"["sh", "-c", "sleep 60"]"#),
+            ),
+        ],
     )?;
     let text = std::fs::read_to_string(w.config_path()).unwrap();
     let staging = format!(
@@ -33,14 +60,14 @@ fn ws(b: Backend) -> Option<Workspace> {
     assert!(text.contains(&staging));
     let text = text.replace(
         &staging,
-        "[environments.staging]\nrequired_checks = [\"test\"]\nci_poll_seconds = 1\nci_timeout_seconds = 60\n",
+        "[environments.staging]\nurl = \"https://staging.example\"\nrequired_checks = [\"test\"]\nci_poll_seconds = 1\nci_timeout_seconds = 60\n",
     );
     std::fs::write(w.config_path(), text).unwrap();
     std::fs::create_dir_all(w.data_dir()).unwrap();
     Some(w)
 }
 
-fn run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> (i32, String, String) {
     let mut a = vec!["run"];
     a.extend_from_slice(args);
     let out: Output = w
@@ -56,12 +83,12 @@ fn run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn ran(w: &Workspace) -> String {
+pub(crate) fn ran(w: &Workspace) -> String {
     std::fs::read_to_string(w.data_dir().join("ran")).unwrap_or_default()
 }
 
 /// Everything the database holds, as text (SQLite: the files; PostgreSQL: a data dump).
-fn database_text(w: &Workspace) -> String {
+pub(crate) fn database_text(w: &Workspace) -> String {
     if w.db.url.starts_with("sqlite://") {
         let db = w.db.url.trim_start_matches("sqlite://").to_owned();
         [db.clone(), format!("{db}-wal")]
@@ -124,6 +151,10 @@ async fn gate_refuses_failing_and_unknown_refs_and_deploys_passing(b: Backend) {
     assert_eq!(ran(&w), "");
     seen += &(out + &err);
 
+    // Only reads so far: no GitHub deployment or status for the refused deploys.
+    let refused = gh.calls();
+    assert!(refused.iter().all(|c| c.method == "GET"), "{refused:?}");
+
     // A rate limit with Retry-After is waited out; then the passing ref deploys with its SHA.
     gh.script(
         403,
@@ -157,8 +188,6 @@ async fn gate_refuses_failing_and_unknown_refs_and_deploys_passing(b: Backend) {
 
     // The token went to GitHub in the header only, and nowhere else.
     let calls = gh.calls();
-    // Only reads: no GitHub deployment or status was created for the refused deploys.
-    assert!(calls.iter().all(|c| c.method == "GET"), "{calls:?}");
     assert!(
         calls
             .iter()
@@ -177,6 +206,103 @@ async fn gate_refuses_failing_and_unknown_refs_and_deploys_passing(b: Backend) {
 both!(
     gate_refuses_failing_and_unknown_refs_and_deploys_passing,
     gate_refuses_failing_and_unknown_refs_and_deploys_passing
+);
+
+/// The done-when line of issue 14: refused deploys (a failing `test`, an unknown ref)
+/// start nothing and create no GitHub deployment; a passing ref deploys and creates ONE
+/// deployment of its full SHA for `staging`, with `in_progress` then `success`.
+async fn a_passing_deploy_opens_one_github_deployment_and_refusals_none(b: Backend) {
+    let Some(w) = ws(b) else { return };
+    let gh = FakeGitHub::start();
+    gh.commit(SHA_OK, &["main"]);
+    gh.check_run(SHA_OK, "test", "completed", Some("success"));
+    gh.commit(SHA_BAD, &["broken"]);
+    gh.check_run(SHA_BAD, "test", "completed", Some("failure"));
+
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "broken"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("failed required checks: test"), "{err}");
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "nope123"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("nope123 is not a commit"), "{err}");
+    assert_eq!(ran(&w), "", "no step may start");
+    assert!(gh.deployments().is_empty());
+    assert!(gh.calls().iter().all(|c| c.method == "GET"));
+
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", "main"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ran(&w).trim(), format!("main {SHA_OK}"));
+    let d = eventually(15, "the deployment's success status", || async {
+        let d = gh.deployments();
+        (d.len() == 1 && d[0].states().len() == 2).then(|| d[0].clone())
+    })
+    .await;
+    assert_eq!(d.body["ref"], SHA_OK);
+    assert_eq!(d.body["environment"], "staging");
+    assert_eq!(d.body["auto_merge"], false);
+    assert_eq!(d.body["required_contexts"], serde_json::json!([]));
+    let job_id = d.body["payload"]["deckhand_job_id"].as_i64().unwrap();
+    assert!(
+        d.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("deploy main"),
+        "{}",
+        d.body
+    );
+    assert_eq!(d.states(), ["in_progress", "success"]);
+    let success = &d.statuses[1].1;
+    assert_eq!(success["environment_url"], "https://staging.example");
+    assert_eq!(
+        success["log_url"],
+        format!("https://deckhand.example/jobs/{job_id}")
+    );
+
+    // The next deploy of the environment retires this one (GitHub's `auto_inactive`).
+    let (code, out, err) = run(&w, &gh, &["ship", "staging", &SHA_OK[..7]]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(15, "the second deployment's success", || async {
+        let d = gh.deployments();
+        (d.len() == 2 && d[1].states() == ["in_progress", "success"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gh.deployments()[0].states(),
+        ["in_progress", "success", "inactive"]
+    );
+
+    // A rollback opens one too, of the commit the version stood for when deployed.
+    let (code, out, err) = run(&w, &gh, &["rollback", "staging", "main"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ran(&w).ends_with("rollback main\n"), "{}", ran(&w));
+    let d = eventually(15, "the rollback's deployment", || async {
+        let d = gh.deployments();
+        (d.len() == 3 && d[2].states() == ["in_progress", "success"]).then(|| d[2].clone())
+    })
+    .await;
+    assert_eq!(d.body["ref"], SHA_OK);
+    assert!(
+        d.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("rollback to main"),
+        "{}",
+        d.body
+    );
+    assert_eq!(gh.deployments()[1].states().last().unwrap(), "inactive");
+    assert!(
+        gh.calls()
+            .iter()
+            .all(|c| !format!("{:?}", c.body).contains(TOKEN))
+    );
+    assert!(
+        !database_text(&w).contains(TOKEN),
+        "the token is in the database"
+    );
+}
+both!(
+    a_passing_deploy_opens_one_github_deployment_and_refusals_none,
+    a_passing_deploy_opens_one_github_deployment_and_refusals_none
 );
 
 async fn pending_checks_are_waited_for(b: Backend) {
@@ -241,16 +367,35 @@ both!(pending_checks_are_waited_for, pending_checks_are_waited_for);
 #[test]
 fn check_validates_the_github_config() {
     let w = Workspace::new(Backend::Sqlite, "\n[github]\nrepository = \"acme\"\n", &[]).unwrap();
-    let out = w
-        .cmd(&["check"])
-        .env("GITHUB_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{all}");
+    let check = || {
+        let out = w
+            .cmd(&["check"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{all}");
+        all
+    };
+    let all = check();
     assert!(all.contains("accepted: \"owner/name\""), "{all}");
+
+    // An environment's url (the deployments' environment_url) must be a web address.
+    let text = std::fs::read_to_string(w.config_path()).unwrap();
+    let text = text
+        .replace("repository = \"acme\"", "repository = \"acme/shop\"")
+        .replace(
+            "[environments.staging]\n",
+            "[environments.staging]\nurl = \"staging.example\"\n",
+        );
+    std::fs::write(w.config_path(), text).unwrap();
+    let all = check();
+    assert!(
+        all.contains("environments.staging.url must start with http:// or https://"),
+        "{all}"
+    );
 }

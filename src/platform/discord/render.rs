@@ -148,4 +148,32 @@ mod tests {
         );
         assert_eq!(e["color"], 0x57F287);
     }
+
+    #[test]
+    fn the_commit_list_fits_a_field_even_when_every_title_is_markup() {
+        use crate::support::github_compare::{fields, parse};
+        let title = "*_~`|[]<>@ ".repeat(7) + "(#123)";
+        let commits: Vec<serde_json::Value> = (0..40)
+            .map(|_| json!({"commit": {"message": title.clone()}}))
+            .collect();
+        let v =
+            json!({"ahead_by": 40, "behind_by": 0, "html_url": "https://x/c", "commits": commits});
+        let mut n = Notice::new(NoticeKind::AwaitingApproval, Tone::Warning, "t");
+        for (label, value) in fields(Some("main"), Ok(parse(&v))) {
+            n = n.field(&label, value);
+        }
+        let out = render(&n);
+        let changes = out["embeds"][0]["fields"][0]["value"].as_str().unwrap();
+        assert!(
+            changes.chars().count() <= 1024,
+            "{}",
+            changes.chars().count()
+        );
+        assert!(!changes.contains("(truncated)"), "{changes}");
+        assert!(
+            changes.contains("(#123)") && changes.contains("more"),
+            "{changes}"
+        );
+        assert_eq!(out["embeds"][0]["fields"][1]["value"], "https://x/c");
+    }
 }

@@ -1,6 +1,9 @@
 //! A fake GitHub REST API on 127.0.0.1: commits by ref, check runs and combined statuses
-//! by SHA; records every call (method, path, Authorization) and can answer 401, a 403
-//! rate limit with `Retry-After`, or 422 for an unknown ref, as GitHub does.
+//! by SHA, comparisons of two commits, and deployments with their statuses (recorded;
+//! a `success` status with `auto_inactive` marks the environment's earlier deployments
+//! `inactive`, as GitHub does). Records every call (method, path, Authorization, body)
+//! and can answer 401, a 403 rate limit with `Retry-After`, 422 for an unknown ref, or
+//! 502 to the next deployment creates.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,23 @@ pub struct GhCall {
     pub method: String,
     pub path: String,
     pub auth: Option<String>,
+    pub body: Option<Value>,
+}
+
+/// A deployment created on the fake, with its statuses in the order posted.
+#[derive(Debug, Clone)]
+pub struct GhDeployment {
+    pub id: i64,
+    pub body: Value,
+    /// (state, the whole status body); `inactive` entries are the fake's own, as GitHub
+    /// records them when a later deployment of the environment succeeds.
+    pub statuses: Vec<(String, Value)>,
+}
+
+impl GhDeployment {
+    pub fn states(&self) -> Vec<String> {
+        self.statuses.iter().map(|s| s.0.clone()).collect()
+    }
 }
 
 /// A scripted answer: status, headers, JSON body.
@@ -31,6 +51,12 @@ struct Inner {
     statuses: BTreeMap<String, Vec<(String, String)>>,
     /// Answers given before any other, in turn: (status, headers, body).
     script: VecDeque<Scripted>,
+    deployments: Vec<GhDeployment>,
+    /// Deployment creates still to answer `create_failure` (502 unless set).
+    failing_creates: usize,
+    create_failure: u16,
+    /// (base, head) → (ahead_by, behind_by, commit messages oldest first).
+    compares: BTreeMap<(String, String), (u64, u64, Vec<String>)>,
 }
 
 #[derive(Clone)]
@@ -91,6 +117,34 @@ impl FakeGitHub {
         ));
     }
 
+    /// `GET /compare/{base}...{head}` answers these commits (messages, oldest first).
+    pub fn compare(&self, base: &str, head: &str, behind: u64, messages: &[&str]) {
+        self.inner.lock().unwrap().compares.insert(
+            (base.into(), head.into()),
+            (
+                messages.len() as u64,
+                behind,
+                messages.iter().map(|m| m.to_string()).collect(),
+            ),
+        );
+    }
+
+    /// The next `n` deployment creates answer 502.
+    pub fn fail_creates(&self, n: usize) {
+        self.fail_creates_with(n, 502);
+    }
+
+    /// The next `n` deployment creates answer `status`.
+    pub fn fail_creates_with(&self, n: usize, status: u16) {
+        let mut i = self.inner.lock().unwrap();
+        i.failing_creates = n;
+        i.create_failure = status;
+    }
+
+    pub fn deployments(&self) -> Vec<GhDeployment> {
+        self.inner.lock().unwrap().deployments.clone()
+    }
+
     pub fn calls(&self) -> Vec<GhCall> {
         self.inner.lock().unwrap().calls.clone()
     }
@@ -112,8 +166,10 @@ async fn answer(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let mut i = inner.lock().unwrap();
+    let body: Option<Value> = serde_json::from_slice(&body).ok();
     i.calls.push(GhCall {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -121,6 +177,7 @@ async fn answer(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        body: body.clone(),
     });
     let reply = |status: u16, body: Value| {
         (
@@ -140,6 +197,30 @@ async fn answer(
         return r;
     }
     let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+    if parts.len() >= 5 && parts[1] == "repos" && parts[4] == "deployments" {
+        return deployments(&mut i, &method, &parts, body.unwrap_or(Value::Null));
+    }
+    if parts.len() == 6 && parts[1] == "repos" && parts[4] == "compare" {
+        let (base, head) = parts[5].split_once("...").unwrap_or(("", ""));
+        let Some((ahead, behind, messages)) =
+            i.compares.get(&(base.to_owned(), head.to_owned())).cloned()
+        else {
+            return reply(404, json!({"message": "Not Found"}));
+        };
+        let commits: Vec<Value> = messages
+            .iter()
+            .map(|m| json!({"sha": "0".repeat(40), "commit": {"message": m}}))
+            .collect();
+        return reply(
+            200,
+            json!({
+                "status": if ahead > 0 { "ahead" } else if behind > 0 { "behind" } else { "identical" },
+                "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+                "html_url": format!("https://github.example/{}/{}/compare/{base}...{head}", parts[2], parts[3]),
+                "commits": commits
+            }),
+        );
+    }
     // ["", "repos", owner, name, "commits", ref, ...]
     if parts.len() < 6 || parts[1] != "repos" || parts[4] != "commits" {
         return reply(404, json!({"message": "Not Found"}));
@@ -183,6 +264,70 @@ async fn answer(
             reply(200, json!({"state": "pending", "statuses": st}))
         }
         _ => reply(404, json!({"message": "Not Found"})),
+    }
+}
+
+fn json_reply(status: u16, body: Value) -> Response {
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `POST …/deployments` and `POST …/deployments/{id}/statuses`.
+fn deployments(i: &mut Inner, method: &Method, parts: &[String], body: Value) -> Response {
+    if method != Method::POST {
+        return json_reply(404, json!({"message": "Not Found"}));
+    }
+    match parts.len() {
+        5 => {
+            if i.failing_creates > 0 {
+                i.failing_creates -= 1;
+                return json_reply(i.create_failure, json!({"message": "Server Error"}));
+            }
+            if body["ref"].as_str().is_none_or(|r| r.len() != 40) {
+                return json_reply(422, json!({"message": "ref must be a full SHA here"}));
+            }
+            let id = 9000 + i.deployments.len() as i64;
+            i.deployments.push(GhDeployment {
+                id,
+                body: body.clone(),
+                statuses: Vec::new(),
+            });
+            json_reply(
+                201,
+                json!({"id": id, "ref": body["ref"], "environment": body["environment"]}),
+            )
+        }
+        7 if parts[6] == "statuses" => {
+            let Some(at) = parts[5]
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| i.deployments.iter().position(|d| d.id == id))
+            else {
+                return json_reply(404, json!({"message": "Not Found"}));
+            };
+            let state = body["state"].as_str().unwrap_or_default().to_owned();
+            i.deployments[at]
+                .statuses
+                .push((state.clone(), body.clone()));
+            // GitHub: `auto_inactive` (default true) on a success retires the earlier
+            // deployments of the environment.
+            if state == "success" && body["auto_inactive"].as_bool() != Some(false) {
+                let env = i.deployments[at].body["environment"].clone();
+                let id = i.deployments[at].id;
+                for d in i.deployments.iter_mut() {
+                    let retired = d.statuses.last().is_some_and(|s| s.0 == "inactive");
+                    if d.id != id && d.body["environment"] == env && !retired {
+                        d.statuses
+                            .push(("inactive".into(), json!({"state": "inactive"})));
+                    }
+                }
+            }
+            json_reply(201, json!({"state": state}))
+        }
+        _ => json_reply(404, json!({"message": "Not Found"})),
     }
 }
 
