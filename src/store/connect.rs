@@ -13,6 +13,33 @@ use crate::store::{Db, READY_TIMEOUT, Result, StoreError};
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a SQLite connection waits for another's write lock before it fails with
+/// "database is locked" (what `busy_timeout` was).
+const SQLITE_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Replace SQLite's busy handler: its own (the one `busy_timeout` installs) sleeps 1, 2, 5,
+/// 10 … up to 100 ms between tries, so a writer that met the lock once slept long after the
+/// lock was free. Measured in the alert storm: 110 sleeps of 100 ms in 8 s while the CPU
+/// was 79 % idle, and a p99 of 700 ms. This one tries again every 100 µs for the first
+/// 10 ms, then every 1 ms, up to [`SQLITE_BUSY_WAIT`].
+fn quick_busy_handler(db: std::ptr::NonNull<libsqlite3_sys::sqlite3>) {
+    extern "C" fn busy(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+        const FAST: u64 = 100;
+        let tries = tries.max(0) as u64;
+        let waited_us = tries.min(FAST) * 100 + tries.saturating_sub(FAST) * 1000;
+        if waited_us >= SQLITE_BUSY_WAIT.as_micros() as u64 {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_micros(if tries < FAST { 100 } else { 1000 }));
+        1
+    }
+    // SAFETY: `db` is a live connection handle held locked by the caller; the handler is a
+    // plain function that touches no SQLite state and needs no user data.
+    unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(db.as_ptr(), Some(busy), std::ptr::null_mut());
+    }
+}
+
 impl Db {
     /// Connect; a missing SQLite file is created, in WAL mode.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -58,6 +85,13 @@ impl Db {
                 .max_connections(size.unwrap_or(8))
                 .min_connections(1)
                 .acquire_timeout(acquire)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        let mut h = conn.lock_handle().await?;
+                        quick_busy_handler(h.as_raw_handle());
+                        Ok(())
+                    })
+                })
                 .connect_with(opts)
                 .await?;
             Ok(Db::Sqlite(pool))

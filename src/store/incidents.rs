@@ -120,10 +120,14 @@ pub fn resolve(id: i64, resolved_at: i64, now: i64) -> Write {
 }
 
 /// Count a repeat of a firing incident, with its latest title and description.
-pub fn repeat(id: i64, now: i64, title: &str, description: Option<&str>) -> Write {
+/// Count one more firing (guarded: only while it fires and its count is still `seen`, the
+/// count its new message was built from, so two repeats at once cannot both show the same
+/// count while the row says one more).
+pub fn repeat(id: i64, now: i64, title: &str, description: Option<&str>, seen: i64) -> Write {
     Write::sql(
         "UPDATE incidents SET firing_count = firing_count + 1, last_seen = $1, title = $2, \
-         description = COALESCE($3, description) WHERE id = $4 AND status = 'firing'",
+         description = COALESCE($3, description) WHERE id = $4 AND status = 'firing' \
+         AND firing_count = $5",
         vec![
             Arg::Int(now),
             Arg::Text(title.to_owned()),
@@ -131,6 +135,7 @@ pub fn repeat(id: i64, now: i64, title: &str, description: Option<&str>) -> Writ
                 .map(|d| Arg::Text(d.to_owned()))
                 .unwrap_or(Arg::Null),
             Arg::Int(id),
+            Arg::Int(seen),
         ],
     )
 }

@@ -109,7 +109,10 @@ pub async fn record(
     routes: &[(String, Option<String>)],
 ) -> Result<Recorded> {
     let now = now_ms();
-    for _ in 0..3 {
+    // Events of one incident are recorded one at a time in this process, so their guarded
+    // updates do not race each other (replicas can still race: the guard and a retry settle it).
+    let _one_at_a_time = key_lock(&e.dedup_key).lock().await;
+    for _ in 0..ATTEMPTS {
         match db.open_incident(&e.dedup_key).await? {
             None if e.resolved => return Ok(Recorded::Ignored),
             None => {
@@ -150,6 +153,7 @@ pub async fn record(
                 }
             }
             Some(mut row) => {
+                let seen = row.firing_count;
                 row.firing_count += 1;
                 row.last_seen = now;
                 row.title = e.title.clone();
@@ -161,6 +165,7 @@ pub async fn record(
                     now,
                     &e.title,
                     e.description.as_deref(),
+                    seen,
                 )];
                 w.extend(notice_writes(&row, &row.notice()));
                 if writer.apply_if_first(w).await? {
@@ -170,7 +175,24 @@ pub async fn record(
             }
         }
     }
-    Ok(Recorded::Ignored)
+    // Moved by others every time: answer with an error, so the sender retries (nothing lost).
+    Err(crate::store::StoreError::Conflict(format!(
+        "incident {} kept changing under {ATTEMPTS} tries",
+        e.dedup_key
+    )))
+}
+
+/// Tries of [`record`] when another replica moved the incident first.
+const ATTEMPTS: usize = 8;
+
+/// One of a fixed set of locks, by the incident's key: events of one incident share one.
+fn key_lock(key: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    static LOCKS: std::sync::OnceLock<Vec<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    let locks = LOCKS.get_or_init(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    &locks[(h.finish() % locks.len() as u64) as usize]
 }
 
 fn audit(row: &IncidentRow, action: &str, detail: &str) -> Write {

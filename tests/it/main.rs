@@ -11,6 +11,7 @@
 mod common;
 mod digest_support;
 
+mod alert_races;
 mod alerts;
 mod batches;
 mod binding;
