@@ -4,7 +4,9 @@
 //! until the one before it is delivered, so a retry never reorders a job's story. A row is
 //! claimed for a short while before it is sent and marked delivered right after, so a
 //! crash between the two can at worst resend the one row in flight; platforms that allow
-//! it make even that harmless (an update of the job's one message is idempotent).
+//! it make even that harmless (an update of the job's one message is idempotent). Printed
+//! notices (the terminal) are marked together after the claim's sends: a crash can print
+//! a claim's lines twice, and it saves a commit per line in a storm.
 
 pub mod github;
 pub(crate) mod routes;
@@ -77,6 +79,11 @@ pub trait Deliver: Send + Sync {
     }
     /// Send one notice (post, update or reply).
     fn deliver<'a>(&'a self, app: &'a App, row: &'a OutboxRow) -> Delivery<'a>;
+    /// Whether sending a notice again is harmless (printing it), so that the delivered
+    /// marks of a whole claim are written together after its sends, not one per send.
+    fn marks_together(&self) -> bool {
+        false
+    }
 }
 
 /// Any platform's deliverer.
@@ -100,6 +107,9 @@ impl Deliver for Terminal {
     }
     fn pace(&self, _edits: bool) -> (Scope, Duration) {
         (Scope::Channel, Duration::ZERO)
+    }
+    fn marks_together(&self) -> bool {
+        true
     }
     fn deliver<'a>(&'a self, _app: &'a App, row: &'a OutboxRow) -> Delivery<'a> {
         if self.print
@@ -147,6 +157,9 @@ pub async fn run_sender(
             }
         }
         let busy = !send.is_empty();
+        // Sent notices whose marks are written together (printed ones: a crash before the
+        // mark prints them again, and nothing else).
+        let mut printed = Vec::new();
         for Planned { row, key, pace, d } in send {
             let row = newest(&app, row, d).await;
             let Some(result) = send_holding_claim(&app, &row, d).await else {
@@ -160,7 +173,16 @@ pub async fn run_sender(
             if !wait.is_zero() {
                 due_at.insert(key, Instant::now() + wait);
             }
+            if d.marks_together() && result.is_ok() {
+                crate::support::metrics::delivered(&row.platform);
+                printed.push(row.id);
+                continue;
+            }
             record(&app, &row, &result).await;
+        }
+        if let Err(e) = app.db.mark_all_delivered(&printed).await {
+            // They stay claimed: printed again once the claim runs out.
+            tracing::warn!(error = %e, "outbox: cannot record deliveries");
         }
         if !busy {
             wait(&app, &stop, &due_at).await;

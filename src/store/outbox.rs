@@ -328,12 +328,25 @@ impl Db {
     }
 
     pub async fn mark_delivered(&self, id: i64) -> Result<()> {
+        self.mark_all_delivered(&[id]).await
+    }
+
+    /// [`Db::mark_delivered`] for several rows, in one statement.
+    pub async fn mark_all_delivered(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET delivered_at = $1, claimed_by = NULL, claim_until = NULL \
+             WHERE id IN ({})",
+            placeholders_from(2, ids.len())
+        );
         on_db!(self, p => {
-            sqlx::query("UPDATE outbox SET delivered_at = $1, claimed_by = NULL, claim_until = NULL WHERE id = $2")
-                .bind(now_ms())
-                .bind(id)
-                .execute(p)
-                .await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(p).await?;
         });
         Ok(())
     }
