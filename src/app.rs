@@ -96,8 +96,14 @@ impl Liveness {
     }
 }
 
+/// Intake's group-commit writers on PostgreSQL (see [`GroupCommit::start_lanes`]).
+const INTAKE_LANES: usize = 4;
+
 impl App {
     /// Connect to the database, apply migrations, load the catalog.
+    ///
+    /// Connections to PostgreSQL: the shared pool (`storage.max_connections`, default
+    /// `queue.workers + 4`) and intake's own `INTAKE_LANES + 1`.
     pub async fn build(settings: Settings) -> anyhow::Result<Arc<App>> {
         use anyhow::Context;
         let catalog =
@@ -137,11 +143,21 @@ impl App {
             .build()
             .context("cannot build the HTTP client")?;
         let settings_budgets = settings.config.server.signed_budgets();
-        // Intake's writer holds one connection at a time; its own pool of two means a new
-        // command never waits behind workers or the sender for a connection, and waiting at
-        // most 2 s for one, a command answers within its acknowledgement budget (2.5 s)
-        // also while the database is down: "nothing was queued", not "slow to confirm".
-        let intake = GroupCommit::start(open(Some(2), std::time::Duration::from_secs(2)).await?);
+        // Intake's writers hold one connection each; their own pool (one more for the
+        // one-by-one retry of a failed batch) means a new command never waits behind
+        // workers or the sender for a connection, and waiting at most 2 s for one, a
+        // command answers within its acknowledgement budget (2.5 s) also while the
+        // database is down: "nothing was queued", not "slow to confirm". SQLite takes one
+        // writer at a time, so one lane; PostgreSQL commits INTAKE_LANES batches at once.
+        let lanes = if url.starts_with("sqlite:") {
+            1
+        } else {
+            INTAKE_LANES
+        };
+        let intake = GroupCommit::start_lanes(
+            open(Some(lanes as u32 + 1), std::time::Duration::from_secs(2)).await?,
+            lanes,
+        );
         Ok(Arc::new(App {
             settings,
             catalog,

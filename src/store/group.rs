@@ -101,9 +101,14 @@ impl Db {
                 };
                 let behind: Option<i64> = match &job.concurrency_key {
                     Some(k) => sqlx::query_scalar(
-                        // Two parts, so each is an index search (not a walk of the key's history).
+                        // One part per state, each a search of `jobs_concurrency` (key, state,
+                        // id) for its last entry below `id`, whatever the plan: `state IN (…)`
+                        // let a plan made while the table was empty walk the key's whole
+                        // history (every parked job of the environment) on each insert.
                         "SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM jobs WHERE concurrency_key = $1 \
-                         AND id < $2 AND state IN ('queued', 'running') UNION ALL \
+                         AND state = 'queued' AND id < $2 UNION ALL \
+                         SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND state = 'running' \
+                         AND id < $2 UNION ALL \
                          SELECT MAX(id) FROM jobs WHERE concurrency_key = $1 AND id < $2 \
                          AND held_since IS NOT NULL) m",
                     )
@@ -153,7 +158,8 @@ impl Request {
 /// The handle callers write through; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<Request>,
+    lanes: Arc<[mpsc::Sender<Request>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl GroupCommit {
@@ -161,9 +167,46 @@ impl GroupCommit {
     /// it never waits for a connection behind background work). It ends when every
     /// handle is dropped.
     pub fn start(db: Db) -> GroupCommit {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(db, rx));
-        GroupCommit { tx }
+        GroupCommit::start_lanes(db, 1)
+    }
+
+    /// [`GroupCommit::start`] with `lanes` writers side by side, each committing its own
+    /// batches on its own connection (`db` should hold `lanes` of them, plus one for
+    /// retries). One writer waits for the database on every statement of a batch, and on
+    /// PostgreSQL those round trips, not the server, were the limit of intake (≈ 5 per
+    /// command); several lanes overlap them. The repeats of one idempotency key (a
+    /// platform's retry of one request) take the same lane, so two batches never wait for
+    /// each other's key. Order is kept where anyone can see it: a command sent after
+    /// another's answer is written after it, whatever their lanes; two commands in flight
+    /// at once are in no order, in one process as across replicas. SQLite has one writer
+    /// at a time whatever the lanes: use one there.
+    pub fn start_lanes(db: Db, lanes: usize) -> GroupCommit {
+        let lanes: Vec<_> = (0..lanes.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(writer(db.clone(), rx));
+                tx
+            })
+            .collect();
+        GroupCommit {
+            lanes: lanes.into(),
+            next: Arc::default(),
+        }
+    }
+
+    fn lane(&self, work: &Work) -> &mpsc::Sender<Request> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let n = self.lanes.len();
+        let key = match work {
+            Work::Job(job, _) => job.idempotency_key.as_ref(),
+            Work::Writes(..) => None,
+        };
+        let i = match key {
+            // A fixed hasher: the same key takes the same lane for the process's life.
+            Some(k) => BuildHasherDefault::<DefaultHasher>::default().hash_one(k) as usize % n,
+            None => self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n,
+        };
+        &self.lanes[i]
     }
 
     /// Enqueue `job` with the writes `extra` makes for it; returns once the transaction
@@ -191,7 +234,7 @@ impl GroupCommit {
     async fn send(&self, work: Work) -> Result<Done> {
         let (done, answer) = oneshot::channel();
         let gone = || StoreError::Conflict("the intake writer has stopped".into());
-        self.tx
+        self.lane(&work)
             .send(Request { work, done })
             .await
             .map_err(|_| gone())?;

@@ -94,7 +94,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 macro_rules! exec_write {
     ($db:expr, $tx:ident, $w:expr) => {{
 let id: i64 = match $w {
-            $crate::store::Write::Notice(n) => sqlx::query_scalar(sqlx::AssertSqlSafe($crate::store::outbox::INSERT_NOTICE.as_str()))
+            $crate::store::Write::Notice(n) => sqlx::query_scalar(sqlx::AssertSqlSafe($crate::store::outbox::insert_notice_sql($db)))
             .bind(n.job_id)
             .bind(&n.platform)
             .bind(&n.channel)
