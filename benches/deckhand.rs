@@ -208,7 +208,10 @@ async fn serve(dir: &Path, db: &str, extra_env: &[(&str, &str)]) -> Serve {
         .env("DATABASE_URL", db)
         .env("SLACK_SIGNING_SECRET", SECRET)
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SERVE_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         // The per-client limit would turn a load test into a test of the limiter.
         .env("DECKHAND__SERVER__RATE_LIMIT_PER_MINUTE", "0")
         .envs(extra_env.iter().copied())
@@ -567,6 +570,39 @@ async fn storm_section() -> String {
     storm::section(&backends).await
 }
 
+async fn ingress_only() {
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let which = std::env::var("BENCH_BACKEND").unwrap_or_default();
+    let mut backends = Vec::new();
+    if which.is_empty() || which == "sqlite" {
+        backends.push(("SQLite (synchronous=full)", Db::sqlite()));
+    }
+    if which.is_empty() || which == "postgres" {
+        match Db::postgres() {
+            Some(d) => backends.push(("PostgreSQL", d)),
+            None => println!("ingress PostgreSQL: skipped (DECKHAND_TEST_POSTGRES_URL is not set)"),
+        }
+    }
+    let rates: Vec<u32> = std::env::var("BENCH_RATES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 500, 1000, 2000]);
+    for (name, db) in &backends {
+        let dir = workspace("");
+        let s = serve(dir.path(), &db.url, &[]).await;
+        for &rate in &rates {
+            let r = ingress(&s, rate, secs, &format!("o{}-{rate}", name.len())).await;
+            println!(
+                "ingress {name:<28} {rate:>5}/s sent {:>6} acked {:>6} p50 {:>7.2} ms p99 {:>7.2} ms max {:>8.2} ms rss {:>6} KiB",
+                r.sent, r.ok, r.p50, r.p99, r.max, r.rss_kib
+            );
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -598,6 +634,12 @@ async fn main() {
             dbs.push(("PostgreSQL", pg));
         }
         ui::run(&dbs).await;
+        return;
+    }
+    // BENCH_ONLY=ingress: the ingress rates alone, on the backends BENCH_BACKEND names
+    // (`sqlite`, `postgres`; both by default); nothing is written.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "ingress") {
+        ingress_only().await;
         return;
     }
     let secs: u64 = std::env::var("BENCH_SECONDS")
