@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::domain::time::now_ms;
 use crate::intake::auto_deploy::{Judged, current_head, judge, requester, targets};
 use crate::support::github_webhook::Event;
 
@@ -81,7 +82,7 @@ pub async fn on_event(app: &Arc<App>, ev: &Event) -> anyhow::Result<EventOutcome
                 environments.push(t.env.to_owned());
             }
             Event::Checks { sha, sender, .. } => {
-                let head = match current_head(app, t, &row).await? {
+                let head = match current_head(app, t, &row, now_ms()).await? {
                     Ok(h) => h,
                     Err(j) => {
                         judged.push((t.env.to_owned(), j));
@@ -93,7 +94,7 @@ pub async fn on_event(app: &Arc<App>, ev: &Event) -> anyhow::Result<EventOutcome
                 let who = requester(&row, &head, sender);
                 // An event about the head itself asks again about a commit that failed
                 // before (a re-run may have passed).
-                let j = judge(app, t, &head, &who, head.sha == *sha).await?;
+                let j = judge(app, t, &head, &who, head.sha == *sha, now_ms()).await?;
                 judged.push((t.env.to_owned(), j));
             }
             _ => {}

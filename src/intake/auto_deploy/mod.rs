@@ -24,7 +24,6 @@ use crate::app::App;
 use crate::config::catalog::JobKind;
 use crate::config::github::{AutoDeploy, RequiredChecks};
 use crate::domain::platform::Platform;
-use crate::domain::time::now_ms;
 use crate::intake::policy::Identity;
 use crate::intake::{Invocation, Outcome};
 use crate::store::github_auto::{AutoBranch, judgement};
@@ -105,12 +104,13 @@ fn client<'a>(app: &'a App, t: &Target<'_>) -> Option<GitHub<'a>> {
     })
 }
 
-/// The branch's head as GitHub answers it now (conditionally on the stored ETag; a 304
-/// keeps the stored head). A rate limit moves the branch's next poll to its reset.
+/// The branch's head as GitHub answers it at `now` (conditionally on the stored ETag; a
+/// 304 keeps the stored head). A rate limit moves the branch's next poll past its wait.
 pub(crate) async fn current_head(
     app: &App,
     t: &Target<'_>,
     row: &AutoBranch,
+    now: i64,
 ) -> anyhow::Result<Result<Head, Judged>> {
     let Some(gh) = client(app, t) else {
         return Ok(Err(Judged::Unknown("GITHUB_TOKEN is not set".into())));
@@ -133,17 +133,27 @@ pub(crate) async fn current_head(
             Ok(Ok(value))
         }
         Err(e) => {
-            if let GhError::RateLimited(wait) = &e {
-                app.db
-                    .poll_not_before(t.env, now_ms() + wait.as_millis() as i64)
-                    .await?;
-            }
+            wait_out(app, t, &e, now).await?;
             Ok(Err(Judged::Unknown(match e {
                 GhError::NotFound => format!("GitHub knows no branch {branch} in {}", t.repo),
                 e => e.to_string(),
             })))
         }
     }
+}
+
+/// After a rate limit, the branch is not polled again before GitHub allows it.
+async fn wait_out(app: &App, t: &Target<'_>, e: &GhError, now: i64) -> anyhow::Result<()> {
+    if let GhError::RateLimited(wait) = e {
+        let at = now + wait.as_millis() as i64;
+        tracing::warn!(
+            env = t.env,
+            wait_s = wait.as_secs(),
+            "auto-deploy: GitHub rate limit; polling again after it"
+        );
+        app.db.poll_not_before(t.env, at).await?;
+    }
+    Ok(())
 }
 
 /// Who deploys `head`: its pusher (from a push event), else `sender` (who sent the event
@@ -160,14 +170,15 @@ pub(crate) fn requester(row: &AutoBranch, head: &Head, sender: Option<&str>) -> 
     format!("github:{login}")
 }
 
-/// Judge `head` of `t`'s branch and enqueue its deploy when its checks passed. `again`:
-/// ask about a commit judged failed before (an event about it arrived: a re-run).
+/// Judge `head` of `t`'s branch at `now` and enqueue its deploy when its checks passed.
+/// `again`: ask about a commit judged failed before (an event about it arrived: a re-run).
 pub(crate) async fn judge(
     app: &Arc<App>,
     t: &Target<'_>,
     head: &Head,
     requester: &str,
     again: bool,
+    now: i64,
 ) -> anyhow::Result<Judged> {
     let sha = head.sha.as_str();
     let key = job_key(t.env, sha);
@@ -218,11 +229,7 @@ pub(crate) async fn judge(
     let checks = match gh.checks(&t.repo, sha).await {
         Ok(c) => c,
         Err(e) => {
-            if let GhError::RateLimited(wait) = &e {
-                app.db
-                    .poll_not_before(t.env, now_ms() + wait.as_millis() as i64)
-                    .await?;
-            }
+            wait_out(app, t, &e, now).await?;
             return Ok(Judged::Unknown(e.to_string()));
         }
     };

@@ -42,12 +42,12 @@ pub async fn tick(app: &Arc<App>, now: i64) -> anyhow::Result<Vec<(String, Judge
         if !app.db.claim_poll(t.env, now, next).await? {
             continue;
         }
-        let j = match current_head(app, &t, &row).await? {
+        let j = match current_head(app, &t, &row, now).await? {
             Ok(head) => {
                 // Re-read: the answer may have come with a push's pusher meanwhile.
                 let row = app.db.auto_branch_row(t.env).await?.unwrap_or(row);
                 let who = requester(&row, &head, None);
-                judge(app, &t, &head, &who, false).await?
+                judge(app, &t, &head, &who, false, now).await?
             }
             Err(j) => j,
         };
