@@ -174,6 +174,27 @@ async fn forged_unsigned_malformed_oversized_and_replayed_deliveries_change_noth
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!format!("{out:?}").contains(SECRET));
+
+    // Forgers spend their own address's budget, as on the other webhook routes: 429 before
+    // their bodies are read (30 at once by default).
+    let mut limited = None;
+    for n in 0..40 {
+        let (status, _) = post(
+            &server,
+            Some("push"),
+            Some(&delivery()),
+            Some(&forged),
+            body.as_bytes(),
+        )
+        .await;
+        if status == 429 {
+            limited = Some(n);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    assert!(limited.is_some(), "forged requests were never limited");
+    assert_eq!(jobs(&app).await.len(), 1);
 }
 both!(
     forged_unsigned_malformed_oversized_and_replayed_deliveries_change_nothing,
