@@ -145,7 +145,10 @@ async fn receive(
             res
         })
     };
-    match tokio::time::timeout(ANSWER_WITHIN, task).await {
+    // Within the request deadline too, so the answer is this handler's, not the limit's.
+    let within = ANSWER_WITHIN
+        .min(Duration::from_secs(app.settings.config.server.request_timeout_seconds) / 2);
+    match tokio::time::timeout(within, task).await {
         Ok(Ok(Ok(outcome))) => {
             crate::support::metrics::command(PLATFORM, "accepted");
             axum::Json(outcome.to_json()).into_response()

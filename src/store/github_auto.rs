@@ -101,6 +101,14 @@ impl Db {
         repository: &str,
         branch: &str,
     ) -> Result<AutoBranch> {
+        // Read first: the poll looks every few seconds, and a write would take SQLite's
+        // one writer each time.
+        if let Some(row) = self.auto_branch_row(env).await?
+            && row.repository == repository
+            && row.branch == branch
+        {
+            return Ok(row);
+        }
         let now = now_ms();
         on_db!(self, p => {
             sqlx::query(

@@ -216,6 +216,20 @@ async fn replicas_share_the_poll_and_the_deliveries(b: Backend) {
             .await
             .unwrap()
     );
+    // The config names another branch: its row starts again, due at once.
+    let before = one
+        .db
+        .auto_branch("staging", "acme/shop", "main")
+        .await
+        .unwrap();
+    assert_eq!(before.head_sha.as_deref(), Some(SHA_OK));
+    let row = one
+        .db
+        .auto_branch("staging", "acme/shop", "develop")
+        .await
+        .unwrap();
+    assert_eq!((row.branch.as_str(), row.next_poll_at), ("develop", 0));
+    assert_eq!((row.head_sha, row.etag, row.judged_sha), (None, None, None));
 }
 both!(
     replicas_share_the_poll_and_the_deliveries,
