@@ -198,26 +198,21 @@ impl Db {
         Ok(())
     }
 
-    /// A push named `sha` as the head of `branch` of `repository`, pushed by `pusher`.
-    pub async fn record_push(
-        &self,
-        repository: &str,
-        branch: &str,
-        sha: &str,
-        pusher: Option<&str>,
-    ) -> Result<u64> {
-        Ok(on_db!(self, p => sqlx::query(
-            "UPDATE github_branches SET pushed_sha = $3, pusher = $4, updated_at = $5 \
-             WHERE LOWER(repository) = LOWER($1) AND branch = $2",
-        )
-        .bind(repository)
-        .bind(branch)
-        .bind(sha)
-        .bind(pusher)
-        .bind(now_ms())
-        .execute(p)
-        .await?
-        .rows_affected()))
+    /// A push named `sha` as the head of `env`'s branch, pushed by `pusher`.
+    pub async fn record_push(&self, env: &str, sha: &str, pusher: Option<&str>) -> Result<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "UPDATE github_branches SET pushed_sha = $2, pusher = $3, updated_at = $4 \
+                 WHERE environment = $1",
+            )
+            .bind(env)
+            .bind(sha)
+            .bind(pusher)
+            .bind(now_ms())
+            .execute(p)
+            .await?;
+        });
+        Ok(())
     }
 
     /// Record `judgement` (with `detail`) of `sha` on `env`'s branch: `true` when this call

@@ -76,9 +76,7 @@ pub async fn on_event(app: &Arc<App>, ev: &Event) -> anyhow::Result<EventOutcome
         let row = app.db.auto_branch(t.env, &t.repo, &t.cfg.branch).await?;
         match ev {
             Event::Push { sha, pusher, .. } => {
-                app.db
-                    .record_push(&t.repo, &t.cfg.branch, sha, pusher.as_deref())
-                    .await?;
+                app.db.record_push(t.env, sha, pusher.as_deref()).await?;
                 environments.push(t.env.to_owned());
             }
             Event::Checks { sha, sender, .. } => {

@@ -181,39 +181,15 @@ pub(crate) async fn judge(
     now: i64,
 ) -> anyhow::Result<Judged> {
     let sha = head.sha.as_str();
-    let key = job_key(t.env, sha);
-    if let Some((job_id, _)) = app.db.job_by_key(&key).await? {
-        return record(
-            app,
-            t,
-            sha,
-            requester,
-            Judged::Queued {
-                job_id,
-                created: false,
-            },
-        )
-        .await;
+    if let Some(job_id) = job_for(app, t.env, sha).await? {
+        let queued = Judged::Queued {
+            job_id,
+            created: false,
+        };
+        return record(app, t, sha, requester, queued).await;
     }
     if app.db.running_commit(t.env).await?.as_deref() == Some(sha) {
         return record(app, t, sha, requester, Judged::Running).await;
-    }
-    // A typed deploy of the same commit, queued or running.
-    if let Some(j) = app.db.open_jobs(Some(t.env)).await?.into_iter().find(|j| {
-        j.kind == JobKind::Deploy.as_str()
-            && j.args_map().get("commit_sha").map(String::as_str) == Some(sha)
-    }) {
-        return record(
-            app,
-            t,
-            sha,
-            requester,
-            Judged::Queued {
-                job_id: j.id,
-                created: false,
-            },
-        )
-        .await;
     }
     let row = app.db.auto_branch_row(t.env).await?;
     if let Some(r) = &row
@@ -239,6 +215,24 @@ pub(crate) async fn judge(
         Gate::Passed => submit(app, t, sha, requester).await?,
     };
     record(app, t, sha, requester, judged).await
+}
+
+/// The job that deploys `sha` to `env` already: this auto-deploy's (by its key), or a typed
+/// deploy of the same commit still queued or running.
+async fn job_for(app: &App, env: &str, sha: &str) -> anyhow::Result<Option<i64>> {
+    if let Some((id, _)) = app.db.job_by_key(&job_key(env, sha)).await? {
+        return Ok(Some(id));
+    }
+    Ok(app
+        .db
+        .open_jobs(Some(env))
+        .await?
+        .into_iter()
+        .find(|j| {
+            j.kind == JobKind::Deploy.as_str()
+                && j.args_map().get("commit_sha").map(String::as_str) == Some(sha)
+        })
+        .map(|j| j.id))
 }
 
 /// The deploy of `sha`, through intake as a typed one would go.
