@@ -54,6 +54,8 @@ pub struct EnvironmentConfig {
     /// How often a waiting deploy asks GitHub again.
     #[serde(default = "default_ci_poll")]
     pub ci_poll_seconds: u64,
+    /// Continuous delivery: deploy the branch's head here once its checks pass.
+    pub auto_deploy: Option<crate::config::github::AutoDeploy>,
 }
 
 fn default_ci_timeout() -> u64 {

@@ -1,10 +1,11 @@
 //! `[github]`: the repository whose commits are the versions, and per environment the
 //! checks a commit must pass (`[environments.X] repository`, `required_checks`,
-//! `ci_timeout_seconds`). The token comes only from `GITHUB_TOKEN`.
+//! `ci_timeout_seconds`) and the branch it follows (`auto_deploy`). The token comes only
+//! from `GITHUB_TOKEN`, the webhook secret only from `GITHUB_WEBHOOK_SECRET`.
 
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigError, Env, line_of_str};
+use crate::config::{Config, ConfigError, Env, line_of, line_of_str};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,32 @@ fn default_max_wait() -> u64 {
     60
 }
 
+/// `[environments.X] auto_deploy = { branch = "main" }`: continuous delivery of a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDeploy {
+    /// The branch whose head is deployed once its required checks pass.
+    pub branch: String,
+    /// The deploy command that runs it (a `kind = "deploy"` command of `commands/`).
+    #[serde(default = "default_auto_command")]
+    pub command: String,
+    /// How often the branch's head is asked for (conditionally: unchanged costs nothing
+    /// against the rate limit), besides webhooks. At least 60; 0 turns polling off
+    /// (webhook only).
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+}
+
+fn default_auto_command() -> String {
+    "deploy".into()
+}
+fn default_poll_seconds() -> u64 {
+    MIN_POLL_SECONDS
+}
+
+/// Polling asks at most once a minute per branch.
+pub const MIN_POLL_SECONDS: u64 = 60;
+
 /// `required_checks = ["test", "build"]` or `required_checks = "all"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -58,6 +85,13 @@ impl RequiredChecks {
 }
 
 impl Config {
+    /// The environments that auto-deploy a branch, with their settings.
+    pub fn auto_deploys(&self) -> impl Iterator<Item = (&str, &AutoDeploy)> {
+        self.environments
+            .iter()
+            .filter_map(|(n, e)| e.auto_deploy.as_ref().map(|a| (n.as_str(), a)))
+    }
+
     /// The repository an environment's versions are commits of, if GitHub is configured
     /// for it.
     pub fn repository_of(&self, env: &str) -> Option<&str> {
@@ -135,6 +169,14 @@ pub(super) fn github_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
                 ));
             }
         }
+        if let Some(a) = &e.auto_deploy {
+            let line = key_line(text, name, "auto_deploy");
+            out.extend(
+                auto_deploy_problems(name, a, e.required_checks.is_some(), c.repository_of(name))
+                    .into_iter()
+                    .map(|m| (line, m)),
+            );
+        }
         if e.ci_poll_seconds == 0 || e.ci_timeout_seconds == 0 {
             out.push((
                 line,
@@ -145,6 +187,65 @@ pub(super) fn github_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
         }
     }
     out
+}
+
+/// What is wrong with environment `env`'s `auto_deploy`.
+fn auto_deploy_problems(
+    env: &str,
+    a: &AutoDeploy,
+    has_checks: bool,
+    repository: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let key = format!("environments.{env}.auto_deploy");
+    if a.branch.trim().is_empty() {
+        out.push(format!(
+            "{key}.branch is empty; name the branch to deploy, e.g. branch = \"main\""
+        ));
+    } else if !crate::support::github_webhook::valid_branch(&a.branch) {
+        out.push(format!(
+            "{key}.branch = {:?} is not a git branch name",
+            crate::domain::text::shorten(&a.branch)
+        ));
+    }
+    if repository.is_none() {
+        out.push(format!(
+            "{key} needs a repository: set [github] repository or environments.{env}.repository"
+        ));
+    }
+    if !has_checks {
+        out.push(format!(
+            "{key} needs environments.{env}.required_checks (check names, or \"all\"): a branch's head deploys only once its checks pass"
+        ));
+    }
+    if a.poll_seconds != 0 && a.poll_seconds < MIN_POLL_SECONDS {
+        out.push(format!(
+            "{key}.poll_seconds = {} asks GitHub too often; accepted: 0 (webhook only) or at least {MIN_POLL_SECONDS}",
+            a.poll_seconds
+        ));
+    }
+    if !crate::domain::valid_name(&a.command) {
+        out.push(format!(
+            "{key}.command = {:?} is not a command name",
+            crate::domain::text::shorten(&a.command)
+        ));
+    }
+    out
+}
+
+/// The line of `key` in environment `env`'s section (or its own `[environments.ENV.KEY]`).
+fn key_line(text: &str, env: &str, key: &str) -> usize {
+    if let Some(o) = text.find(&format!("[environments.{env}.{key}]")) {
+        return line_of(text, o);
+    }
+    let Some(h) = text.find(&format!("[environments.{env}]")) else {
+        return 1;
+    };
+    let section_end = text[h + 1..].find("\n[").map_or(text.len(), |e| h + 1 + e);
+    match text[h..section_end].find(key) {
+        Some(o) => line_of(text, h + o),
+        None => line_of(text, h),
+    }
 }
 
 /// With a repository configured, a token must be there to ask GitHub with.
@@ -194,6 +295,42 @@ mod tests {
         assert!(p[0].contains("accepted: \"all\""), "{p:?}");
         let p = problems("[environments.staging]\nrequired_checks = [\"test\"]\n");
         assert!(p[0].contains("needs a repository"), "{p:?}");
+    }
+
+    #[test]
+    fn auto_deploy_is_validated_with_its_line() {
+        let ok = "[github]\nrepository = \"acme/shop\"\n[environments.staging]\nrequired_checks = [\"test\"]\nauto_deploy = { branch = \"main\" }\n";
+        assert!(problems(ok).is_empty(), "{:?}", problems(ok));
+        let c = parse_config("t", ok, &BTreeMap::new()).unwrap();
+        let a = c.environments["staging"].auto_deploy.clone().unwrap();
+        assert_eq!((a.command.as_str(), a.poll_seconds), ("deploy", 60));
+        assert_eq!(c.auto_deploys().count(), 1);
+
+        let text = "[environments.qa]\nurl = \"https://qa.example\"\n\n[environments.staging]\nurl = \"https://s.example\"\nauto_deploy = { branch = \"\", poll_seconds = 5 }\n";
+        let c = parse_config("t", text, &BTreeMap::new()).unwrap();
+        let p = config_problems(text, &c);
+        let at = |needle: &str| {
+            p.iter()
+                .find(|(_, m)| m.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}: {p:?}"))
+                .0
+        };
+        assert_eq!(at("auto_deploy.branch is empty"), 6);
+        assert_eq!(at("auto_deploy needs a repository"), 6);
+        assert_eq!(at("needs environments.staging.required_checks"), 6);
+        assert_eq!(at("poll_seconds = 5 asks GitHub too often"), 6);
+
+        // Unknown keys are the parser's, with their line.
+        let text = "[github]\nrepository = \"a/b\"\n[environments.staging]\nauto_deploy = { branch = \"main\", brnch = \"x\" }\n";
+        let e = parse_config("d.toml", text, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("d.toml:4:") && e.contains("brnch"), "{e}");
+        let p = problems(
+            "[github]\nrepository = \"a/b\"\n[environments.staging]\nrequired_checks = \"all\"\nauto_deploy = { branch = \"a..b\", poll_seconds = 0 }\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("not a git branch name"), "{p:?}");
     }
 
     #[test]

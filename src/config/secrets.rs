@@ -62,6 +62,8 @@ pub struct Secrets {
     pub prometheus_token: Option<SecretString>,
     /// `GITHUB_TOKEN`: the token Deckhand asks GitHub's API with.
     pub github_token: Option<SecretString>,
+    /// `GITHUB_WEBHOOK_SECRET`: set → `POST /github/webhook` takes events signed with it.
+    pub github_webhook_secret: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
     pub step_secrets: BTreeMap<String, SecretString>,
     /// Each environment's database URL (from the variable its `database.url_env` names),
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Secrets {
             .field("ui_token", &set(&self.ui_token))
             .field("prometheus_token", &set(&self.prometheus_token))
             .field("github_token", &set(&self.github_token))
+            .field("github_webhook_secret", &set(&self.github_webhook_secret))
             .field(
                 "step_secrets",
                 &self.step_secrets.keys().collect::<Vec<_>>(),
@@ -107,6 +110,7 @@ impl Secrets {
             &self.ui_token,
             &self.prometheus_token,
             &self.github_token,
+            &self.github_webhook_secret,
         ]
         .into_iter()
         .flatten()

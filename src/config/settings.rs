@@ -197,6 +197,7 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         ui_token: secret("DECKHAND_UI_TOKEN"),
         prometheus_token: secret("PROMETHEUS_TOKEN"),
         github_token: secret("GITHUB_TOKEN"),
+        github_webhook_secret: secret("GITHUB_WEBHOOK_SECRET"),
         step_secrets: config
             .runner
             .secret_env

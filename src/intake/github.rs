@@ -30,12 +30,20 @@ pub(super) async fn check_commit(
                 "refused by commit rule: {shown} is not a commit, branch or tag of {repo}; accepted: a SHA (7 or more hex digits), branch or tag that exists in {repo}"
             )));
         }
-        Err(GhError::Failed(m)) => {
+        Err(e) => {
             return Ok(Err(format!(
-                "refused: cannot resolve {shown} in {repo}: {m}; nothing was run"
+                "refused: cannot resolve {shown} in {repo}: {e}; nothing was run"
             )));
         }
     };
+    // A version written as a SHA must be that commit, not a branch or tag named like one.
+    let hex = (7..=40).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex && !commit.sha.starts_with(&version.to_ascii_lowercase()) {
+        return Ok(Err(format!(
+            "refused by commit rule: {shown} names a branch or tag of {repo} (commit {}), not the commit with that prefix; deploy it by its full SHA",
+            &commit.sha[..7]
+        )));
+    }
     let Some(rc) = &env_cfg.required_checks else {
         return Ok(Ok(Some(commit.sha)));
     };

@@ -4,6 +4,7 @@
 //! catalog lookup, argument validation, roles, locks, staging-first, approvals, the job row
 //! and its first notice — is the same code, so a rule holds on every platform at once.
 
+pub mod auto_deploy;
 pub(crate) mod builtins;
 mod github;
 mod locks;
@@ -77,6 +78,17 @@ pub async fn submit(app: &Arc<App>, inv: Invocation) -> anyhow::Result<Outcome> 
     Ok(Outcome::Refused(reason))
 }
 
+/// [`submit`], but a refusal is not audited: the caller audits the ones it has not seen
+/// before (an auto-deploy asks again on every poll).
+pub(crate) async fn submit_unaudited(app: &Arc<App>, inv: &Invocation) -> anyhow::Result<Outcome> {
+    let name = inv.command.trim_start_matches('/').to_owned();
+    Ok(match decide(app, inv, &name).await? {
+        Decision::Refuse(r) | Decision::RefuseAs(_, r) => Outcome::Refused(r),
+        Decision::Info(i) => Outcome::Info(i),
+        Decision::Job(job, cmd) => enqueue(app, inv, *job, cmd).await?,
+    })
+}
+
 /// Refuse a correctly signed request from a workspace, app or guild this Deckhand does not
 /// serve: nothing is looked up or changed; the refusal is audited like any other.
 pub async fn refuse_elsewhere(
@@ -90,7 +102,7 @@ pub async fn refuse_elsewhere(
 }
 
 /// The audit row (and counter) of a refusal.
-async fn audit_refusal(
+pub(crate) async fn audit_refusal(
     app: &App,
     inv: &Invocation,
     action: &str,
@@ -144,7 +156,10 @@ async fn decide<'a>(app: &'a App, inv: &Invocation, name: &str) -> anyhow::Resul
         Err(e) => return Ok(Decision::Refuse(e)),
     };
     let env = args.environment.as_ref().map(|e| e.as_str().to_owned());
-    if let Err(e) = policy::check_role(name, env.as_deref(), cmd.role_for(env.as_deref()), &held) {
+    if !auto_deploy::by_config(config, inv, name, env.as_deref())
+        && let Err(e) =
+            policy::check_role(name, env.as_deref(), cmd.role_for(env.as_deref()), &held)
+    {
         return Ok(Decision::Refuse(e));
     }
     let env_cfg = env.as_ref().and_then(|e| config.environments.get(e));

@@ -21,6 +21,10 @@ pub enum Identity {
         user: String,
         roles: Vec<String>,
     },
+    /// Continuous delivery (`[environments.X] auto_deploy`): the config that names the
+    /// branch is the authority, so the deploy command's role is not asked for; every
+    /// other rule (locks, staging-first, approvals, the CI gate) applies.
+    AutoDeploy,
 }
 
 /// Roles a person holds. Everyone holds `everyone`.
@@ -34,6 +38,7 @@ pub fn roles_of(config: &Config, who: &Identity) -> BTreeSet<String> {
                 g.discord_users.iter().any(|u| u == user)
                     || g.discord_roles.iter().any(|r| roles.contains(r))
             }
+            Identity::AutoDeploy => false,
         };
         if holds {
             out.insert(name.clone());

@@ -269,6 +269,10 @@ async fn full_sha(gh: &GitHub<'_>, repo: &str, git_ref: &str) -> Result<String, 
             "{} is not a commit of {repo}",
             crate::domain::text::shorten(git_ref)
         ))),
+        Err(e @ GhError::RateLimited(wait)) => Err(DeliveryError::Retry {
+            after: Some(wait),
+            reason: e.to_string(),
+        }),
         Err(GhError::Failed(m)) => Err(DeliveryError::Retry {
             after: None,
             reason: m,

@@ -1,8 +1,8 @@
 //! Inbound limits: rate budgets on the command and alert endpoints, a body size cap on
 //! every route, and a deadline on every request.
 //!
-//! `/slack`, `/discord` and `/alerts` each have budgets of their own, so a flood on one
-//! does not refuse the others. In each, two kinds of budget:
+//! `/slack`, `/discord`, `/alerts` and `/github` each have budgets of their own, so a
+//! flood on one does not refuse the others. In each, two kinds of budget:
 //!
 //! - *unverified*: a bucket per client address, looked at before the request is read and
 //!   spent only by requests that fail their signature or token check (401, or 404 where
@@ -10,8 +10,9 @@
 //!   429 before their bodies are read; signed requests neither spend nor need it.
 //! - *signed*: the [`SignedBudget`] the handler spends once the signature holds and it
 //!   knows who asks — per person and per workspace (Slack team, Discord guild), per sender
-//!   address for alerts. Signed Slack traffic thus counts per team and user, not per Slack
-//!   egress address, which all of a workspace's commands share.
+//!   address for alerts, per repository (and event) for GitHub. Signed Slack traffic thus
+//!   counts per team and user, not per Slack egress address, which all of a workspace's
+//!   commands share.
 //!
 //! Buckets refill continuously (`support::ratelimit`); over budget is 429 with
 //! `Retry-After`.
@@ -29,7 +30,7 @@ use crate::config::ServerConfig;
 use crate::support::ratelimit::{RateLimiter, SignedBudget, SignedBudgets};
 
 /// The route groups with budgets of their own, by path prefix.
-pub const LIMITED_PREFIXES: [&str; 3] = ["/slack/", "/discord/", "/alerts/"];
+pub const LIMITED_PREFIXES: [&str; 4] = ["/slack/", "/discord/", "/alerts/", "/github/"];
 
 /// A route group: an index into [`LIMITED_PREFIXES`].
 fn group_of(path: &str) -> Option<usize> {
@@ -70,7 +71,7 @@ pub struct Limits {
     /// Per route group and client address: spent by failed and unsigned requests only.
     pub unverified: Option<RateLimiter<(usize, IpAddr)>>,
     /// Per route group: the budget of verified requests, handed to the handler.
-    pub signed: [Arc<SignedBudget>; 3],
+    pub signed: [Arc<SignedBudget>; 4],
     pub client_ip_header: Option<HeaderName>,
     pub max_body: usize,
     pub timeout: Duration,
@@ -85,6 +86,7 @@ impl Limits {
                 budgets.slack.clone(),
                 budgets.discord.clone(),
                 budgets.alerts.clone(),
+                budgets.github.clone(),
             ],
             client_ip_header: cfg
                 .client_ip_header

@@ -14,6 +14,7 @@
 
 pub(crate) mod alerts;
 pub(crate) mod conn;
+pub(crate) mod github;
 pub(crate) mod limits;
 pub mod ui;
 
@@ -537,10 +538,16 @@ pub fn routes() -> Router<Arc<App>> {
         .merge(crate::platform::slack::routes())
         .merge(crate::platform::discord::routes())
         .merge(alerts::routes())
+        .merge(github::routes())
 }
 
-/// Background loops: uptime probes and incident reminders; digests and budget checks.
+/// Background loops: uptime probes and incident reminders; digests and budget checks;
+/// polling the auto-deployed branches.
 pub fn background(loops: &TaskTracker, app: Arc<App>, stop: CancelToken) {
     loops.spawn(crate::watch::probes::run(app.clone(), stop.clone()));
+    loops.spawn(crate::intake::auto_deploy::poll::run(
+        app.clone(),
+        stop.clone(),
+    ));
     loops.spawn(crate::reports::digest::run(app, stop));
 }

@@ -10,6 +10,7 @@ pub mod dbruns;
 pub(crate) mod demo;
 pub mod envdb;
 pub mod github;
+pub mod github_auto;
 pub mod group;
 pub(crate) mod history;
 pub mod holds;

@@ -24,6 +24,9 @@ pub struct GitHub<'a> {
 pub enum GhError {
     /// 404 or 422: the repository has no such ref (or the token cannot see it).
     NotFound,
+    /// A rate limit asks for a longer wait than this client's `max_wait`: calls are
+    /// allowed again after this long.
+    RateLimited(Duration),
     /// Anything else, in words (no URL, no token).
     Failed(String),
 }
@@ -32,9 +35,25 @@ impl std::fmt::Display for GhError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GhError::NotFound => f.write_str("not found"),
+            GhError::RateLimited(w) => write!(
+                f,
+                "GitHub rate limit reached; it allows calls again in {} s",
+                w.as_secs()
+            ),
             GhError::Failed(m) => f.write_str(m),
         }
     }
+}
+
+/// The answer to a conditional request (`If-None-Match` with the ETag of the last one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fresh<T> {
+    /// 304: unchanged since that ETag (and free against the rate limit).
+    NotModified,
+    Changed {
+        value: T,
+        etag: Option<String>,
+    },
 }
 
 /// Why a `POST` did not take.
@@ -58,6 +77,13 @@ pub struct Commit {
     pub url: String,
 }
 
+/// A branch's head commit, and its author's login when GitHub knows one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub sha: String,
+    pub author: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckState {
     Passed,
@@ -79,28 +105,41 @@ pub struct Check {
 impl GitHub<'_> {
     /// `GET {api}{path}` as JSON, honouring rate limits.
     pub async fn get(&self, path: &str) -> Result<Value, GhError> {
+        match self.get_if_changed(path, None).await? {
+            Fresh::Changed { value, .. } => Ok(value),
+            Fresh::NotModified => Err(GhError::Failed(
+                "GitHub answered 304 to a request without an ETag".into(),
+            )),
+        }
+    }
+
+    /// `GET {api}{path}` as JSON, with `If-None-Match: etag` when given; rate limits
+    /// waited out up to `max_wait`, else [`GhError::RateLimited`] with the wait.
+    pub async fn get_if_changed(
+        &self,
+        path: &str,
+        etag: Option<&str>,
+    ) -> Result<Fresh<Value>, GhError> {
         let mut waited = Duration::ZERO;
         loop {
-            let res = self
+            let mut req = self
                 .http
                 .get(format!("{}{path}", self.api_url))
                 .timeout(self.timeout)
                 .bearer_auth(self.token)
                 .header("accept", "application/vnd.github+json")
                 .header("x-github-api-version", "2022-11-28")
-                .header("user-agent", "deckhand")
-                .send()
-                .await
-                .map_err(|e| {
-                    GhError::Failed(format!("GitHub: {}", crate::support::net::net_reason(&e)))
-                })?;
+                .header("user-agent", "deckhand");
+            if let Some(e) = etag {
+                req = req.header("if-none-match", e);
+            }
+            let res = req.send().await.map_err(|e| {
+                GhError::Failed(format!("GitHub: {}", crate::support::net::net_reason(&e)))
+            })?;
             let status = res.status().as_u16();
             if let Some(wait) = rate_limit_wait(status, res.headers()) {
                 if waited + wait > self.max_wait {
-                    return Err(GhError::Failed(format!(
-                        "GitHub rate limit reached; it allows calls again in {} s",
-                        wait.as_secs()
-                    )));
+                    return Err(GhError::RateLimited(wait));
                 }
                 tracing::warn!(wait_s = wait.as_secs(), "GitHub rate limit: waiting");
                 tokio::time::sleep(wait).await;
@@ -108,10 +147,19 @@ impl GitHub<'_> {
                 continue;
             }
             return match status {
-                200..=299 => res
-                    .json()
-                    .await
-                    .map_err(|_| GhError::Failed("GitHub answered with unreadable JSON".into())),
+                304 => Ok(Fresh::NotModified),
+                200..=299 => {
+                    let etag = res
+                        .headers()
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| v.len() <= 200)
+                        .map(str::to_owned);
+                    res.json()
+                        .await
+                        .map(|value| Fresh::Changed { value, etag })
+                        .map_err(|_| GhError::Failed("GitHub answered with unreadable JSON".into()))
+                }
                 404 | 422 => Err(GhError::NotFound),
                 401 => Err(GhError::Failed(
                     "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
@@ -198,6 +246,38 @@ impl GitHub<'_> {
                 .unwrap_or_default()
                 .to_owned(),
             url: v["html_url"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// The head commit of `branch` in `repo` (`GET …/branches/{branch}`), unless it is
+    /// unchanged since `etag`.
+    pub async fn branch_head(
+        &self,
+        repo: &str,
+        branch: &str,
+        etag: Option<&str>,
+    ) -> Result<Fresh<Head>, GhError> {
+        let path = format!("/repos/{repo}/branches/{}", encode(branch));
+        let (v, etag) = match self.get_if_changed(&path, etag).await? {
+            Fresh::NotModified => return Ok(Fresh::NotModified),
+            Fresh::Changed { value, etag } => (value, etag),
+        };
+        let sha = v["commit"]["sha"].as_str().unwrap_or_default();
+        if !crate::support::github_webhook::valid_sha(sha) {
+            return Err(GhError::Failed(
+                "GitHub answered a branch without a head SHA".into(),
+            ));
+        }
+        let author = v["commit"]["author"]["login"]
+            .as_str()
+            .filter(|l| crate::support::github_webhook::valid_login(l))
+            .map(str::to_owned);
+        Ok(Fresh::Changed {
+            value: Head {
+                sha: sha.to_owned(),
+                author,
+            },
+            etag,
         })
     }
 

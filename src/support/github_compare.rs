@@ -109,6 +109,7 @@ pub fn fields(base: Option<&str>, compared: Result<Comparison, GhError>) -> Vec<
         Err(e) => {
             let why = match e {
                 GhError::NotFound => "GitHub does not know it".to_owned(),
+                e @ GhError::RateLimited(_) => e.to_string(),
                 GhError::Failed(m) => m,
             };
             return vec![(

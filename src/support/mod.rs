@@ -4,6 +4,7 @@ pub(crate) mod backoff;
 pub(crate) mod chart;
 pub mod github;
 pub mod github_compare;
+pub mod github_webhook;
 pub mod metrics;
 pub(crate) mod net;
 pub mod pgroup;

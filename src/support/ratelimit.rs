@@ -117,7 +117,8 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     }
 }
 
-/// The budget of verified requests on one route group (`/slack`, `/discord`, `/alerts`),
+/// The budget of verified requests on one route group (`/slack`, `/discord`, `/alerts`,
+/// `/github`),
 /// spent by the handler once the signature holds and it knows who asks: a bucket per
 /// person (a Slack team's user, a Discord user, an alert sender), and one per workspace
 /// (a Slack team, a Discord guild) for all its people together. Forged requests never get
@@ -149,13 +150,15 @@ impl SignedBudget {
     }
 }
 
-/// The signed budgets of the three route groups, shared by the HTTP middleware and the
+/// The signed budgets of the route groups, shared by the HTTP middleware and the
 /// outbound sockets (Slack Socket Mode, the Discord gateway), whose envelopes spend the same
 /// buckets as signed requests do.
 pub struct SignedBudgets {
     pub slack: std::sync::Arc<SignedBudget>,
     pub discord: std::sync::Arc<SignedBudget>,
     pub alerts: std::sync::Arc<SignedBudget>,
+    /// GitHub webhooks: per repository and event, and per repository.
+    pub github: std::sync::Arc<SignedBudget>,
 }
 
 impl SignedBudgets {
@@ -168,6 +171,7 @@ impl SignedBudgets {
             slack: one(),
             discord: one(),
             alerts: one(),
+            github: one(),
         }
     }
 }

@@ -1,9 +1,13 @@
 //! GitHub: versions are commits of the repository, resolved to full SHAs before anything
 //! runs, deploys pass the CI gate (`required_checks`) and open GitHub Deployments with
 //! their statuses — against a fake GitHub API. What a deploy changes, and deployments
-//! through an outage: `github/deployments.rs`.
+//! through an outage: `github/deployments.rs`. Continuous delivery: `github/webhook.rs`
+//! (signed webhooks) and `github/polling.rs` (without one).
 
+mod cd;
 mod deployments;
+mod polling;
+mod webhook;
 
 use std::process::Output;
 
@@ -398,4 +402,80 @@ fn check_validates_the_github_config() {
         all.contains("environments.staging.url must start with http:// or https://"),
         "{all}"
     );
+}
+
+/// `deckhand check` names each `auto_deploy` problem with its line: an empty branch, an
+/// unknown key, a missing repository, a command that is not a deploy.
+#[test]
+fn check_validates_auto_deploy_with_line_numbers() {
+    let w = Workspace::new(Backend::Sqlite, "", &[]).unwrap();
+    let base = std::fs::read_to_string(w.config_path()).unwrap();
+    let check = |github: &str, auto: &str| {
+        // Without a repository, `required_checks` would be the first problem reported.
+        let checks = if github.is_empty() {
+            ""
+        } else {
+            "required_checks = [\"test\"]\n"
+        };
+        let text = base.replace(
+            "[environments.staging]\n",
+            &format!("[environments.staging]\n{checks}auto_deploy = {auto}\n"),
+        ) + github;
+        std::fs::write(w.config_path(), &text).unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("auto_deploy"))
+            .unwrap()
+            + 1;
+        let out = w
+            .cmd(&["check"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), line, all)
+    };
+    let repo = "\n[github]\nrepository = \"acme/shop\"\n";
+    for (github, auto, says) in [
+        (
+            repo,
+            r#"{ branch = "" }"#,
+            "environments.staging.auto_deploy.branch is empty",
+        ),
+        (
+            repo,
+            r#"{ branch = "main", brnch = "x" }"#,
+            "unknown field `brnch`",
+        ),
+        (
+            "",
+            r#"{ branch = "main" }"#,
+            "environments.staging.auto_deploy needs a repository",
+        ),
+        (
+            repo,
+            r#"{ branch = "main", poll_seconds = 10 }"#,
+            "poll_seconds = 10 asks GitHub too often",
+        ),
+    ] {
+        let (ok, line, all) = check(github, auto);
+        assert!(!ok, "{all}");
+        assert!(
+            all.contains(&format!("deckhand.toml:{line}: ")),
+            "line {line}: {all}"
+        );
+        assert!(all.contains(says), "{all}");
+    }
+    let (ok, _, all) = check(repo, r#"{ branch = "main", command = "rollback" }"#);
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains("auto_deploy.command = \"rollback\" is not a deploy command"),
+        "{all}"
+    );
+    let (ok, _, all) = check(repo, r#"{ branch = "release/2.x", poll_seconds = 0 }"#);
+    assert!(ok, "{all}");
 }

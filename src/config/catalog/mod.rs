@@ -241,6 +241,32 @@ fn read_folder(d: &Path) -> Result<Vec<(String, String)>, Vec<Problem>> {
     Ok(files)
 }
 
+/// An `auto_deploy` runs a deploy command of the catalog.
+fn auto_deploy_problems(commands: &BTreeMap<String, Command>, config: &Config) -> Vec<Problem> {
+    config
+        .auto_deploys()
+        .filter(|(_, a)| {
+            commands
+                .get(&a.command)
+                .is_none_or(|c| c.kind != JobKind::Deploy)
+        })
+        .map(|(env, a)| Problem {
+            file: "deckhand.toml".into(),
+            line: 0,
+            message: format!(
+                "environments.{env}.auto_deploy.command = {:?} is not a deploy command of the catalog; accepted: {}",
+                a.command,
+                commands
+                    .values()
+                    .filter(|c| c.kind == JobKind::Deploy)
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+        .collect()
+}
+
 /// All commands.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -279,6 +305,7 @@ impl Catalog {
                 Err(mut ps) => problems.append(&mut ps),
             }
         }
+        problems.extend(auto_deploy_problems(&commands, config));
         if problems.is_empty() {
             Ok(Self { commands })
         } else {

@@ -1,9 +1,11 @@
-//! A fake GitHub REST API on 127.0.0.1: commits by ref, check runs and combined statuses
-//! by SHA, comparisons of two commits, and deployments with their statuses (recorded;
-//! a `success` status with `auto_inactive` marks the environment's earlier deployments
-//! `inactive`, as GitHub does). Records every call (method, path, Authorization, body)
-//! and can answer 401, a 403 rate limit with `Retry-After`, 422 for an unknown ref, or
-//! 502 to the next deployment creates.
+//! A fake GitHub REST API on 127.0.0.1: commits by ref (a unique SHA prefix of 7 or more
+//! digits too), branches with their head (`GET …/branches/{name}`, with an ETag, and 304
+//! to an `If-None-Match` that matches it), check runs and combined statuses by SHA,
+//! comparisons of two commits, and deployments with their statuses (recorded; a `success`
+//! status with `auto_inactive` marks the environment's earlier deployments `inactive`, as
+//! GitHub does). Records every call (method, path, Authorization, `If-None-Match`, body,
+//! the status answered) and can answer 401, a 403 rate limit with `Retry-After`
+//! or `x-ratelimit-reset`, 422 for an unknown ref, or 502 to the next deployment creates.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,10 @@ pub struct GhCall {
     pub method: String,
     pub path: String,
     pub auth: Option<String>,
+    pub if_none_match: Option<String>,
     pub body: Option<Value>,
+    /// The status the fake answered.
+    pub status: u16,
 }
 
 /// A deployment created on the fake, with its statuses in the order posted.
@@ -57,6 +62,8 @@ struct Inner {
     create_failure: u16,
     /// (base, head) → (ahead_by, behind_by, commit messages oldest first).
     compares: BTreeMap<(String, String), (u64, u64, Vec<String>)>,
+    /// SHA → its author's login (else `ada`).
+    authors: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -87,6 +94,15 @@ impl FakeGitHub {
         for n in names {
             i.refs.insert((*n).into(), sha.into());
         }
+    }
+
+    /// `sha`'s author is `login` (branch heads name it).
+    pub fn author(&self, sha: &str, login: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .authors
+            .insert(sha.into(), login.into());
     }
 
     /// Set check run `name` of `sha`: status `queued`/`in_progress`/`completed`, and
@@ -149,6 +165,15 @@ impl FakeGitHub {
         self.inner.lock().unwrap().calls.clone()
     }
 
+    /// The calls for `branch`'s head, in order.
+    pub fn branch_calls(&self, branch: &str) -> Vec<GhCall> {
+        let end = format!("/branches/{branch}");
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path.ends_with(&end))
+            .collect()
+    }
+
     pub fn calls_to(&self, part: &str) -> usize {
         self.calls()
             .iter()
@@ -170,15 +195,34 @@ async fn answer(
 ) -> Response {
     let mut i = inner.lock().unwrap();
     let body: Option<Value> = serde_json::from_slice(&body).ok();
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     i.calls.push(GhCall {
         method: method.to_string(),
         path: uri.path().to_owned(),
-        auth: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        auth: header("authorization"),
+        if_none_match: header("if-none-match"),
         body: body.clone(),
+        status: 0,
     });
+    let r = respond(&mut i, &method, &uri, header("if-none-match"), body);
+    if let Some(c) = i.calls.last_mut() {
+        c.status = r.status().as_u16();
+    }
+    r
+}
+
+fn respond(
+    i: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    if_none_match: Option<String>,
+    body: Option<Value>,
+) -> Response {
     let reply = |status: u16, body: Value| {
         (
             axum::http::StatusCode::from_u16(status).unwrap(),
@@ -198,7 +242,29 @@ async fn answer(
     }
     let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
     if parts.len() >= 5 && parts[1] == "repos" && parts[4] == "deployments" {
-        return deployments(&mut i, &method, &parts, body.unwrap_or(Value::Null));
+        return deployments(i, method, &parts, body.unwrap_or(Value::Null));
+    }
+    if parts.len() == 6 && parts[1] == "repos" && parts[4] == "branches" {
+        let Some(sha) = i.refs.get(&parts[5]).cloned() else {
+            return reply(404, json!({"message": "Branch not found"}));
+        };
+        let etag = format!("W/\"branch-{}-{sha}\"", parts[5]);
+        if if_none_match.as_deref() == Some(etag.as_str()) {
+            let mut r = axum::http::StatusCode::NOT_MODIFIED.into_response();
+            r.headers_mut().insert("etag", etag.parse().unwrap());
+            return r;
+        }
+        let login = i.authors.get(&sha).cloned().unwrap_or_else(|| "ada".into());
+        let mut r = reply(
+            200,
+            json!({
+                "name": parts[5],
+                "commit": {"sha": sha, "commit": {"message": "Fix the thing"}, "author": {"login": login}},
+                "protected": false
+            }),
+        );
+        r.headers_mut().insert("etag", etag.parse().unwrap());
+        return r;
     }
     if parts.len() == 6 && parts[1] == "repos" && parts[4] == "compare" {
         let (base, head) = parts[5].split_once("...").unwrap_or(("", ""));
@@ -225,7 +291,18 @@ async fn answer(
     if parts.len() < 6 || parts[1] != "repos" || parts[4] != "commits" {
         return reply(404, json!({"message": "Not Found"}));
     }
-    let Some(sha) = i.refs.get(&parts[5]).cloned() else {
+    // A unique prefix of 7 or more hex digits names its commit, as on GitHub.
+    let by_prefix = || {
+        let p = &parts[5];
+        let hex = p.len() >= 7 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        let found: std::collections::BTreeSet<&String> = i
+            .refs
+            .values()
+            .filter(|sha| hex && sha.starts_with(p.as_str()))
+            .collect();
+        (found.len() == 1).then(|| found.into_iter().next().unwrap().clone())
+    };
+    let Some(sha) = i.refs.get(&parts[5]).cloned().or_else(by_prefix) else {
         return reply(
             422,
             json!({"message": format!("No commit found for SHA: {}", parts[5])}),
