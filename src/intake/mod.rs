@@ -437,7 +437,15 @@ async fn enqueue(
         &inv.platform,
         if res.created { "accepted" } else { "duplicate" },
     );
-    app.poke();
+    if res.created && job.state == state::QUEUED {
+        app.poke();
+    } else {
+        // Nothing for a worker to run yet (a job waiting for approval is woken by its
+        // approval): only the first notice to send. Waking the workers for every parked
+        // job made them claim in vain hundreds of times a second under a flood of
+        // commands, on SQLite each time holding the write lock intake needs.
+        app.outbox_wake.notify_one();
+    }
     let message = if !res.created {
         format!(
             "Already received: this request is job {} ({})",

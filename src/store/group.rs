@@ -123,7 +123,10 @@ impl Db {
                 }
                 out.push(Done::Job(Enqueued { id, created: true, behind, state: job.state.clone() }));
             }
-            let new_job = out.iter().any(|d| matches!(d, Done::Job(e) if e.created));
+            // Workers are woken for what they can run: not for jobs waiting for approval.
+            let new_job = out.iter().any(
+                |d| matches!(d, Done::Job(e) if e.created && e.state == crate::store::jobs::state::QUEUED),
+            );
             if matches!(self, Db::Postgres(_)) && new_job {
                 sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {PG_CHANNEL}"))).execute(&mut *tx).await?;
             }
