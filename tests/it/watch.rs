@@ -408,6 +408,11 @@ async fn cancel_or_alert_during_the_watch(backend: Backend) {
     };
     let id = start(&app, "deploy staging abc1234").await;
     watching(&app, id).await;
+    // Staging-first: a version whose staging watch has not finished is not proven.
+    match say(&app, "UDEPLOYER", "deploy production abc1234").await {
+        Outcome::Refused(r) => assert!(r.contains("staging"), "{r}"),
+        other => panic!("expected a refusal while staging watches, got {other:?}"),
+    }
     app.db
         .apply(&[deckhand::store::jobs::request_cancel(id)])
         .await
