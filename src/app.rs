@@ -96,7 +96,7 @@ impl Liveness {
     }
 }
 
-/// Intake's group-commit writers on PostgreSQL (see [`GroupCommit::start_lanes`]).
+/// Intake's group-commit writers on PostgreSQL (see [`GroupCommit::start`]).
 const INTAKE_LANES: usize = 4;
 
 impl App {
@@ -154,7 +154,7 @@ impl App {
         } else {
             INTAKE_LANES
         };
-        let intake = GroupCommit::start_lanes(
+        let intake = GroupCommit::start(
             open(Some(lanes as u32 + 1), std::time::Duration::from_secs(2)).await?,
             lanes,
         );

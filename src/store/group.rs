@@ -166,16 +166,10 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Start the writer on the current runtime, on `db` (best a pool of its own, so that
-    /// it never waits for a connection behind background work). It ends when every
-    /// handle is dropped.
-    pub fn start(db: Db) -> GroupCommit {
-        GroupCommit::start_lanes(db, 1)
-    }
-
-    /// [`GroupCommit::start`] with `lanes` writers side by side, each committing its own
-    /// batches on its own connection (`db` should hold `lanes` of them, plus one for
-    /// retries). One writer waits for the database on every statement of a batch, and on
+    /// Start `lanes` writers on the current runtime, side by side, each committing its own
+    /// batches on its own connection of `db` (best a pool of its own, holding `lanes`
+    /// connections plus one for retries, so that no writer waits for a connection behind
+    /// background work). They end when every handle is dropped. One writer waits for the database on every statement of a batch, and on
     /// PostgreSQL those round trips, not the server, were the limit of intake (≈ 5 per
     /// command); several lanes overlap them. The repeats of one idempotency key (a
     /// platform's retry of one request) take the same lane, so two batches never wait for
@@ -183,7 +177,7 @@ impl GroupCommit {
     /// another's answer is written after it, whatever their lanes; two commands in flight
     /// at once are in no order, in one process as across replicas. SQLite has one writer
     /// at a time whatever the lanes: use one there.
-    pub fn start_lanes(db: Db, lanes: usize) -> GroupCommit {
+    pub fn start(db: Db, lanes: usize) -> GroupCommit {
         let lanes: Vec<_> = (0..lanes.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);

@@ -123,17 +123,15 @@ fn insert_notice(pg: bool) -> String {
 /// `EXISTS` with that index, and the ordered form with `outbox_pending` instead (6× slower
 /// inserts under load), so it keeps `EXISTS`.
 fn thread_look(pg: bool, cond: &str, any: bool) -> String {
-    match (pg, any) {
-        (true, true) => format!(
+    let not = if any { "" } else { "NOT " };
+    if pg {
+        let is = if any { "NOT " } else { "" };
+        format!(
             "(SELECT e.id FROM outbox e WHERE {cond} \
-             ORDER BY e.platform, e.thread_key, e.id LIMIT 1) IS NOT NULL"
-        ),
-        (true, false) => format!(
-            "(SELECT e.id FROM outbox e WHERE {cond} \
-             ORDER BY e.platform, e.thread_key, e.id LIMIT 1) IS NULL"
-        ),
-        (false, true) => format!("EXISTS (SELECT 1 FROM outbox e WHERE {cond})"),
-        (false, false) => format!("NOT EXISTS (SELECT 1 FROM outbox e WHERE {cond})"),
+             ORDER BY e.platform, e.thread_key, e.id LIMIT 1) IS {is}NULL"
+        )
+    } else {
+        format!("{not}EXISTS (SELECT 1 FROM outbox e WHERE {cond})")
     }
 }
 
