@@ -368,21 +368,27 @@ async fn pending_checks_are_waited_for(b: Backend) {
 }
 both!(pending_checks_are_waited_for, pending_checks_are_waited_for);
 
+/// `deckhand check` with a token set: whether it passed, and all it printed.
+fn check_config(w: &Workspace) -> (bool, String) {
+    let out = w
+        .cmd(&["check"])
+        .env("GITHUB_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), all)
+}
+
 #[test]
 fn check_validates_the_github_config() {
     let w = Workspace::new(Backend::Sqlite, "\n[github]\nrepository = \"acme\"\n", &[]).unwrap();
     let check = || {
-        let out = w
-            .cmd(&["check"])
-            .env("GITHUB_TOKEN", TOKEN)
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "{all}");
+        let (ok, all) = check_config(&w);
+        assert!(!ok, "{all}");
         all
     };
     let all = check();
@@ -427,17 +433,8 @@ fn check_validates_auto_deploy_with_line_numbers() {
             .position(|l| l.starts_with("auto_deploy"))
             .unwrap()
             + 1;
-        let out = w
-            .cmd(&["check"])
-            .env("GITHUB_TOKEN", TOKEN)
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), line, all)
+        let (ok, all) = check_config(&w);
+        (ok, line, all)
     };
     let repo = "\n[github]\nrepository = \"acme/shop\"\n";
     for (github, auto, says) in [
