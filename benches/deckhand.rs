@@ -258,6 +258,16 @@ struct Ingress {
     rss_kib: u64,
 }
 
+impl Ingress {
+    /// One line of the run's progress.
+    fn print(&self, name: &str) {
+        println!(
+            "ingress {name:<28} {:>5}/s sent {:>6} acked {:>6} p50 {:>7.2} ms p99 {:>7.2} ms max {:>8.2} ms rss {:>6} KiB",
+            self.rate, self.sent, self.ok, self.p50, self.p99, self.max, self.rss_kib
+        );
+    }
+}
+
 /// Fire signed slash commands at `rate` per second for `secs`, open loop: each request
 /// leaves at its scheduled time whatever the earlier ones are doing.
 async fn ingress(s: &Serve, rate: u32, secs: u64, run: &str) -> Ingress {
@@ -570,11 +580,16 @@ async fn storm_section() -> String {
     storm::section(&backends).await
 }
 
-async fn ingress_only() {
-    let secs: u64 = std::env::var("BENCH_SECONDS")
+/// `BENCH_SECONDS`: the length of each ingress rate (default 5).
+fn bench_seconds() -> u64 {
+    std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(5)
+}
+
+async fn ingress_only() {
+    let secs = bench_seconds();
     let which = std::env::var("BENCH_BACKEND").unwrap_or_default();
     let mut backends = Vec::new();
     if which.is_empty() || which == "sqlite" {
@@ -595,10 +610,7 @@ async fn ingress_only() {
         let s = serve(dir.path(), &db.url, &[]).await;
         for &rate in &rates {
             let r = ingress(&s, rate, secs, &format!("o{}-{rate}", name.len())).await;
-            println!(
-                "ingress {name:<28} {rate:>5}/s sent {:>6} acked {:>6} p50 {:>7.2} ms p99 {:>7.2} ms max {:>8.2} ms rss {:>6} KiB",
-                r.sent, r.ok, r.p50, r.p99, r.max, r.rss_kib
-            );
+            r.print(name);
         }
     }
 }
@@ -642,10 +654,7 @@ async fn main() {
         ingress_only().await;
         return;
     }
-    let secs: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let secs = bench_seconds();
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -702,10 +711,7 @@ async fn main() {
         let mut best = None;
         for rate in [100, 500, 1000, 2000] {
             let r = ingress(&s, rate, secs, &format!("{}-{rate}", name.len())).await;
-            println!(
-                "ingress {name:<28} {rate:>5}/s sent {:>6} acked {:>6} p50 {:>7.2} ms p99 {:>7.2} ms max {:>8.2} ms rss {:>6} KiB",
-                r.sent, r.ok, r.p50, r.p99, r.max, r.rss_kib
-            );
+            r.print(name);
             let _ = writeln!(
                 md,
                 "| {name} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
