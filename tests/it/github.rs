@@ -265,11 +265,7 @@ async fn a_passing_deploy_opens_one_github_deployment_and_refusals_none(b: Backe
     // The next deploy of the environment retires this one (GitHub's `auto_inactive`).
     let (code, out, err) = run(&w, &gh, &["ship", "staging", &SHA_OK[..7]]);
     assert_eq!(code, 0, "{out}{err}");
-    eventually(15, "the second deployment's success", || async {
-        let d = gh.deployments();
-        (d.len() == 2 && d[1].states() == ["in_progress", "success"]).then_some(())
-    })
-    .await;
+    gh.nth_deployment_succeeded(2, 15).await;
     assert_eq!(
         gh.deployments()[0].states(),
         ["in_progress", "success", "inactive"]
@@ -279,11 +275,7 @@ async fn a_passing_deploy_opens_one_github_deployment_and_refusals_none(b: Backe
     let (code, out, err) = run(&w, &gh, &["rollback", "staging", "main"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(ran(&w).ends_with("rollback main\n"), "{}", ran(&w));
-    let d = eventually(15, "the rollback's deployment", || async {
-        let d = gh.deployments();
-        (d.len() == 3 && d[2].states() == ["in_progress", "success"]).then(|| d[2].clone())
-    })
-    .await;
+    let d = gh.nth_deployment_succeeded(3, 15).await;
     assert_eq!(d.body["ref"], SHA_OK);
     assert!(
         d.body["description"]

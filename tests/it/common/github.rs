@@ -161,6 +161,17 @@ impl FakeGitHub {
         self.inner.lock().unwrap().deployments.clone()
     }
 
+    /// Wait (up to `secs`) until there are exactly `n` deployments and the last has gone
+    /// `in_progress` then `success`; that one.
+    pub async fn nth_deployment_succeeded(&self, n: usize, secs: u64) -> GhDeployment {
+        super::eventually(secs, &format!("deployment {n} to succeed"), || async {
+            let d = self.deployments();
+            (d.len() == n && d[n - 1].states() == ["in_progress", "success"])
+                .then(|| d[n - 1].clone())
+        })
+        .await
+    }
+
     pub fn calls(&self) -> Vec<GhCall> {
         self.inner.lock().unwrap().calls.clone()
     }

@@ -245,11 +245,7 @@ async fn a_passing_check_suite_deploys_main_once_across_two_replicas(b: Backend)
         );
     }
     assert_eq!(jobs(&app).await.len(), 1);
-    let d = eventually(20, "one GitHub deployment", || async {
-        let d = gh.deployments();
-        (d.len() == 1 && d[0].states() == ["in_progress", "success"]).then(|| d[0].clone())
-    })
-    .await;
+    let d = gh.nth_deployment_succeeded(1, 20).await;
     assert_eq!(d.body["ref"], SHA_OK);
     assert!(
         d.body["description"]
