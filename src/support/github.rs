@@ -103,6 +103,23 @@ pub struct Check {
 }
 
 impl GitHub<'_> {
+    /// A request to `{api}{path}` with the credentials, GitHub's media type and API
+    /// version, and this client's timeout. Every call to GitHub goes through here.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, GhError> {
+        Ok(self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .timeout(self.timeout)
+            .bearer_auth(self.token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", "deckhand"))
+    }
+
     /// `GET {api}{path}` as JSON, honouring rate limits.
     pub async fn get(&self, path: &str) -> Result<Value, GhError> {
         match self.get_if_changed(path, None).await? {
@@ -122,14 +139,7 @@ impl GitHub<'_> {
     ) -> Result<Fresh<Value>, GhError> {
         let mut waited = Duration::ZERO;
         loop {
-            let mut req = self
-                .http
-                .get(format!("{}{path}", self.api_url))
-                .timeout(self.timeout)
-                .bearer_auth(self.token)
-                .header("accept", "application/vnd.github+json")
-                .header("x-github-api-version", "2022-11-28")
-                .header("user-agent", "deckhand");
+            let mut req = self.request(reqwest::Method::GET, path).await?;
             if let Some(e) = etag {
                 req = req.header("if-none-match", e);
             }
@@ -177,13 +187,12 @@ impl GitHub<'_> {
     /// retries then); so are timeouts and 5xx answers.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, PostError> {
         let res = self
-            .http
-            .post(format!("{}{path}", self.api_url))
-            .timeout(self.timeout)
-            .bearer_auth(self.token)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", "deckhand")
+            .request(reqwest::Method::POST, path)
+            .await
+            .map_err(|e| PostError::Again {
+                after: None,
+                reason: e.to_string(),
+            })?
             .json(body)
             .send()
             .await
