@@ -27,6 +27,8 @@ pub struct App {
     /// This process's identity on leases and outbox claims: host, pid and a random part.
     pub worker_id: String,
     pub http: reqwest::Client,
+    /// GitHub's credentials (a token or an App and its minted tokens), when set.
+    pub github_auth: Option<crate::support::github_app::GhAuth>,
     pub health: Liveness,
     /// What verified senders may spend, over HTTP and the sockets alike.
     pub budgets: SignedBudgets,
@@ -142,6 +144,7 @@ impl App {
             .timeout(std::time::Duration::from_secs(15))
             .build()
             .context("cannot build the HTTP client")?;
+        let github_auth = github_auth(&settings)?;
         let settings_budgets = settings.config.server.signed_budgets();
         // Intake's writers hold one connection each; their own pool (one more for the
         // one-by-one retry of a failed batch) means a new command never waits behind
@@ -167,6 +170,7 @@ impl App {
             outbox_wake: Notify::new(),
             worker_id: worker_id(),
             http,
+            github_auth,
             health: Liveness::default(),
             budgets: settings_budgets,
             intake,
@@ -217,6 +221,20 @@ async fn create_demo_databases(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The GitHub credentials the environment gives, if any (a bad App key stops the start
+/// with the reason, never its text).
+pub fn github_auth(
+    settings: &Settings,
+) -> anyhow::Result<Option<crate::support::github_app::GhAuth>> {
+    let s = &settings.secrets;
+    crate::support::github_app::GhAuth::from_env(
+        s.github_token.as_ref(),
+        s.github_app_id.as_deref(),
+        s.github_app_private_key.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn worker_id() -> String {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
@@ -232,15 +250,14 @@ pub fn hostname() -> String {
 impl App {
     /// A GitHub client and the repository of `env`, when GitHub is configured for it.
     pub fn github(&self, env: &str) -> Option<(crate::support::github::GitHub<'_>, String)> {
-        use secrecy::ExposeSecret;
         let repo = self.settings.config.repository_of(env)?;
-        let token = self.settings.secrets.github_token.as_ref()?;
+        let auth = self.github_auth.as_ref()?;
         let g = &self.settings.config.github;
         Some((
             crate::support::github::GitHub {
                 http: &self.http,
                 api_url: &self.settings.github_api_url,
-                token: token.expose_secret(),
+                auth,
                 timeout: std::time::Duration::from_secs(g.timeout_seconds),
                 max_wait: std::time::Duration::from_secs(g.max_rate_limit_wait_seconds),
             },

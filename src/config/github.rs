@@ -252,9 +252,16 @@ fn key_line(text: &str, env: &str, key: &str) -> usize {
 pub(super) fn env_problem(c: &Config, env: &dyn Env) -> Result<(), ConfigError> {
     let configured =
         c.github.repository.is_some() || c.environments.values().any(|e| e.repository.is_some());
-    if configured && env.get("GITHUB_TOKEN").is_none() {
+    let secret = |k: &str| env.get(k).map(secrecy::SecretString::from);
+    let auth = crate::support::github_app::GhAuth::from_env(
+        secret("GITHUB_TOKEN").as_ref(),
+        env.get("GITHUB_APP_ID").as_deref(),
+        secret("GITHUB_APP_PRIVATE_KEY").as_ref(),
+    )
+    .map_err(|e| ConfigError::Env(e.0))?;
+    if configured && auth.is_none() {
         return Err(ConfigError::Env(
-            "a GitHub repository is configured but GITHUB_TOKEN is not set; set it to a fine-grained token with read access to commits, checks and statuses".into(),
+            "a GitHub repository is configured but no GitHub credentials are set; set GITHUB_TOKEN to a fine-grained token, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY for a GitHub App (the README's GitHub section lists the permissions)".into(),
         ));
     }
     if let Some(u) = env.get("GITHUB_API_URL")

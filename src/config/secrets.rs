@@ -62,6 +62,11 @@ pub struct Secrets {
     pub prometheus_token: Option<SecretString>,
     /// `GITHUB_TOKEN`: the token Deckhand asks GitHub's API with.
     pub github_token: Option<SecretString>,
+    /// `GITHUB_APP_ID`: a GitHub App's id (or client id), with its private key instead
+    /// of a token. Not a secret, but it belongs with the key.
+    pub github_app_id: Option<String>,
+    /// `GITHUB_APP_PRIVATE_KEY`: the App's private key, as PEM.
+    pub github_app_private_key: Option<SecretString>,
     /// `GITHUB_WEBHOOK_SECRET`: set → `POST /github/webhook` takes events signed with it.
     pub github_webhook_secret: Option<SecretString>,
     /// Values of `runner.secret_env`, by variable name.
@@ -84,6 +89,8 @@ impl std::fmt::Debug for Secrets {
             .field("ui_token", &set(&self.ui_token))
             .field("prometheus_token", &set(&self.prometheus_token))
             .field("github_token", &set(&self.github_token))
+            .field("github_app_id", &self.github_app_id)
+            .field("github_app_private_key", &set(&self.github_app_private_key))
             .field("github_webhook_secret", &set(&self.github_webhook_secret))
             .field(
                 "step_secrets",
@@ -110,12 +117,16 @@ impl Secrets {
             &self.ui_token,
             &self.prometheus_token,
             &self.github_token,
+            &self.github_app_private_key,
             &self.github_webhook_secret,
         ]
         .into_iter()
         .flatten()
         .map(|s| s.expose_secret().to_owned())
         .collect();
+        if let Some(k) = &self.github_app_private_key {
+            out.extend(crate::support::github_app::pem_lines(k.expose_secret()));
+        }
         out.extend(
             self.step_secrets
                 .values()

@@ -197,6 +197,8 @@ fn secrets(config: &Config, env: &dyn Env) -> Secrets {
         ui_token: secret("DECKHAND_UI_TOKEN"),
         prometheus_token: secret("PROMETHEUS_TOKEN"),
         github_token: secret("GITHUB_TOKEN"),
+        github_app_id: env.get("GITHUB_APP_ID"),
+        github_app_private_key: secret("GITHUB_APP_PRIVATE_KEY"),
         github_webhook_secret: secret("GITHUB_WEBHOOK_SECRET"),
         step_secrets: config
             .runner

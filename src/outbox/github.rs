@@ -142,12 +142,12 @@ pub fn status(
 pub struct GitHubDeployments;
 
 impl GitHubDeployments {
-    /// A deliverer when GitHub can be reached: a token, and a repository somewhere.
+    /// A deliverer when GitHub can be reached: credentials, and a repository somewhere.
     pub fn boxed_if_configured(app: &App) -> Option<crate::outbox::Deliverer> {
         let c = &app.settings.config;
         let any_repo = c.github.repository.is_some()
             || c.environments.values().any(|e| e.repository.is_some());
-        (any_repo && app.settings.secrets.github_token.is_some())
+        (any_repo && app.github_auth.is_some())
             .then(|| Box::new(GitHubDeployments) as crate::outbox::Deliverer)
     }
 }
@@ -176,7 +176,7 @@ async fn deliver(app: &App, row: &OutboxRow) -> Result<(), DeliveryError> {
     };
     let Some((gh, _)) = app.github(env) else {
         return Err(DeliveryError::Fatal(format!(
-            "GitHub is not configured for {env} (a repository and GITHUB_TOKEN)"
+            "GitHub is not configured for {env} (a repository, and GITHUB_TOKEN or a GitHub App)"
         )));
     };
     // A rate limit is handed back to the sender as the wait, not slept through here.

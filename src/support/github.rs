@@ -14,7 +14,7 @@ pub struct GitHub<'a> {
     pub http: &'a reqwest::Client,
     /// `https://api.github.com`, without a trailing `/`.
     pub api_url: &'a str,
-    pub token: &'a str,
+    pub auth: &'a crate::support::github_app::GhAuth,
     pub timeout: Duration,
     /// A rate limit asking for a longer wait than this fails the call instead.
     pub max_wait: Duration,
@@ -110,14 +110,34 @@ impl GitHub<'_> {
         method: reqwest::Method,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, GhError> {
+        let bearer = self.auth.bearer(self, path).await?;
         Ok(self
-            .http
+            .unauthenticated(method, path)
+            .bearer_auth(bearer.as_str()))
+    }
+
+    /// [`GitHub::request`] without credentials (the App's own calls add its JWT).
+    pub(crate) fn unauthenticated(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
             .request(method, format!("{}{path}", self.api_url))
             .timeout(self.timeout)
-            .bearer_auth(self.token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", "deckhand"))
+            .header("user-agent", "deckhand")
+    }
+
+    /// GitHub refused the credentials of a call to `path` (401): an App's token is
+    /// minted again for the next call, and the error names what to check.
+    async fn refused(&self, path: &str) -> String {
+        self.auth.forget(path).await;
+        format!(
+            "GitHub refused the credentials (401): check {}",
+            self.auth.names()
+        )
     }
 
     /// `GET {api}{path}` as JSON, honouring rate limits.
@@ -138,6 +158,7 @@ impl GitHub<'_> {
         etag: Option<&str>,
     ) -> Result<Fresh<Value>, GhError> {
         let mut waited = Duration::ZERO;
+        let mut refused = false;
         loop {
             let mut req = self.request(reqwest::Method::GET, path).await?;
             if let Some(e) = etag {
@@ -171,11 +192,17 @@ impl GitHub<'_> {
                         .map_err(|_| GhError::Failed("GitHub answered with unreadable JSON".into()))
                 }
                 404 | 422 => Err(GhError::NotFound),
-                401 => Err(GhError::Failed(
-                    "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
-                )),
+                401 => {
+                    let why = self.refused(path).await;
+                    // An App's token may have been revoked: one more try with a new one.
+                    if !refused && matches!(self.auth, crate::support::github_app::GhAuth::App(_)) {
+                        refused = true;
+                        continue;
+                    }
+                    Err(GhError::Failed(why))
+                }
                 403 => Err(GhError::Failed(
-                    "GitHub denied access (403): the token lacks a permission (contents, checks and statuses: read)".into(),
+                    "GitHub denied access (403): the credentials lack a permission (contents, checks and statuses: read); `deckhand github check` says which".into(),
                 )),
                 s => Err(GhError::Failed(format!("GitHub answered {s}"))),
             };
@@ -189,9 +216,15 @@ impl GitHub<'_> {
         let res = self
             .request(reqwest::Method::POST, path)
             .await
-            .map_err(|e| PostError::Again {
-                after: None,
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                GhError::RateLimited(w) => PostError::Again {
+                    after: Some(w),
+                    reason: e.to_string(),
+                },
+                e => PostError::Again {
+                    after: None,
+                    reason: e.to_string(),
+                },
             })?
             .json(body)
             .send()
@@ -212,11 +245,9 @@ impl GitHub<'_> {
                 after: None,
                 reason: "GitHub answered with unreadable JSON".into(),
             }),
-            401 => Err(PostError::Refused(
-                "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
-            )),
+            401 => Err(PostError::Refused(self.refused(path).await)),
             403 => Err(PostError::Refused(
-                "GitHub denied access (403): the token lacks Deployments: write".into(),
+                "GitHub denied access (403): the credentials lack Deployments: write; `deckhand github check` says which".into(),
             )),
             s @ (404 | 422) => Err(PostError::Refused(format!(
                 "GitHub refused it ({s}): {}",

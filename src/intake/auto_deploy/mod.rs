@@ -113,7 +113,9 @@ pub(crate) async fn current_head(
     now: i64,
 ) -> anyhow::Result<Result<Head, Judged>> {
     let Some(gh) = client(app, t) else {
-        return Ok(Err(Judged::Unknown("GITHUB_TOKEN is not set".into())));
+        return Ok(Err(Judged::Unknown(
+            "no GitHub credentials are set (GITHUB_TOKEN or a GitHub App)".into(),
+        )));
     };
     let branch = &t.cfg.branch;
     match gh.branch_head(&t.repo, branch, row.etag.as_deref()).await {
@@ -200,7 +202,9 @@ pub(crate) async fn judge(
         return Ok(Judged::Failed(r.detail.clone().unwrap_or_default()));
     }
     let Some(gh) = client(app, t) else {
-        return Ok(Judged::Unknown("GITHUB_TOKEN is not set".into()));
+        return Ok(Judged::Unknown(
+            "no GitHub credentials are set (GITHUB_TOKEN or a GitHub App)".into(),
+        ));
     };
     let checks = match gh.checks(&t.repo, sha).await {
         Ok(c) => c,
