@@ -4,6 +4,7 @@
 //! through an outage: `github/deployments.rs`. Continuous delivery: `github/webhook.rs`
 //! (signed webhooks) and `github/polling.rs` (without one).
 
+mod app;
 mod cd;
 mod deployments;
 mod polling;

@@ -46,7 +46,7 @@ impl GhDeployment {
 type Scripted = (u16, Vec<(String, String)>, Value);
 
 #[derive(Default)]
-struct Inner {
+pub(super) struct Inner {
     calls: Vec<GhCall>,
     /// ref (branch, tag, short or full SHA) → full SHA.
     refs: BTreeMap<String, String>,
@@ -64,6 +64,8 @@ struct Inner {
     compares: BTreeMap<(String, String), (u64, u64, Vec<String>)>,
     /// SHA → its author's login (else `ada`).
     authors: BTreeMap<String, String>,
+    /// Set: calls need this GitHub App's tokens (`github_app.rs`).
+    pub(super) app: Option<super::github_app::FakeApp>,
 }
 
 #[derive(Clone)]
@@ -84,6 +86,11 @@ impl FakeGitHub {
             inner,
             url: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// `f` with the fake's state, locked.
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
     }
 
     /// A commit reachable by its full SHA, its first 7 digits and the given names.
@@ -220,7 +227,19 @@ async fn answer(
         body: body.clone(),
         status: 0,
     });
-    let r = respond(&mut i, &method, &uri, header("if-none-match"), body);
+    let r = match &mut i.app {
+        Some(app) => {
+            let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+            super::github_app::respond(
+                app,
+                method.as_str(),
+                &parts,
+                header("authorization").as_deref(),
+            )
+        }
+        None => None,
+    };
+    let r = r.unwrap_or_else(|| respond(&mut i, &method, &uri, header("if-none-match"), body));
     if let Some(c) = i.calls.last_mut() {
         c.status = r.status().as_u16();
     }
@@ -355,7 +374,7 @@ fn respond(
     }
 }
 
-fn json_reply(status: u16, body: Value) -> Response {
+pub(super) fn json_reply(status: u16, body: Value) -> Response {
     (
         axum::http::StatusCode::from_u16(status).unwrap(),
         axum::Json(body),
