@@ -33,7 +33,7 @@ const JWT_LIFETIME_S: u64 = 9 * 60;
 /// How Deckhand authenticates to GitHub.
 pub enum GhAuth {
     Token(SecretString),
-    App(GitHubApp),
+    App(Box<GitHubApp>),
 }
 
 impl std::fmt::Debug for GhAuth {
@@ -87,7 +87,7 @@ impl GhAuth {
             (None, None, Some(_)) => Err(AuthProblem(
                 "GITHUB_APP_PRIVATE_KEY is set but GITHUB_APP_ID is not; set it to the App's id (or client id)".into(),
             )),
-            (None, Some(id), Some(key)) => Ok(Some(GhAuth::App(GitHubApp::new(id, key)?))),
+            (None, Some(id), Some(key)) => Ok(Some(GhAuth::App(Box::new(GitHubApp::new(id, key)?)))),
         }
     }
 
