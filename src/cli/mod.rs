@@ -13,6 +13,7 @@ pub mod demo;
 pub mod demo_app;
 mod demo_db;
 mod digest;
+mod github;
 mod jobs;
 mod platforms;
 mod run;
@@ -99,6 +100,11 @@ pub enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
+    /// GitHub helpers.
+    Github {
+        #[command(subcommand)]
+        command: GithubCmd,
+    },
     /// Slack helpers.
     Slack {
         #[command(subcommand)]
@@ -122,6 +128,13 @@ pub enum Cmd {
     /// Steps of the bundled demo commands.
     #[command(hide = true)]
     Demo { action: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GithubCmd {
+    /// Verify the GitHub credentials and the permissions each configured feature needs;
+    /// exits non-zero when one is missing.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,6 +289,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<i32> {
         }
         // --- end digests ---
         Cmd::Audit { env, limit } => jobs::audit(settings, env.as_deref(), limit).await,
+        Cmd::Github {
+            command: GithubCmd::Check,
+        } => github::check(settings).await,
         Cmd::Check
         | Cmd::Demo { .. }
         | Cmd::DemoApp { .. }

@@ -6,6 +6,7 @@
 
 mod app;
 mod cd;
+mod check;
 mod deployments;
 mod polling;
 mod webhook;

@@ -66,6 +66,8 @@ pub(super) struct Inner {
     authors: BTreeMap<String, String>,
     /// Set: calls need this GitHub App's tokens (`github_app.rs`).
     pub(super) app: Option<super::github_app::FakeApp>,
+    /// Without an App: the permissions the token lacks.
+    pub(super) denied: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -237,7 +239,12 @@ async fn answer(
                 header("authorization").as_deref(),
             )
         }
-        None => None,
+        None => {
+            let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+            super::github_app::needed(method.as_str(), &parts)
+                .filter(|(perm, _)| i.denied.contains(*perm))
+                .map(|(perm, level)| super::github_app::forbidden(perm, level))
+        }
     };
     let r = r.unwrap_or_else(|| respond(&mut i, &method, &uri, header("if-none-match"), body));
     if let Some(c) = i.calls.last_mut() {
@@ -317,6 +324,17 @@ fn respond(
             }),
         );
     }
+    if parts.len() == 4 && parts[1] == "repos" && method == Method::GET {
+        return reply(
+            200,
+            json!({"full_name": format!("{}/{}", parts[2], parts[3]), "default_branch": "main", "private": true}),
+        );
+    }
+    if parts.len() == 5 && parts[1] == "repos" && parts[4] == "commits" {
+        let shas: std::collections::BTreeSet<&String> = i.refs.values().collect();
+        let list: Vec<Value> = shas.into_iter().map(|s| json!({"sha": s})).collect();
+        return reply(200, json!(list));
+    }
     // ["", "repos", owner, name, "commits", ref, ...]
     if parts.len() < 6 || parts[1] != "repos" || parts[4] != "commits" {
         return reply(404, json!({"message": "Not Found"}));
@@ -384,6 +402,16 @@ pub(super) fn json_reply(status: u16, body: Value) -> Response {
 
 /// `POST …/deployments` and `POST …/deployments/{id}/statuses`.
 fn deployments(i: &mut Inner, method: &Method, parts: &[String], body: Value) -> Response {
+    if method == Method::GET && parts.len() == 5 {
+        let list: Vec<Value> = i
+            .deployments
+            .iter()
+            .map(
+                |d| json!({"id": d.id, "ref": d.body["ref"], "environment": d.body["environment"]}),
+            )
+            .collect();
+        return json_reply(200, json!(list));
+    }
     if method != Method::POST {
         return json_reply(404, json!({"message": "Not Found"}));
     }

@@ -4,6 +4,11 @@
 //! JWT, mints installation tokens (`POST /app/installations/{id}/access_tokens`, with
 //! `expires_at`), and once an App is set refuses (401) every other call that does not
 //! carry a live installation token. Tokens can be made to expire soon.
+//!
+//! Permissions: each route needs one (`contents`, `checks`, `statuses`, `deployments`,
+//! `actions`; `read` for a `GET`, `write` otherwise), checked against the App
+//! installation's permissions, or for a token against the permissions it was denied;
+//! a call without it gets GitHub's 403 with `x-accepted-github-permissions`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +73,11 @@ impl FakeGitHub {
     /// Tokens minted from now on last `ttl`.
     pub fn app_token_ttl(&self, ttl: Duration) {
         self.with(|i| i.app.as_mut().unwrap().ttl = ttl);
+    }
+
+    /// The token lacks `perm` (`checks`, `deployments`, …): calls needing it get 403.
+    pub fn deny_token(&self, perm: &str) {
+        self.with(|i| i.denied.insert(perm.to_owned()));
     }
 
     /// The installation tokens minted, in order.
@@ -143,7 +153,43 @@ pub(super) fn respond(
         .tokens
         .iter()
         .any(|(t, until)| t == bearer && SystemTime::now() < *until);
-    (!live).then(|| json_reply(401, json!({"message": "Bad credentials"})))
+    if !live {
+        return Some(json_reply(401, json!({"message": "Bad credentials"})));
+    }
+    let (perm, level) = needed(method, parts)?;
+    let has = app.permissions[perm].as_str().unwrap_or("none");
+    let enough = has == "write" || (has == "read" && level == "read");
+    (!enough).then(|| forbidden(perm, level))
+}
+
+/// The permission a route needs, as GitHub documents it: `(name, read|write)`.
+pub(super) fn needed(method: &str, parts: &[String]) -> Option<(&'static str, &'static str)> {
+    if parts.get(1).map(String::as_str) != Some("repos") || parts.len() < 5 {
+        return None;
+    }
+    let level = if method == "GET" { "read" } else { "write" };
+    let perm = match (parts[4].as_str(), parts.get(6).map(String::as_str)) {
+        ("commits", Some("check-runs")) => "checks",
+        ("commits", Some("status")) => "statuses",
+        ("commits" | "branches" | "compare", _) => "contents",
+        ("deployments", _) => "deployments",
+        ("actions", _) => "actions",
+        _ => return None,
+    };
+    Some((perm, level))
+}
+
+/// GitHub's answer to a call the credentials lack a permission for.
+pub(super) fn forbidden(perm: &str, level: &str) -> Response {
+    let mut r = json_reply(
+        403,
+        json!({"message": "Resource not accessible by integration", "status": "403"}),
+    );
+    r.headers_mut().insert(
+        "x-accepted-github-permissions",
+        format!("{perm}={level}").parse().unwrap(),
+    );
+    r
 }
 
 fn app_route_answer(app: &mut FakeApp, method: &str, parts: &[String]) -> Response {
@@ -162,6 +208,9 @@ fn app_route_answer(app: &mut FakeApp, method: &str, parts: &[String]) -> Respon
             } else {
                 json_reply(404, json!({"message": "Not Found"}))
             }
+        }
+        ("GET", [_, i, id]) if i == "installations" && id == &INSTALLATION.to_string() => {
+            json_reply(200, installation)
         }
         ("GET", [_]) => json_reply(
             200,
