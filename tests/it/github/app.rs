@@ -35,13 +35,14 @@ fn permissions() -> serde_json::Value {
 }
 
 /// A deploy whose step takes three seconds, so a token minted to last 5 min 2 s (renewed
-/// 5 min before its end) must be minted again before the deploy's last calls.
+/// 5 min before its end) must be minted again before the deploy's last calls; the step
+/// is given the App's key and prints it, as a careless script would.
 fn nap_command() -> String {
     deploy_command(
         "nap",
         "everyone",
-        r#"["sh", "-c", "sleep 3; echo \"nap $DECKHAND_COMMIT_SHA\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
-    )
+        r#"["sh", "-c", "sleep 3; echo \"$GITHUB_APP_PRIVATE_KEY\"; echo \"nap $DECKHAND_COMMIT_SHA\" >> \"$DECKHAND_DATA_DIR/ran\""]"#,
+    ) + "pass_env = [\"GITHUB_APP_PRIVATE_KEY\"]\n"
 }
 
 async fn an_app_deploys_with_minted_tokens_that_never_leak(b: Backend) {
@@ -76,7 +77,7 @@ async fn an_app_deploys_with_minted_tokens_that_never_leak(b: Backend) {
     let (code, out) = as_app(&w, &gh, APP_ID, APP_KEY, &["run", "nap", "staging", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(ran(&w).contains(&format!("nap {SHA_OK}")), "{}", ran(&w));
-    gh.nth_deployment_succeeded(2, 30).await;
+    let d = gh.nth_deployment_succeeded(2, 30).await;
     let calls = gh.calls();
     assert!(
         gh.minted().len() - before >= 2,
@@ -125,7 +126,12 @@ async fn an_app_deploys_with_minted_tokens_that_never_leak(b: Backend) {
     // logs at trace level, the audit log, the job log, or the database.
     let job = d.body["payload"]["deckhand_job_id"].to_string();
     seen += &as_app(&w, &gh, APP_ID, APP_KEY, &["audit"]).1;
-    seen += &as_app(&w, &gh, APP_ID, APP_KEY, &["logs", &job]).1;
+    let log = as_app(&w, &gh, APP_ID, APP_KEY, &["logs", &job]).1;
+    assert!(
+        log.contains("[redacted]"),
+        "the step printed the key: {log}"
+    );
+    seen += &log;
     seen += &database_text(&w);
     let key_lines: Vec<&str> = APP_KEY
         .lines()
