@@ -4,12 +4,12 @@
 //! (unless the fake plays a GitHub without that); 404 for an unknown workflow, 422 for
 //! inputs that are not strings or more than 25. Each dispatch starts a run that goes
 //! `queued` → `in_progress` → `completed` over successive `GET …/actions/runs/{id}` (or
-//! stays in progress, when held); its jobs (`…/runs/{id}/jobs`) carry `name`, `status`,
+//! stays in progress, when held; the next GETs can be made to fail); its jobs (`…/runs/{id}/jobs`) carry `name`, `status`,
 //! `conclusion` and `html_url`. `POST …/runs/{id}/cancel` answers 202 and the run ends
 //! `cancelled` (409 once completed). The workflow's runs list
 //! (`…/workflows/{file}/runs`) filters by `event`, `branch` and `created=>=…`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -102,6 +102,8 @@ pub struct Actions {
     cancels: Vec<u64>,
     /// Play a GitHub without `return_run_details`: every dispatch answers 204.
     no_run_details: bool,
+    /// Statuses to answer the next GETs of a run with, in turn (502: a GitHub blip).
+    failing_gets: VecDeque<u16>,
 }
 
 impl FakeGitHub {
@@ -136,6 +138,11 @@ impl FakeGitHub {
         self.actions(|a| a.no_run_details = without);
     }
 
+    /// The next GETs of a run answer these statuses, in turn.
+    pub fn fail_run_gets(&self, statuses: &[u16]) {
+        self.actions(|a| a.failing_gets.extend(statuses));
+    }
+
     /// The runs dispatched so far, in order.
     pub fn workflow_runs(&self) -> Vec<FakeRun> {
         self.actions(|a| a.runs.clone())
@@ -168,6 +175,10 @@ pub(super) fn respond(
     Some(match (method.as_str(), rest.as_slice()) {
         ("POST", ["workflows", file, "dispatches"]) => dispatch(a, file, body),
         ("GET", ["workflows", file, "runs"]) => list(a, file, query.unwrap_or_default()),
+        ("GET", ["runs", _]) if !a.failing_gets.is_empty() => {
+            let status = a.failing_gets.pop_front().unwrap_or(502);
+            json_reply(status, json!({"message": "Server Error"}))
+        }
         ("GET", ["runs", id]) => match run_mut(a, id) {
             Some(r) => {
                 r.gets += 1;
