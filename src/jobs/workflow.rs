@@ -33,7 +33,8 @@ enum End {
     Succeeded,
     Failed(String),
     Cancelled,
-    TimedOut,
+    /// What became of the run (cancelled, or why not).
+    TimedOut(String),
     Abandoned,
 }
 
@@ -120,15 +121,12 @@ pub(crate) async fn run(s: StepRun<'_>, wf: &WorkflowStep) -> StepDone {
             Some(format!("step \"{name}\" cancelled")),
             "cancelled".into(),
         ),
-        End::TimedOut => {
+        End::TimedOut(run) => {
             let after = format!("timed out after {} s", f.timeout.as_secs());
-            let why = match &f.run {
-                Some((id, url)) => {
-                    format!("workflow {file} {after}; run {id} was cancelled ({url})")
-                }
-                None => format!("workflow {file} {after}"),
-            };
-            (Some(format!("step \"{name}\": {why}")), after)
+            (
+                Some(format!("step \"{name}\": workflow {file} {after}; {run}")),
+                after,
+            )
         }
         End::Abandoned => (
             Some("stopped by shutdown".into()),
@@ -141,7 +139,7 @@ pub(crate) async fn run(s: StepRun<'_>, wf: &WorkflowStep) -> StepDone {
         .map(|(id, _)| format!(", run {id}"))
         .unwrap_or_default();
     StepDone {
-        failure,
+        failure: failure.map(|why| f.s.redactor.redact(&why)),
         command: format!(
             "{shown} on {}{run} ({outcome})",
             crate::domain::text::shorten(&git_ref)
@@ -336,25 +334,20 @@ impl Follow<'_> {
                 self.note(line).await;
                 End::Abandoned
             }
-            Stop::Cancel | Stop::Deadline => {
+            Stop::Cancel => {
                 self.cancel().await;
-                if matches!(stop, Stop::Cancel) {
-                    End::Cancelled
-                } else {
-                    End::TimedOut
-                }
+                End::Cancelled
             }
+            Stop::Deadline => End::TimedOut(self.cancel().await),
         }
     }
 
-    /// Ask GitHub to cancel the run, trying again for a little while.
-    async fn cancel(&mut self) {
+    /// Ask GitHub to cancel the run, trying again for a little while: what became of it.
+    async fn cancel(&mut self) -> String {
         let Some((id, url)) = self.run.clone() else {
-            let line = format!(
-                "stopped before the run of {} was known; if it started, cancel it on GitHub",
-                crate::domain::text::shorten(self.file)
-            );
-            return self.note(line).await;
+            let line = "stopped before its run was known; if it started, cancel it on GitHub";
+            self.note(line.into()).await;
+            return line.into();
         };
         let until = Instant::now() + CANCEL_FOR;
         let line = loop {
@@ -375,7 +368,8 @@ impl Follow<'_> {
                 }
             }
         };
-        self.note(line).await;
+        self.note(line.clone()).await;
+        line
     }
 
     /// `f`, unless the job is cancelled, Deckhand shuts down or the step's time is up first.

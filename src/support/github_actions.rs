@@ -147,7 +147,13 @@ impl GitHub<'_> {
         let path = format!(
             "/repos/{repo}/actions/workflows/{}/runs?event=workflow_dispatch&branch={}&created=%3E%3D{}&per_page=20",
             encode(file),
-            encode(git_ref),
+            // Runs list a branch or tag by its short name.
+            encode(
+                git_ref
+                    .strip_prefix("refs/heads/")
+                    .or_else(|| git_ref.strip_prefix("refs/tags/"))
+                    .unwrap_or(git_ref)
+            ),
             encode(&since)
         );
         match self.actions_call(Method::GET, &path, None).await? {
@@ -205,7 +211,9 @@ fn message(v: &Value) -> String {
 
 fn refused(what: &str, status: u16, v: &Value) -> PostError {
     let m = message(v);
-    PostError::Refused(if m.is_empty() {
+    PostError::Refused(if status == 404 {
+        format!("GitHub does not know {what} (404), or the token cannot see it")
+    } else if m.is_empty() {
         format!("GitHub refused {what} ({status})")
     } else {
         format!("GitHub refused {what} ({status}): {m}")

@@ -207,7 +207,7 @@ async fn a_run_past_the_steps_timeout_is_cancelled(b: Backend) {
     assert_ne!(code, 0, "{out}{err}");
     let id = gh.workflow_runs()[0].id;
     let says = format!(
-        "step \"work\": workflow deploy.yml timed out after 2 s; run {id} was cancelled (https://github.example/acme/shop/actions/runs/{id})"
+        "step \"work\": workflow deploy.yml timed out after 2 s; cancel of run {id} requested (https://github.example/acme/shop/actions/runs/{id})"
     );
     assert!(out.contains(&says), "{says}\n{out}");
     assert_eq!(gh.cancels(), [id]);
