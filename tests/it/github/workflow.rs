@@ -139,7 +139,8 @@ both!(
 );
 
 /// A run that fails fails the step naming the failed job and its link; a workflow GitHub
-/// does not have (404) fails it plainly, without a URL of the API or the token.
+/// does not have (404), or credentials refused while following (401), fail it plainly,
+/// without a URL of the API or the token.
 async fn a_failed_job_or_an_unknown_workflow_fails_the_step_plainly(b: Backend) {
     let Some((w, gh)) = setup(b) else { return };
     gh.workflow_outcome(
@@ -166,9 +167,19 @@ async fn a_failed_job_or_an_unknown_workflow_fails_the_step_plainly(b: Backend) 
         "{out}"
     );
     assert_eq!(gh.workflow_runs().len(), 1, "nothing started for nope.yml");
-    for text in [&out, &err] {
-        assert!(!text.contains(TOKEN) && !text.contains(&gh.url), "{text}");
-    }
+    let mut seen = out + &err;
+
+    // Credentials refused while following: a plain failure, not tried again.
+    gh.workflow_outcome("deploy.yml", "success", &[("deploy", "success")]);
+    gh.fail_run_gets(&[401]);
+    let (code, out, err) = run(&w, &gh, &["gha", "staging", "main"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("step \"work\": workflow deploy.yml: GitHub refused the credentials (401)"),
+        "{out}"
+    );
+    seen += &(out + &err);
+    assert!(!seen.contains(TOKEN) && !seen.contains(&gh.url), "{seen}");
 }
 both!(
     a_failed_job_or_an_unknown_workflow_fails_the_step_plainly,
