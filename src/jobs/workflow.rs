@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::catalog::WorkflowStep;
+use crate::domain::state::JobState;
 use crate::jobs::env_of;
 use crate::jobs::steps::{StepDone, StepRun};
 use crate::support::github::{GitHub, PostError};
@@ -115,12 +116,18 @@ pub(crate) async fn run(s: StepRun<'_>, wf: &WorkflowStep) -> StepDone {
     let name = &f.s.step.name;
     let file = crate::domain::text::shorten(f.file);
     let (failure, outcome) = match end {
-        End::Succeeded => (None, "succeeded".to_owned()),
-        End::Failed(why) => (Some(format!("step \"{name}\": {why}")), "failed".into()),
-        End::Cancelled => (
-            Some(format!("step \"{name}\" cancelled")),
-            "cancelled".into(),
+        End::Succeeded => (None, JobState::Succeeded.as_str().to_owned()),
+        End::Failed(why) => (
+            Some(format!("step \"{name}\": {why}")),
+            JobState::Failed.as_str().into(),
         ),
+        End::Cancelled => {
+            let cancelled = JobState::Cancelled.as_str();
+            (
+                Some(format!("step \"{name}\" {cancelled}")),
+                cancelled.into(),
+            )
+        }
         End::TimedOut(run) => {
             let after = format!("timed out after {} s", f.timeout.as_secs());
             (
