@@ -13,14 +13,17 @@
 //!   never more positionals than arguments; every required argument present; an emergency
 //!   reason only on deploys, trimmed and non-empty.
 //! - `parse_command`: an accepted file has a valid, non-builtin name, ≥1 step, each argv
-//!   naming a program without `{{`/`${`, no `DECKHAND_` env, no zero timeout, no required
+//!   naming a program without `{{`/`${` (or a workflow step: a `.yml` file, a `ref`, at most
+//!   25 inputs, no argv, env or stdin), no `DECKHAND_` env, no zero timeout, no required
 //!   argument after an optional one; a refused file has ≥1 problem, each on a real line.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use deckhand::config::catalog::{ArgKind, BUILTINS, Catalog, Command, JobKind, parse_command};
+use deckhand::config::catalog::{
+    ArgKind, BUILTINS, Catalog, Command, JobKind, MAX_INPUTS, parse_command,
+};
 use deckhand::config::{Config, EMBEDDED_CONFIG, parse_config};
 use deckhand::domain::{EnvName, JobId, SecretName, Version};
 use deckhand::domain::text::split_args;
@@ -220,8 +223,17 @@ fn check_command_file(text: &str) {
             assert!(!BUILTINS.iter().any(|b| b.0 == cmd.name));
             assert!(!cmd.steps.is_empty());
             for s in &cmd.steps {
-                assert!(!s.argv.is_empty() && !s.argv[0].is_empty());
-                assert!(!s.argv.iter().any(|a| a.contains("{{") || a.contains("${")));
+                match &s.workflow {
+                    None => {
+                        assert!(!s.argv.is_empty() && !s.argv[0].is_empty());
+                        assert!(!s.argv.iter().any(|a| a.contains("{{") || a.contains("${")));
+                    }
+                    Some(w) => {
+                        assert!(s.argv.is_empty() && s.env.is_empty() && !s.secret_stdin);
+                        assert!(w.file.ends_with(".yml") || w.file.ends_with(".yaml"));
+                        assert!(!w.git_ref.0.is_empty() && w.inputs.len() <= MAX_INPUTS);
+                    }
+                }
                 assert!(
                     !s.env
                         .keys()

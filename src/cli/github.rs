@@ -88,8 +88,13 @@ pub fn needs(
 
 /// The commands with a `workflow` step that may run on `env`.
 fn workflow_commands<'a>(catalog: &'a crate::config::catalog::Catalog, env: &str) -> Vec<&'a str> {
-    let _ = (catalog, env);
-    Vec::new()
+    catalog
+        .commands
+        .values()
+        .filter(|c| c.steps.iter().any(|s| s.workflow.is_some()))
+        .filter(|c| c.env_arg().is_some() && c.role_for(Some(env)).is_some())
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 /// One permission's verdict.

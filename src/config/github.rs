@@ -18,6 +18,9 @@ pub struct GithubConfig {
     /// The longest wait a rate limit may impose before a call gives up instead.
     #[serde(default = "default_max_wait")]
     pub max_rate_limit_wait_seconds: u64,
+    /// How often a `workflow` step asks about its run, unless the step says (`poll_ms`).
+    #[serde(default = "default_workflow_poll_ms")]
+    pub workflow_poll_ms: u64,
 }
 
 impl Default for GithubConfig {
@@ -26,6 +29,7 @@ impl Default for GithubConfig {
             repository: None,
             timeout_seconds: default_timeout(),
             max_rate_limit_wait_seconds: default_max_wait(),
+            workflow_poll_ms: default_workflow_poll_ms(),
         }
     }
 }
@@ -35,6 +39,9 @@ fn default_timeout() -> u64 {
 }
 fn default_max_wait() -> u64 {
     60
+}
+fn default_workflow_poll_ms() -> u64 {
+    5000
 }
 
 /// `[environments.X] auto_deploy = { branch = "main" }`: continuous delivery of a branch.
@@ -136,6 +143,15 @@ pub(super) fn github_problems(text: &str, c: &Config) -> Vec<(usize, String)> {
         out.push((
             line_of_str(text, "[github]"),
             "github.timeout_seconds must be between 1 and 120".into(),
+        ));
+    }
+    if c.github.workflow_poll_ms < crate::config::catalog::MIN_POLL_MS {
+        out.push((
+            line_of_str(text, "[github]"),
+            format!(
+                "github.workflow_poll_ms must be at least {}",
+                crate::config::catalog::MIN_POLL_MS
+            ),
         ));
     }
     for (name, e) in &c.environments {

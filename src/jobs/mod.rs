@@ -13,6 +13,7 @@ pub(crate) mod steps;
 mod verify;
 mod watch;
 pub(crate) mod worker;
+mod workflow;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

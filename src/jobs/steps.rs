@@ -84,17 +84,22 @@ pub(crate) async fn run_steps_with(
             ..step.clone()
         };
         announce(app, job, version, (i + 1, total), step).await;
-        let spec = step_spec(app, step, &env, secret);
-        let timeout = spec.timeout;
-        let ran = run_one(app, job.id, step, spec, redactor, stops, logged).await;
-        logged = ran.lines;
-        facts.extend(ran.facts);
-        commands.push(format!(
-            "{}: {} ({})",
-            step.name,
-            redactor.redact(&shown_argv(&step.argv)),
-            ran.outcome.describe(timeout)
-        ));
+        let s = StepRun {
+            app,
+            job,
+            step,
+            version,
+            redactor,
+            stops,
+            logged,
+        };
+        let done = match &step.workflow {
+            Some(wf) => crate::jobs::workflow::run(s, wf).await,
+            None => argv_step(s, &env, secret).await,
+        };
+        logged = done.lines;
+        facts.extend(done.facts);
+        commands.push(done.command);
         if stops.shutdown.is_cancelled() {
             return Ok(StepsResult {
                 failure: Some("stopped by shutdown".into()),
@@ -103,14 +108,9 @@ pub(crate) async fn run_steps_with(
                 commands,
             });
         }
-        if !ran.outcome.success() {
-            let what = if ran.outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
-                JobState::Cancelled.as_str().to_owned()
-            } else {
-                ran.outcome.describe(timeout)
-            };
+        if done.failure.is_some() {
             return Ok(StepsResult {
-                failure: Some(format!("step \"{}\" {what}", step.name)),
+                failure: done.failure,
                 abandoned: false,
                 facts,
                 commands,
@@ -123,6 +123,68 @@ pub(crate) async fn run_steps_with(
         facts,
         commands,
     })
+}
+
+/// One step of a job, and what it runs with.
+pub(crate) struct StepRun<'a> {
+    pub app: &'a Arc<App>,
+    pub job: &'a JobRow,
+    pub step: &'a Step,
+    pub version: Option<&'a str>,
+    pub redactor: &'a Redactor,
+    pub stops: &'a Stops,
+    /// Lines in the job's log before this step.
+    pub logged: usize,
+}
+
+/// How one step ended.
+pub(crate) struct StepDone {
+    /// `None`: it succeeded. Otherwise the job's failure: which step and how.
+    pub failure: Option<String>,
+    /// What ran, for the report: "deploy: deckhand demo deploy (succeeded)".
+    pub command: String,
+    /// Lines in the job's log so far, this step's included.
+    pub lines: usize,
+    pub facts: BTreeMap<String, String>,
+}
+
+/// An argv step: its program run to its end, output into the job log.
+async fn argv_step(
+    s: StepRun<'_>,
+    env: &BTreeMap<String, String>,
+    secret: Option<&Zeroizing<String>>,
+) -> StepDone {
+    let StepRun {
+        app,
+        job,
+        step,
+        redactor,
+        stops,
+        logged,
+        ..
+    } = s;
+    let spec = step_spec(app, step, env, secret);
+    let timeout = spec.timeout;
+    let ran = run_one(app, job.id, step, spec, redactor, stops, logged).await;
+    let failure = (!ran.outcome.success()).then(|| {
+        let what = if ran.outcome == StepOutcome::Cancelled && !stops.cancel.is_cancelled() {
+            JobState::Cancelled.as_str().to_owned()
+        } else {
+            ran.outcome.describe(timeout)
+        };
+        format!("step \"{}\" {what}", step.name)
+    });
+    StepDone {
+        failure,
+        command: format!(
+            "{}: {} ({})",
+            step.name,
+            redactor.redact(&shown_argv(&step.argv)),
+            ran.outcome.describe(timeout)
+        ),
+        lines: ran.lines,
+        facts: ran.facts,
+    }
 }
 
 /// A step's argv as a person would type it: arguments with spaces or shell specials in
@@ -244,6 +306,7 @@ pub(crate) async fn run_program(
     let step = Step {
         name,
         argv: argv.clone(),
+        workflow: None,
         env: BTreeMap::new(),
         pass_env: Vec::new(),
         cwd: None,

@@ -132,7 +132,7 @@ impl GitHub<'_> {
 
     /// GitHub refused the credentials of a call to `path` (401): an App's token is
     /// minted again for the next call, and the error names what to check.
-    async fn refused(&self, path: &str) -> String {
+    pub(crate) async fn refused(&self, path: &str) -> String {
         self.auth.forget(path).await;
         format!(
             "GitHub refused the credentials (401): check {}",
@@ -213,7 +213,7 @@ impl GitHub<'_> {
     /// A rate limit is not waited out here but handed back as the wait (the outbox
     /// retries then); so are timeouts and 5xx answers.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, PostError> {
-        let res = self
+        let req = self
             .request(reqwest::Method::POST, path)
             .await
             .map_err(|e| match e {
@@ -226,20 +226,9 @@ impl GitHub<'_> {
                     reason: e.to_string(),
                 },
             })?
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| PostError::Again {
-                after: None,
-                reason: format!("GitHub: {}", crate::support::net::net_reason(&e)),
-            })?;
+            .json(body);
+        let res = send_once(req).await?;
         let status = res.status().as_u16();
-        if let Some(wait) = rate_limit_wait(status, res.headers()) {
-            return Err(PostError::Again {
-                after: Some(wait),
-                reason: format!("GitHub rate limit; allowed again in {} s", wait.as_secs()),
-            });
-        }
         match status {
             200..=299 => res.json().await.map_err(|_| PostError::Again {
                 after: None,
@@ -333,6 +322,22 @@ impl GitHub<'_> {
             .await?;
         Ok(parse_checks(&runs, &statuses))
     }
+}
+
+/// Send `req` once: GitHub's answer, unless there was none or it is a rate limit (then
+/// `Again`, with the wait the rate limit asks for).
+pub async fn send_once(req: reqwest::RequestBuilder) -> Result<reqwest::Response, PostError> {
+    let res = req.send().await.map_err(|e| PostError::Again {
+        after: None,
+        reason: format!("GitHub: {}", crate::support::net::net_reason(&e)),
+    })?;
+    if let Some(wait) = rate_limit_wait(res.status().as_u16(), res.headers()) {
+        return Err(PostError::Again {
+            after: Some(wait),
+            reason: format!("GitHub rate limit; allowed again in {} s", wait.as_secs()),
+        });
+    }
+    Ok(res)
 }
 
 /// How long a rate-limited answer asks us to wait, if it is one.

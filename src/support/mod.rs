@@ -3,6 +3,7 @@
 pub(crate) mod backoff;
 pub(crate) mod chart;
 pub mod github;
+pub mod github_actions;
 pub mod github_app;
 pub mod github_compare;
 pub mod github_webhook;

@@ -2,7 +2,8 @@
 //! runs, deploys pass the CI gate (`required_checks`) and open GitHub Deployments with
 //! their statuses — against a fake GitHub API. What a deploy changes, and deployments
 //! through an outage: `github/deployments.rs`. Continuous delivery: `github/webhook.rs`
-//! (signed webhooks) and `github/polling.rs` (without one).
+//! (signed webhooks) and `github/polling.rs` (without one). GitHub Actions as a step:
+//! `github/workflow.rs`.
 
 mod app;
 mod cd;
@@ -10,6 +11,7 @@ mod check;
 mod deployments;
 mod polling;
 mod webhook;
+mod workflow;
 
 use std::process::Output;
 
@@ -87,6 +89,19 @@ pub(crate) fn run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> (i32, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `deckhand run ARGS…` asking `gh`, started with its output piped, not waited for.
+pub(crate) fn spawn_run(w: &Workspace, gh: &FakeGitHub, args: &[&str]) -> std::process::Child {
+    let mut a = vec!["run"];
+    a.extend_from_slice(args);
+    w.cmd(&a)
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &gh.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 pub(crate) fn ran(w: &Workspace) -> String {
@@ -312,14 +327,7 @@ async fn pending_checks_are_waited_for(b: Backend) {
     gh.status(SHA_WAIT_BAD, "test", "pending");
 
     for (git_ref, sha, pass) in [("wait", SHA_WAIT, true), ("waitbad", SHA_WAIT_BAD, false)] {
-        let child = w
-            .cmd(&["run", "ship", "staging", git_ref])
-            .env("GITHUB_TOKEN", TOKEN)
-            .env("GITHUB_API_URL", &gh.url)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_run(&w, &gh, &["ship", "staging", git_ref]);
         let path = if pass { "check-runs" } else { "/status" };
         let at = format!("/commits/{sha}/");
         // Intake asks once; the job asks again (and says it waits) before anything runs.

@@ -10,6 +10,7 @@
 
 mod args;
 mod parse;
+mod workflow;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use crate::config::Config;
 
 pub use args::{ParsedArgs, accepted};
 pub use parse::parse_command;
+pub use workflow::{MAX_INPUTS, MIN_POLL_MS, Template, TemplatePart};
 
 /// The bundled command files, used with the embedded config.
 pub const EMBEDDED_COMMANDS: &[(&str, &str)] = &[
@@ -158,13 +160,29 @@ pub struct Arg {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
+    /// The program and its arguments; empty for a `workflow` step.
     pub argv: Vec<String>,
+    /// A GitHub Actions workflow to dispatch and follow instead of a program.
+    pub workflow: Option<WorkflowStep>,
     pub env: BTreeMap<String, String>,
     pub pass_env: Vec<String>,
     pub cwd: Option<PathBuf>,
     pub timeout_seconds: Option<u64>,
     /// Give the step the generated secret on stdin (rotate-secret).
     pub secret_stdin: bool,
+}
+
+/// `workflow = "deploy.yml"`, `ref` and `inputs`: a workflow run on GitHub as a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowStep {
+    /// The workflow's file name in `.github/workflows/`.
+    pub file: String,
+    /// The branch or tag GitHub runs the workflow file from.
+    pub git_ref: Template,
+    /// Input name → value, each filled from the job's validated arguments.
+    pub inputs: BTreeMap<String, Template>,
+    /// How often the run is asked about; `[github] workflow_poll_ms` when unset.
+    pub poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

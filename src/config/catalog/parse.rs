@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::catalog::workflow::{Offer, RawWorkflow, workflow_step};
 use crate::config::catalog::{Arg, ArgKind, BUILTINS, Command, JobKind, Problem, Step};
 use crate::config::{Config, line_of};
 
@@ -50,11 +51,18 @@ fn yes() -> bool {
     true
 }
 
+/// A step runs a program (`argv`) or a GitHub Actions workflow (`workflow`, `ref`,
+/// `inputs`, `poll_ms`); `env`, `pass_env`, `cwd` and `secret_stdin` are for programs.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
     name: String,
-    argv: Spanned<Vec<String>>,
+    argv: Option<Spanned<Vec<String>>>,
+    workflow: Option<Spanned<String>>,
+    #[serde(rename = "ref")]
+    git_ref: Option<Spanned<String>>,
+    inputs: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    poll_ms: Option<u64>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -69,7 +77,7 @@ const ARG_KINDS: &str = "environment, version, secret_name, choice, text";
 const JOB_KINDS: &str = "deploy, rollback, migrate, restore, backup, rotate_secret, custom";
 
 /// The problems found in one file so far.
-struct Problems<'a> {
+pub(super) struct Problems<'a> {
     file: &'a str,
     text: &'a str,
     found: Vec<Problem>,
@@ -80,11 +88,11 @@ impl Problems<'_> {
         line_of(self.text, span.start)
     }
     /// A problem at the line where `span` starts.
-    fn at(&mut self, span: Range<usize>, message: String) {
+    pub(super) fn at(&mut self, span: Range<usize>, message: String) {
         let line = self.line(span);
         self.on(line, message);
     }
-    fn on(&mut self, line: usize, message: String) {
+    pub(super) fn on(&mut self, line: usize, message: String) {
         self.found.push(Problem {
             file: self.file.to_owned(),
             line,
@@ -121,7 +129,9 @@ pub fn parse_command(file: &str, text: &str, config: &Config) -> Result<Command,
     });
     let args = args(raw.args, &mut ps);
     let (roles, default_role) = roles(raw.roles, raw.role, config, &mut ps);
-    let steps = steps(raw.steps, &mut ps);
+    let runs_on = |env: &str| roles.contains_key(env) || default_role.is_some();
+    let offer = Offer::new(&args, kind, runs_on, config);
+    let steps = steps(raw.steps, &offer, &mut ps);
     // Backups and restores are Deckhand's own pg_dump and pg_restore; other kinds run steps.
     if steps.is_empty() && !matches!(kind, JobKind::Restore | JobKind::Backup) {
         ps.on(1, "a command needs at least one [[steps]] entry".into());
@@ -305,39 +315,56 @@ fn roles(
     (roles, default_role)
 }
 
-/// `[[steps]]`: argv arrays that name a program and interpolate nothing.
-fn steps(raw: Vec<Spanned<RawStep>>, ps: &mut Problems) -> Vec<Step> {
+/// `[[steps]]`: argv arrays that name a program and interpolate nothing, or workflows.
+fn steps(raw: Vec<Spanned<RawStep>>, offer: &Offer, ps: &mut Problems) -> Vec<Step> {
     let mut steps = Vec::new();
     for s in raw {
         let line = ps.line(s.span());
         let s = s.into_inner();
-        let argv = s.argv.get_ref();
-        if argv.is_empty() || argv[0].is_empty() {
-            ps.at(
-                s.argv.span(),
-                "argv must name a program: e.g. [\"./deploy.sh\", \"--verbose\"]".into(),
-            );
-        }
-        if argv.iter().any(|a| a.contains("{{") || a.contains("${")) {
-            ps.at(
-                s.argv.span(),
-                "argv cannot interpolate arguments; steps receive them as DECKHAND_* environment variables".into(),
-            );
-        }
-        for k in s.env.keys().chain(s.pass_env.iter()) {
-            if k.starts_with("DECKHAND_") {
-                ps.on(
-                    line,
-                    format!("env {k:?}: the DECKHAND_ prefix is reserved for arguments"),
-                );
+        let (argv, workflow) = match (s.argv, s.workflow) {
+            (Some(argv), None) => {
+                check_argv(&argv, &s.env, &s.pass_env, line, ps);
+                if s.git_ref.is_some() || s.inputs.is_some() || s.poll_ms.is_some() {
+                    ps.on(
+                        line,
+                        "ref, inputs and poll_ms belong to workflow steps; an argv step gets its arguments as DECKHAND_* environment variables".into(),
+                    );
+                }
+                (argv.into_inner(), None)
             }
-        }
+            (None, Some(file)) => {
+                if !s.env.is_empty() || !s.pass_env.is_empty() || s.cwd.is_some() || s.secret_stdin
+                {
+                    ps.on(
+                        line,
+                        "env, pass_env, cwd and secret_stdin belong to argv steps; a workflow step runs on GitHub and gets only its inputs".into(),
+                    );
+                }
+                let raw = RawWorkflow {
+                    file,
+                    git_ref: s.git_ref,
+                    inputs: s.inputs,
+                    poll_ms: s.poll_ms,
+                };
+                (Vec::new(), Some(workflow_step(raw, line, offer, ps)))
+            }
+            (argv, _) => {
+                let what = if argv.is_some() {
+                    "has both argv and workflow; keep one"
+                } else {
+                    "needs argv (a program to run, e.g. argv = [\"./deploy.sh\"]) or workflow (a GitHub Actions workflow to dispatch, e.g. workflow = \"deploy.yml\")"
+                };
+                ps.on(line, format!("step {:?} {what}", s.name));
+                continue;
+            }
+        };
         if s.timeout_seconds == Some(0) {
             ps.on(line, "timeout_seconds must be at least 1".into());
         }
         steps.push(Step {
             name: s.name,
-            argv: s.argv.into_inner(),
+            argv,
+            workflow,
             env: s.env,
             pass_env: s.pass_env,
             cwd: s.cwd,
@@ -346,6 +373,37 @@ fn steps(raw: Vec<Spanned<RawStep>>, ps: &mut Problems) -> Vec<Step> {
         });
     }
     steps
+}
+
+/// An argv names a program, interpolates nothing, and leaves `DECKHAND_*` to arguments.
+fn check_argv(
+    argv: &Spanned<Vec<String>>,
+    env: &BTreeMap<String, String>,
+    pass_env: &[String],
+    line: usize,
+    ps: &mut Problems,
+) {
+    let a = argv.get_ref();
+    if a.is_empty() || a[0].is_empty() {
+        ps.at(
+            argv.span(),
+            "argv must name a program: e.g. [\"./deploy.sh\", \"--verbose\"]".into(),
+        );
+    }
+    if a.iter().any(|a| a.contains("{{") || a.contains("${")) {
+        ps.at(
+            argv.span(),
+            "argv cannot interpolate arguments; steps receive them as DECKHAND_* environment variables".into(),
+        );
+    }
+    for k in env.keys().chain(pass_env.iter()) {
+        if k.starts_with("DECKHAND_") {
+            ps.on(
+                line,
+                format!("env {k:?}: the DECKHAND_ prefix is reserved for arguments"),
+            );
+        }
+    }
 }
 
 /// `NAME ARG [OPTIONAL]`, for a file that does not spell out its usage.

@@ -6,6 +6,7 @@
 //! GitHub does). Records every call (method, path, Authorization, `If-None-Match`, body,
 //! the status answered) and can answer 401, a 403 rate limit with `Retry-After`
 //! or `x-ratelimit-reset`, 422 for an unknown ref, or 502 to the next deployment creates.
+//! GitHub Actions (workflow dispatches, runs, their jobs, cancels): `github_actions.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,8 @@ type Scripted = (u16, Vec<(String, String)>, Value);
 #[derive(Default)]
 pub(super) struct Inner {
     calls: Vec<GhCall>,
+    /// GitHub Actions: workflows, their runs, dispatches and cancels.
+    pub(super) actions: super::github_actions::Actions,
     /// ref (branch, tag, short or full SHA) → full SHA.
     refs: BTreeMap<String, String>,
     /// SHA → check runs: (name, status, conclusion).
@@ -72,7 +75,7 @@ pub(super) struct Inner {
 
 #[derive(Clone)]
 pub struct FakeGitHub {
-    inner: Arc<Mutex<Inner>>,
+    pub(super) inner: Arc<Mutex<Inner>>,
     pub url: String,
 }
 
@@ -278,6 +281,11 @@ fn respond(
         return r;
     }
     let parts: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+    if let Some(r) =
+        super::github_actions::respond(&mut i.actions, method, &parts, uri.query(), body.as_ref())
+    {
+        return r;
+    }
     if parts.len() >= 5 && parts[1] == "repos" && parts[4] == "deployments" {
         return deployments(i, method, &parts, body.unwrap_or(Value::Null));
     }
@@ -466,7 +474,7 @@ fn deployments(i: &mut Inner, method: &Method, parts: &[String], body: Value) ->
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut k = 0;

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod fake;
 pub mod gateway;
 pub mod github;
+pub mod github_actions;
 pub mod github_app;
 pub mod prom;
 pub mod prometheus;

@@ -6,6 +6,7 @@ use std::process::Output;
 
 use serde_json::json;
 
+use super::workflow::workflow_command;
 use super::{SHA_OK, TOKEN, ws};
 use crate::common::github::FakeGitHub;
 use crate::common::github_app::{APP_ID, APP_KEY};
@@ -26,6 +27,14 @@ fn github_check(w: &Workspace, gh: &FakeGitHub, env: &[(&str, &str)]) -> (i32, S
     )
 }
 
+/// [`ws`] with `gha`, a deploy whose step is a workflow (Actions: write).
+fn ws_with_workflow() -> Option<Workspace> {
+    let w = ws(Backend::Sqlite)?;
+    let text = workflow_command("gha", "deploy.yml", 30);
+    std::fs::write(w.dir.path().join("commands/gha.toml"), text).unwrap();
+    Some(w)
+}
+
 fn line<'a>(out: &'a str, part: &str) -> &'a str {
     out.lines()
         .find(|l| l.contains(part))
@@ -34,7 +43,7 @@ fn line<'a>(out: &'a str, part: &str) -> &'a str {
 
 #[test]
 fn an_apps_permissions_are_compared_with_what_each_feature_needs() {
-    let Some(w) = ws(Backend::Sqlite) else { return };
+    let Some(w) = ws_with_workflow() else { return };
     let gh = FakeGitHub::start();
     gh.commit(SHA_OK, &["main"]);
     let app = [
@@ -44,7 +53,7 @@ fn an_apps_permissions_are_compared_with_what_each_feature_needs() {
     gh.app(
         APP_KEY,
         &["acme/shop"],
-        json!({"metadata": "read", "contents": "read", "checks": "read", "statuses": "read", "deployments": "write"}),
+        json!({"metadata": "read", "contents": "read", "checks": "read", "statuses": "read", "deployments": "write", "actions": "write"}),
     );
     let (code, out, err) = github_check(&w, &gh, &app);
     assert_eq!(code, 0, "{out}{err}");
@@ -56,6 +65,12 @@ fn an_apps_permissions_are_compared_with_what_each_feature_needs() {
         line(&out, "deployments: write")
             .trim_start()
             .starts_with("ok"),
+        "{out}"
+    );
+    let actions = line(&out, "actions: write");
+    assert!(
+        actions.trim_start().starts_with("ok")
+            && actions.contains("workflow steps of gha (production, staging)"),
         "{out}"
     );
     // staging gates on CI: checks and statuses are needed, and said why.
@@ -79,8 +94,15 @@ fn an_apps_permissions_are_compared_with_what_each_feature_needs() {
         d.trim_start().starts_with("MISSING") && d.contains("(has: read)"),
         "{out}"
     );
+    let a = line(&out, "actions: write");
     assert!(
-        err.contains("1 permission(s) missing: deployments: write on acme/shop"),
+        a.trim_start().starts_with("MISSING") && a.contains("(has: none)"),
+        "{out}"
+    );
+    assert!(
+        err.contains(
+            "2 permission(s) missing: actions: write on acme/shop; deployments: write on acme/shop"
+        ),
         "{err}"
     );
 
@@ -99,7 +121,7 @@ fn an_apps_permissions_are_compared_with_what_each_feature_needs() {
 
 #[test]
 fn a_tokens_permissions_are_tried_and_refusals_named() {
-    let Some(w) = ws(Backend::Sqlite) else { return };
+    let Some(w) = ws_with_workflow() else { return };
     let gh = FakeGitHub::start();
     gh.commit(SHA_OK, &["main"]);
     let token = [("GITHUB_TOKEN", TOKEN)];
@@ -124,6 +146,12 @@ fn a_tokens_permissions_are_tried_and_refusals_named() {
     // A write only a write would prove is not claimed either way.
     assert!(
         line(&out, "deployments: write")
+            .trim_start()
+            .starts_with("unknown"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "actions: write")
             .trim_start()
             .starts_with("unknown"),
         "{out}"
