@@ -81,7 +81,8 @@ fn close_of(app: &App, job: &JobRow, key: &str, state: &str, description: &str) 
     )]
 }
 
-/// A job found interrupted (its process died): `error` on the deployments it had opened.
+/// A job found interrupted (its process died), or ended by an internal error: `error` on
+/// the deployments it had opened.
 pub(crate) async fn interrupted(app: &App, job: &JobRow, description: &str) -> Vec<Write> {
     let mut out = Vec::new();
     for key in [key(job.id), rollback_key(job.id)] {

@@ -77,7 +77,7 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
         }
         Err(e) => {
             tracing::error!(job_id = job.id, error = %e, "job failed");
-            (state::FAILED, internal_error(&app, &job, &e))
+            (state::FAILED, internal_error(&app, &job, &e).await)
         }
     };
     // The heartbeat goes on while the end is recorded: through a database outage the
@@ -104,8 +104,9 @@ async fn execute_in_span(app: Arc<App>, job: JobRow, shutdown: CancelToken) {
     app.poke();
 }
 
-/// The writes that end a job Deckhand itself could not run to its end.
-fn internal_error(app: &App, job: &JobRow, e: &anyhow::Error) -> Vec<Write> {
+/// The writes that end a job Deckhand itself could not run to its end; the GitHub
+/// deployments it had opened get `error`, not left `in_progress`.
+async fn internal_error(app: &App, job: &JobRow, e: &anyhow::Error) -> Vec<Write> {
     let reason = format!("internal error: {e}");
     let n = Notice::new(
         NoticeKind::JobFailed,
@@ -123,7 +124,8 @@ fn internal_error(app: &App, job: &JobRow, e: &anyhow::Error) -> Vec<Write> {
         Some(&app.worker_id),
     )];
     w.extend(notices(&app.settings, job, &n));
-    w.push(audit(job, "job_failed", reason));
+    w.push(audit(job, "job_failed", reason.clone()));
+    w.extend(github::interrupted(app, job, &reason).await);
     w
 }
 
