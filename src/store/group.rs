@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::time::now_ms;
 use crate::on_db;
 use crate::store::jobs::{Enqueued, Extra, NewJob, PG_CHANNEL};
-use crate::store::{Db, Result, StoreError, Write, exec_write};
+use crate::store::{Db, Result, StoreError, Write, exec_write, many};
 
 /// Most requests in one transaction: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
@@ -41,14 +41,152 @@ pub enum Done {
     Applied(bool),
 }
 
+/// Each backend's text of a statement of `store::many`, made once.
+struct Sql {
+    pg: std::sync::LazyLock<String>,
+    sqlite: std::sync::LazyLock<String>,
+}
+
+impl Sql {
+    fn of(&self, db: &Db) -> &str {
+        match db {
+            Db::Postgres(_) => &self.pg,
+            Db::Sqlite(_) => &self.sqlite,
+        }
+    }
+}
+
+macro_rules! sql_of {
+    ($f:path) => {
+        Sql {
+            pg: std::sync::LazyLock::new(|| $f(true)),
+            sqlite: std::sync::LazyLock::new(|| $f(false)),
+        }
+    };
+}
+
+static INSERT_JOBS: Sql = sql_of!(many::insert_jobs_sql);
+static BEHIND: Sql = sql_of!(many::behind_sql);
+static INSERT_NOTICES: Sql = sql_of!(many::insert_notices_sql);
+static INSERT_AUDITS: Sql = sql_of!(many::insert_audits_sql);
+
+fn job_of<'a>(item: &Item<'a>) -> (&'a NewJob, &'a Extra) {
+    match item {
+        Item::Job(job, extra) => (*job, *extra),
+        Item::Writes { .. } => unreachable!("a job item"),
+    }
+}
+
 impl Db {
-    /// Run `items` in one transaction, in order; see the module's comment.
+    /// Run `items` in one transaction; see the module's comment. The jobs that carry an
+    /// idempotency key (every command from a platform) go in together, a few statements
+    /// for all of them (`store::many`); the rest, and the writes, one by one in order.
     pub async fn commit_batch(&self, items: &[Item<'_>]) -> Result<Vec<Done>> {
         let now = now_ms();
+        let keyed: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| matches!(it, Item::Job(j, _) if j.idempotency_key.is_some()))
+            .map(|(i, _)| i)
+            .collect();
         on_db!(self, p => {
             let mut tx = p.begin().await?;
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
+            let mut out: Vec<Option<Done>> = items.iter().map(|_| None).collect();
+            if keyed.len() > 1 {
+                // The first request of each key is inserted; a repeat of it in the same
+                // batch (a platform's retry) is answered with that job, as it would be
+                // one batch later.
+                let key = |i: usize| job_of(&items[i]).0.idempotency_key.as_deref().unwrap_or_default();
+                let mut seen = std::collections::HashSet::new();
+                let firsts: Vec<usize> = keyed.iter().copied().filter(|&i| seen.insert(key(i))).collect();
+                let inserted: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(INSERT_JOBS.of(self)))
+                    .bind(now)
+                    .bind(many::job_rows(firsts.iter().map(|&i| job_of(&items[i]).0)))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let ids: std::collections::HashMap<String, i64> =
+                    inserted.into_iter().map(|(id, k)| (k, id)).collect();
+                let taken: Vec<&str> = firsts.iter().map(|&i| key(i)).filter(|k| !ids.contains_key(*k)).collect();
+                let mut earlier: std::collections::HashMap<String, (i64, String)> = Default::default();
+                for k in taken {
+                    let (id, state): (i64, String) =
+                        sqlx::query_as("SELECT id, state FROM jobs WHERE idempotency_key = $1")
+                            .bind(k)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    earlier.insert(k.to_owned(), (id, state));
+                }
+                let waiting: Vec<(i64, &str)> = firsts
+                    .iter()
+                    .filter_map(|&i| {
+                        let job = job_of(&items[i]).0;
+                        Some((*ids.get(key(i))?, job.concurrency_key.as_deref()?))
+                    })
+                    .collect();
+                let behind: std::collections::HashMap<i64, Option<i64>> = if waiting.is_empty() {
+                    Default::default()
+                } else {
+                    sqlx::query_as::<_, (i64, Option<i64>)>(sqlx::AssertSqlSafe(BEHIND.of(self)))
+                        .bind(many::behind_rows(&waiting))
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .collect()
+                };
+                let mut writes = Vec::new();
+                let mut answered = std::collections::HashSet::new();
+                for &i in &keyed {
+                    let (job, extra) = job_of(&items[i]);
+                    let k = key(i);
+                    let done = match (ids.get(k), answered.insert(k)) {
+                        (Some(&id), true) => {
+                            let behind = behind.get(&id).copied().flatten();
+                            writes.extend(extra(id, behind));
+                            Enqueued { id, created: true, behind, state: job.state.clone() }
+                        }
+                        (Some(&id), false) => Enqueued { id, created: false, behind: None, state: job.state.clone() },
+                        (None, _) => {
+                            let (id, state) = earlier.get(k).cloned().ok_or_else(|| {
+                                StoreError::Conflict("a job's idempotency key was taken and is gone".into())
+                            })?;
+                            Enqueued { id, created: false, behind: None, state }
+                        }
+                    };
+                    out[i] = Some(Done::Job(done));
+                }
+                // The notices and audit events of all of them, one statement per table; a
+                // thread's second notice in the batch after its first (it follows up).
+                let mut threads = std::collections::HashSet::new();
+                let (mut notices, mut audits, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+                for w in &writes {
+                    match w {
+                        Write::Notice(n) if threads.insert((&n.platform, &n.channel, &n.thread_key)) => notices.push(n),
+                        Write::Audit(a) => audits.push(a),
+                        w => rest.push(w),
+                    }
+                }
+                if !notices.is_empty() {
+                    sqlx::query(sqlx::AssertSqlSafe(INSERT_NOTICES.of(self)))
+                        .bind(many::notice_rows(notices.into_iter()))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !audits.is_empty() {
+                    sqlx::query(sqlx::AssertSqlSafe(INSERT_AUDITS.of(self)))
+                        .bind(many::audit_rows(audits.into_iter()))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for w in rest {
+                    exec_write!(self, tx, w)?;
+                }
+            }
+            for (item, slot) in items.iter().zip(out.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
                 let (job, extra) = match item {
                     Item::Writes { writes, guarded } => {
                         let mut applied = true;
@@ -59,7 +197,7 @@ impl Db {
                                 break;
                             }
                         }
-                        out.push(Done::Applied(applied));
+                        *slot = Some(Done::Applied(applied));
                         continue;
                     }
                     Item::Job(job, extra) => (job, extra),
@@ -96,7 +234,7 @@ impl Db {
                             .bind(&job.idempotency_key)
                             .fetch_one(&mut *tx)
                             .await?;
-                    out.push(Done::Job(Enqueued { id, created: false, behind: None, state }));
+                    *slot = Some(Done::Job(Enqueued { id, created: false, behind: None, state }));
                     continue;
                 };
                 let behind: Option<i64> = match &job.concurrency_key {
@@ -121,9 +259,10 @@ impl Db {
                 for w in extra(id, behind) {
                     exec_write!(self, tx, &w)?;
                 }
-                out.push(Done::Job(Enqueued { id, created: true, behind, state: job.state.clone() }));
+                *slot = Some(Done::Job(Enqueued { id, created: true, behind, state: job.state.clone() }));
             }
             // Workers are woken for what they can run: not for jobs waiting for approval.
+            let out: Vec<Done> = out.into_iter().map(|d| d.expect("every item answered")).collect();
             let new_job = out.iter().any(
                 |d| matches!(d, Done::Job(e) if e.created && e.state == crate::store::jobs::state::QUEUED),
             );

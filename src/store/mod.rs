@@ -17,6 +17,7 @@ pub mod holds;
 pub(crate) mod incidents;
 pub mod jobs;
 pub mod leases;
+pub(crate) mod many;
 pub(crate) mod outbox;
 pub mod pages;
 pub(crate) mod probes;

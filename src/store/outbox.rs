@@ -97,16 +97,34 @@ pub(crate) fn insert_notice_sql(db: &Db) -> &'static str {
 }
 
 fn insert_notice(pg: bool) -> String {
-    let same_thread = "e.platform = $2 AND e.thread_key = $4 \
-         AND e.delivered_at IS NULL AND e.channel IS NOT DISTINCT FROM $3";
+    insert_notice_from(pg, ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"], "") + " RETURNING id"
+}
+
+/// The notice insert over `from` (empty: one row of parameters), reading each row's job
+/// id, platform, channel, thread key, body, time, `whole` and `urgent` from `cols`.
+pub(crate) fn insert_notice_from(pg: bool, cols: [&str; 8], from: &str) -> String {
+    let [
+        job_id,
+        platform,
+        channel,
+        thread_key,
+        body,
+        now,
+        whole,
+        urgent,
+    ] = cols;
+    let same_thread = format!(
+        "e.platform = {platform} AND e.thread_key = {thread_key} \
+         AND e.delivered_at IS NULL AND e.channel IS NOT DISTINCT FROM {channel}"
+    );
     format!(
         "INSERT INTO outbox \
          (job_id, platform, channel, thread_key, body, created_at, next_attempt_at, whole, priority) \
-         SELECT $1, $2, $3, $4, $5, $6, $6, $7, CASE WHEN {} \
-         OR EXISTS (SELECT 1 FROM platform_messages m WHERE m.platform = $2 \
-           AND m.channel = COALESCE($3, '') AND m.thread_key = $4) THEN {} \
-         WHEN $8 THEN {} ELSE {} END RETURNING id",
-        thread_look(pg, same_thread, true),
+         SELECT {job_id}, {platform}, {channel}, {thread_key}, {body}, {now}, {now}, {whole}, CASE WHEN {} \
+         OR EXISTS (SELECT 1 FROM platform_messages m WHERE m.platform = {platform} \
+           AND m.channel = COALESCE({channel}, '') AND m.thread_key = {thread_key}) THEN {} \
+         WHEN {urgent} THEN {} ELSE {} END{from}",
+        thread_look(pg, &same_thread, true),
         priority::FOLLOW_UP,
         priority::URGENT,
         priority::NEW

@@ -112,6 +112,70 @@ async fn share_commits(b: Backend) {
     let audit = app.db.audit(None, 1000).await.unwrap();
     let audited: BTreeSet<i64> = audit.iter().filter_map(|a| a.job_id).collect();
     assert_eq!(audited, ids, "every job's audit row is in its transaction");
+
+    // 30 commands for one environment in one batch (one of them twice): each waits for
+    // the one before it (by id), as when they come one by one.
+    let jobs: Vec<NewJob> = (0..31)
+        .map(|i| job(&format!("s{}", i.min(29)), Some("staging")))
+        .collect();
+    // Each job's extra writes: its audit row, two notices of its thread (the second an
+    // edit of the first's message: it follows up) and an urgent one of a thread of its own.
+    let notice = |id: i64, thread: String, body: &str, urgent: bool| {
+        deckhand::store::Write::Notice(deckhand::store::NewNotice {
+            job_id: Some(id),
+            platform: "slack".into(),
+            channel: Some("C1".into()),
+            thread_key: thread,
+            body: body.into(),
+            whole: true,
+            urgent,
+        })
+    };
+    let extra: Arc<Extra> = Arc::new(move |id, behind| {
+        let mut w = self::audited("accepted")(id, behind);
+        w.push(notice(id, format!("job:{id}"), "queued", false));
+        w.push(notice(id, format!("job:{id}"), "still queued", false));
+        w.push(notice(id, format!("job:{id}:loud"), "loud", true));
+        w
+    });
+    let items: Vec<deckhand::store::group::Item> = jobs
+        .iter()
+        .map(|j| deckhand::store::group::Item::Job(j, &*extra))
+        .collect();
+    let done = app.db.commit_batch(&items).await.unwrap();
+    let mut queued: Vec<_> = done
+        .into_iter()
+        .map(|d| match d {
+            deckhand::store::group::Done::Job(e) => e,
+            deckhand::store::group::Done::Applied(_) => panic!("a job's answer"),
+        })
+        .collect();
+    let again = queued.pop().unwrap();
+    assert!(!again.created && again.id == queued[29].id, "{again:?}");
+    queued.sort_by_key(|e| e.id);
+    assert!(queued.iter().all(|e| e.created), "{queued:?}");
+    assert_eq!(queued[0].behind, None, "{queued:?}");
+    for pair in queued.windows(2) {
+        assert_eq!(pair[1].behind, Some(pair[0].id), "{queued:?}");
+    }
+    let audit = app.db.audit(None, 1000).await.unwrap();
+    // The outbox's priorities: urgent 0, new 1, follow-up 2.
+    let (urgent, new, follow_up) = (0, 1, 2);
+    for e in &queued {
+        assert_eq!(audit.iter().filter(|a| a.job_id == Some(e.id)).count(), 1);
+        let rows = app.db.job_notices(e.id, "slack", 0).await.unwrap();
+        let seen: Vec<(&str, i64)> = rows.iter().map(|r| (r.body.as_str(), r.priority)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("queued", new),
+                ("loud", urgent),
+                ("still queued", follow_up)
+            ],
+            "job {}",
+            e.id
+        );
+    }
 }
 
 /// Enqueue jobs `range` concurrently through the group-commit writer, keyed by `key`;
