@@ -271,8 +271,11 @@ impl Ingress {
 /// Fire signed slash commands at `rate` per second for `secs`, open loop: each request
 /// leaves at its scheduled time whatever the earlier ones are doing.
 async fn ingress(s: &Serve, rate: u32, secs: u64, run: &str) -> Ingress {
+    // A request unanswered after 30 s counts as not acknowledged: a run once hung here
+    // for good, every socket closed, on a request whose answer never came.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     let url = format!("http://127.0.0.1:{}/slack/commands", s.port);
