@@ -417,6 +417,10 @@ async fn kill_9_between_enqueue_and_acknowledgement_loses_nothing() {
     let fake = FakeApi::start();
     let mut env = slack_env(&fake);
     env.push(("DECKHAND_FAULT", "abort-after-enqueue".into()));
+    // No worker of the dying process may claim the job in the microseconds between its
+    // commit and the abort (a periodic poll once did, and the job then ended interrupted,
+    // as it should): its workers poll at start, then not for 5 s, long after it is gone.
+    env.push(("DECKHAND__QUEUE__POLL_MS", "5000".into()));
     let mut server = start(&ws, &env);
     let answer = command(&server.url(""), "slow qa v1", "lost-ack").await;
     assert!(
