@@ -223,10 +223,7 @@ async fn app_verdicts(
     repo: &str,
     needs: &Needs,
 ) -> Result<BTreeMap<&'static str, Verdict>, GhError> {
-    let id = app.installation(gh, repo).await?;
-    let inst = app
-        .as_app(gh, Method::GET, &format!("/app/installations/{id}"))
-        .await?;
+    let (_, inst) = app.look_up_installation(gh, repo).await?;
     // And the installation token really is minted and works.
     gh.get(&format!("/repos/{repo}")).await?;
     Ok(needs
@@ -253,11 +250,7 @@ async fn token_verdicts(
     let res = send(gh, &format!("/repos/{repo}")).await?;
     match res.status().as_u16() {
         200 => {}
-        401 => {
-            return Err(GhError::Failed(
-                "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
-            ));
-        }
+        401 => return Err(GhError::Failed(gh.refused(&format!("/repos/{repo}")).await)),
         404 => {
             return Err(GhError::Failed(format!(
                 "the token cannot see {repo}: give it access to the repository (Repository access → Only select repositories)"
@@ -283,15 +276,23 @@ async fn token_verdicts(
             })
             .collect());
     }
-    let head = gh
-        .get(&format!("/repos/{repo}/commits?per_page=1"))
-        .await
-        .ok()
-        .and_then(|v: Value| v[0]["sha"].as_str().map(str::to_owned));
-    let mut out = BTreeMap::new();
+    // Contents: read is the commit list itself; its newest commit is what the checks and
+    // statuses are tried on.
+    let commits = format!("/repos/{repo}/commits?per_page=1");
+    let listed = send(gh, &commits).await?;
+    let contents = judged(gh, &commits, listed.status().as_u16(), Level::Read).await?;
+    let head = match contents {
+        Verdict::Ok => listed
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v[0]["sha"].as_str().map(str::to_owned)),
+        _ => None,
+    };
+    let mut out = BTreeMap::from([("contents", contents)]);
     for (perm, (level, _)) in needs {
         let path = match (*perm, &head) {
-            ("contents", _) => format!("/repos/{repo}/commits?per_page=1"),
+            ("contents", _) => continue,
             ("checks", Some(sha)) => format!("/repos/{repo}/commits/{sha}/check-runs?per_page=1"),
             ("statuses", Some(sha)) => format!("/repos/{repo}/commits/{sha}/status"),
             ("deployments", _) => format!("/repos/{repo}/deployments?per_page=1"),
@@ -304,26 +305,26 @@ async fn token_verdicts(
                 continue;
             }
         };
-        let v = match probe(gh, &path).await? {
-            200..=299 if *level == Level::Write => Verdict::Unverified,
-            200..=299 => Verdict::Ok,
-            403 | 404 => Verdict::Missing("none".into()),
-            s => return Err(GhError::Failed(format!("GitHub answered {s} for {repo}"))),
-        };
-        out.insert(*perm, v);
+        let status = send(gh, &path).await?.status().as_u16();
+        out.insert(*perm, judged(gh, &path, status, *level).await?);
     }
     Ok(out)
 }
 
-/// `GET path`, answered: the status only.
-async fn probe(gh: &GitHub<'_>, path: &str) -> Result<u16, GhError> {
-    let s = send(gh, path).await?.status().as_u16();
-    if s == 401 {
-        return Err(GhError::Failed(
-            "GitHub refused the credentials (401): check GITHUB_TOKEN".into(),
-        ));
-    }
-    Ok(s)
+/// What GitHub's answer `status` to a `GET` of `path` says of a permission at `level`.
+async fn judged(
+    gh: &GitHub<'_>,
+    path: &str,
+    status: u16,
+    level: Level,
+) -> Result<Verdict, GhError> {
+    Ok(match status {
+        200..=299 if level == Level::Write => Verdict::Unverified,
+        200..=299 => Verdict::Ok,
+        403 | 404 => Verdict::Missing("none".into()),
+        401 => return Err(GhError::Failed(gh.refused(path).await)),
+        s => return Err(GhError::Failed(format!("GitHub answered {s}"))),
+    })
 }
 
 async fn send(gh: &GitHub<'_>, path: &str) -> Result<reqwest::Response, GhError> {

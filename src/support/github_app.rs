@@ -241,6 +241,16 @@ impl GitHubApp {
         if let Some(id) = self.installations.lock().await.get(repo) {
             return Ok(*id);
         }
+        Ok(self.look_up_installation(gh, repo).await?.0)
+    }
+
+    /// Ask GitHub which installation covers `repo` (and remember its id): the id, and the
+    /// installation as GitHub describes it (its `permissions`, …).
+    pub async fn look_up_installation(
+        &self,
+        gh: &GitHub<'_>,
+        repo: &str,
+    ) -> Result<(u64, Value), GhError> {
         let v = self
             .as_app(gh, reqwest::Method::GET, &format!("/repos/{repo}/installation"))
             .await
@@ -255,7 +265,7 @@ impl GitHubApp {
             GhError::Failed("GitHub answered an installation without an id".into())
         })?;
         self.installations.lock().await.insert(repo.to_owned(), id);
-        Ok(id)
+        Ok((id, v))
     }
 
     /// The installation token for `repo`: the one minted before while it has more than

@@ -209,9 +209,6 @@ fn app_route_answer(app: &mut FakeApp, method: &str, parts: &[String]) -> Respon
                 json_reply(404, json!({"message": "Not Found"}))
             }
         }
-        ("GET", [_, i, id]) if i == "installations" && id == &INSTALLATION.to_string() => {
-            json_reply(200, installation)
-        }
         ("GET", [_]) => json_reply(
             200,
             json!({"id": app.id.parse::<u64>().unwrap(), "slug": "deckhand-acme", "name": "Deckhand (acme)"}),
