@@ -117,21 +117,7 @@ impl Db {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
-            Db::Postgres(p) => {
-                // Each migration commits in its own transaction with its row in
-                // `_sqlx_migrations`; without waiting for each WAL flush (13 of them on a new
-                // database, most of the start), a crash can lose only the last ones whole,
-                // and they run again at the next start. The first durable commit after them
-                // (any command's) flushes them all. The setting dies with the connection,
-                // which leaves the pool.
-                let mut c = p.acquire().await?.detach();
-                sqlx::query("SET synchronous_commit = off")
-                    .execute(&mut c)
-                    .await?;
-                let r = PG_MIGRATIONS.run(&mut c).await;
-                let _ = sqlx::Connection::close(c).await;
-                r?
-            }
+            Db::Postgres(p) => PG_MIGRATIONS.run(p).await?,
         }
         Ok(())
     }
