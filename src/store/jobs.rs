@@ -186,15 +186,34 @@ impl Db {
              WHERE id IN ({pick}{lock}) RETURNING *",
             now = self.now_sql()
         );
-        let r: std::result::Result<Vec<JobRow>, sqlx::Error> = on_db!(self, p => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(k as i64)
-                .fetch_all(p)
-                .await
-        });
+        macro_rules! q {
+            ($sql:expr) => {
+                sqlx::query_as(sqlx::AssertSqlSafe($sql))
+                    .bind(owner)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(k as i64)
+            };
+        }
+        let r: std::result::Result<Vec<JobRow>, sqlx::Error> = match self {
+            Db::Sqlite(p) => q!(sql).fetch_all(p).await,
+            // A burst of jobs outruns the table's statistics until autovacuum's next
+            // ANALYZE: planned as if a few jobs were queued, the pick read every queued job
+            // through a bitmap scan and sorted them all for the first k (8.4 ms a claim with
+            // 20,000 queued, against 0.85 ms walking `(state, id)` in order, which is also
+            // the plan once the statistics are fresh). Without bitmap scans the plan walks
+            // an index in id order whatever the statistics say.
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SET LOCAL enable_bitmapscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                match q!(sql).fetch_all(&mut *tx).await {
+                    Ok(jobs) => tx.commit().await.map(|_| jobs),
+                    Err(e) => Err(e),
+                }
+            }
+        };
         match r {
             Ok(mut jobs) => {
                 jobs.sort_by_key(|j| j.id);
